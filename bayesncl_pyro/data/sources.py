@@ -1,0 +1,62 @@
+"""The dataset table (``data.name``): each entry loads one split of a dataset as an ImageDataset."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+from ..registries import DATASETS
+from .dataset import ImageDataset
+from .scenes import scenes_splits
+from .vision import NORMALIZATION, VISION_DATASETS
+
+
+@functools.lru_cache(maxsize=4)
+def _scenes(num_train: int, num_test: int, num_classes: int, shared_p: float, color_tied: bool,
+            seed: int, image_size: int) -> tuple[ImageDataset, ImageDataset]:
+    return scenes_splits(num_train=num_train, num_test=num_test, seed=seed, num_classes=num_classes,
+                         shared_p=shared_p, color_tied=color_tied, image_size=image_size)
+
+
+@DATASETS.register("scenes")
+def load_scenes(data_cfg, split: str) -> ImageDataset:
+    s = data_cfg.scenes
+    train, test = _scenes(s.num_train, s.num_test, s.num_classes, s.shared_p, s.color_tied, s.seed,
+                          data_cfg.image_size)
+    return train if split == "train" else test
+
+
+def _vision(name: str):
+    loader = VISION_DATASETS[name]
+
+    def load(data_cfg, split: str) -> ImageDataset:
+        root = str(Path(data_cfg.root).expanduser())
+        if name == "imagefolder":
+            return loader(root, split, skip_corrupt=data_cfg.skip_corrupt, cache_dir=data_cfg.cache_dir or None)
+        return loader(root, split, download=data_cfg.download)
+
+    load.__name__ = f"load_{name}"
+    return load
+
+
+for _name in VISION_DATASETS:
+    DATASETS.register(_name, _vision(_name))
+
+
+def load_split(data_cfg, split: str) -> ImageDataset:
+    """One split (``"train"`` or ``"test"``) of the configured dataset."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split={split!r} is not allowed; allowed: train, test")
+    return DATASETS.get(data_cfg.name)(data_cfg, split)
+
+
+def normalization(data_cfg, train: ImageDataset) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Channel mean/std: the standard constants of a known dataset, else measured on ``train``."""
+    if data_cfg.name in NORMALIZATION:
+        mean, std = NORMALIZATION[data_cfg.name]
+        return tuple(mean), tuple(std)
+    sample = train.images[: min(len(train), 5000)].float() / 255
+    mean = sample.mean(dim=(0, 2, 3))
+    std = sample.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return tuple(mean.tolist()), tuple(std.tolist())

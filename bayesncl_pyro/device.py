@@ -1,0 +1,30 @@
+"""Device and precision from the config: ``auto`` picks CUDA when present."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from .errors import ConfigError
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.device={name!r} is not available: this machine has no CUDA device; allowed: auto, cpu")
+        index = torch.device(name).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"train.device={name!r} does not exist; this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str):
+    """Mixed precision for the networks; the ELBO itself is computed in float32."""
+    if precision == "32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)

@@ -1,0 +1,26 @@
+"""The plate and KL weight shared by every gate site, so that model and guide agree exactly."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import pyro
+from pyro import poutine
+
+ROWS_DIM = -1
+
+
+@contextmanager
+def gate_rows(rows: int, kl_weight: float) -> Iterator[None]:
+    """Plate over the 2B rows, scaled by λ / rows.
+
+    With this scale the ELBO's KL term is λ · mean_rows(Σ_d KL), as in SPEC §3. A zero weight masks
+    the sites out of the objective (Pyro's scale must be positive).
+    """
+    with pyro.plate("rows", rows, dim=ROWS_DIM):
+        if kl_weight > 0:
+            with poutine.scale(scale=kl_weight / rows):
+                yield
+        else:
+            with poutine.mask(mask=False):
+                yield

@@ -1,0 +1,93 @@
+"""The run directory: resolved config, environment, metrics log and checkpoints in one place."""
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import Config, config_from_dict
+from .errors import CheckpointError
+from .io import atomic_write_json, atomic_write_text
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+ENV_FILE = "env.json"
+LAST_CHECKPOINT = "last.pt"
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment() -> dict[str, Any]:
+    versions = {}
+    for name in ("torch", "torchvision", "pyro-ppl", "numpy", "arviz", "bayesncl-pyro"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions,
+            "git_commit": _git_commit(), "argv": sys.argv}
+
+
+def prepare(cfg: Config, resume: bool) -> Path:
+    """Create a new run directory, or check that ``resume`` points at one of the same config."""
+    run = Path(cfg.train.out_dir)
+    has_run = (run / CONFIG_FILE).exists()
+    if resume:
+        if not has_run:
+            raise CheckpointError(f"--resume {run}: the directory does not hold a run (no {CONFIG_FILE})")
+        return run
+    if has_run:
+        raise CheckpointError(
+            f"train.out_dir={str(run)!r} already holds a run; pass --resume {run} to continue it, or choose another train.out_dir"
+        )
+    run.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    atomic_write_json(run / ENV_FILE, environment())
+    return run
+
+
+def read_config(run: str | Path) -> Config:
+    path = Path(run) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{run} does not hold a run (no {CONFIG_FILE})")
+    return config_from_dict(yaml.safe_load(path.read_text()))
+
+
+class MetricsLog:
+    """Append-only JSON lines, one per logged step; on resume, lines past the checkpoint are cut
+    so the log has no gap or duplicate step."""
+
+    def __init__(self, path: Path, resume_step: int | None = None):
+        self.path = path
+        if resume_step is not None and path.exists():
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            atomic_write_text(path, "".join(line + "\n" for line in kept))
+        self.handle = open(path, "a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.handle.write(json.dumps(record, sort_keys=True) + "\n")
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def read_metrics(run: str | Path) -> list[dict[str, Any]]:
+    path = Path(run) / METRICS_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

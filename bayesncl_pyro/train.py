@@ -1,0 +1,195 @@
+"""The training loop: batch -> two views -> backbone once -> negative ELBO (+ online probe) -> step.
+
+Logging, checkpointing and the end-of-run summary sit beside the loop, not inside the step.
+``python -m bayesncl_pyro.train`` is the same as the ``bayesncl-train`` command.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import checkpoint, run_dir
+from .batches import steps_per_epoch, train_batches
+from .config import Config
+from .data.augment import BatchAugment, EvalTransform
+from .data.sources import load_split, normalization
+from .device import autocast, resolve_device
+from .errors import BayesNCLError
+from .features import extract
+from .io import atomic_write_json
+from .network import BayesNCL
+from .optim import make_scheduler, param_groups
+from .registries import OPTIMIZERS
+from .summary import summarize
+
+SUMMARY_FILE = "summary.json"
+
+
+class NonFiniteLoss(BayesNCLError, FloatingPointError):
+    """The loss of a step is NaN or infinite; the optimizer did not move."""
+
+
+@dataclass
+class Session:
+    """Everything one run trains and steps, built from the config."""
+
+    cfg: Config
+    device: torch.device
+    net: BayesNCL
+    classifier: nn.Linear
+    augment: BatchAugment
+    eval_transform: EvalTransform
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None
+    train_set: Any
+    test_set: Any
+    steps_per_epoch: int
+    total_steps: int
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"net": self.net, "classifier": self.classifier}
+
+
+def build(cfg: Config) -> Session:
+    device = resolve_device(cfg.train.device)
+    pyro.set_rng_seed(cfg.train.seed)
+    train_set = load_split(cfg.data, "train")
+    test_set = load_split(cfg.data, "test")
+    mean, std = normalization(cfg.data, train_set)
+    net = BayesNCL(cfg).to(device)
+    classifier = nn.Linear(net.feature_dim, train_set.num_classes).to(device)
+    groups = param_groups(
+        encoder=itertools.chain(net.backbone.parameters(), net.projector.parameters()),
+        gate=net.guide.parameters(), classifier=classifier.parameters(),
+        cfg=cfg.optim, batch_size=cfg.data.batch_size,
+    )
+    optimizer = OPTIMIZERS.get(cfg.optim.name)(groups, cfg.optim)
+    per_epoch = steps_per_epoch(len(train_set), cfg.data.batch_size)
+    if per_epoch == 0:
+        raise BayesNCLError(
+            f"data.batch_size={cfg.data.batch_size} is larger than the training set ({len(train_set)} images)"
+        )
+    scheduled = cfg.train.epochs * per_epoch
+    total = min(scheduled, cfg.train.steps) if cfg.train.steps else scheduled
+    scheduler = make_scheduler(optimizer, cfg.optim, scheduled, per_epoch)
+    scaler = torch.amp.GradScaler(device.type) if cfg.train.precision == "16" else None
+    return Session(
+        cfg, device, net, classifier,
+        BatchAugment(cfg.data.augment, cfg.data.image_size, mean, std).to(device),
+        EvalTransform(cfg.data.image_size, mean, std).to(device),
+        optimizer, scheduler, scaler, train_set, test_set, per_epoch, total,
+    )
+
+
+def train_step(s: Session, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """One optimisation step on a batch of uint8 images [B, 3, H, W] and labels [B]."""
+    x = images.to(s.device, non_blocking=True)
+    y = labels.to(s.device, non_blocking=True)
+    view1, view2 = s.augment(x), s.augment(x)
+    with autocast(s.device, s.cfg.train.precision):
+        out = s.net.step(view1, view2)
+        logits = s.classifier(out.h.detach()).float()
+    probe_loss = F.cross_entropy(logits, torch.cat([y, y]))
+    total = out.loss + probe_loss
+    if not torch.isfinite(total):
+        raise NonFiniteLoss(f"loss is {total.item()} (negative ELBO {out.loss.item()}, probe {probe_loss.item()})")
+    s.optimizer.zero_grad(set_to_none=True)
+    if s.scaler is not None:
+        s.scaler.scale(total).backward()
+        s.scaler.step(s.optimizer)
+        s.scaler.update()
+    else:
+        total.backward()
+        s.optimizer.step()
+    s.scheduler.step()
+    record = {
+        "loss": out.loss.item(),
+        "infonce": out.infonce.item(),
+        "kl": out.kl.item(),
+        "probe_loss": probe_loss.item(),
+        "probe_acc": (logits.argmax(1) == torch.cat([y, y])).float().mean().item(),
+        "lr": s.optimizer.param_groups[0]["lr"],
+    }
+    if out.open_rate is not None:
+        record["open_rate"] = out.open_rate.item()
+    return record
+
+
+def _save(s: Session, run: Path, step: int) -> None:
+    epoch, batch_in_epoch = divmod(step, s.steps_per_epoch)
+    checkpoint.save(run / run_dir.LAST_CHECKPOINT, modules=s.modules(), optimizer=s.optimizer,
+                    scheduler=s.scheduler, scaler=s.scaler, step=step, epoch=epoch,
+                    batch_in_epoch=batch_in_epoch, config=s.cfg.to_dict())
+
+
+def _restore(s: Session, run: Path) -> int:
+    state = checkpoint.load(run / run_dir.LAST_CHECKPOINT, s.cfg.to_dict())
+    for name, module in s.modules().items():
+        module.load_state_dict(state["modules"][name])
+    s.optimizer.load_state_dict(state["optimizer"])
+    s.scheduler.load_state_dict(state["scheduler"])
+    if s.scaler is not None and state["scaler"] is not None:
+        s.scaler.load_state_dict(state["scaler"])
+    checkpoint.set_rng_state(state["rng"])
+    return int(state["step"])
+
+
+def train(cfg: Config, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train one run into ``cfg.train.out_dir``; returns the end-of-run summary."""
+    run = run_dir.prepare(cfg, resume)
+    s = build(cfg)
+    step = _restore(s, run) if resume else 0
+    log = run_dir.MetricsLog(run / run_dir.METRICS_FILE, resume_step=step if resume else None)
+    bar = tqdm(total=s.total_steps, initial=step, disable=not progress, desc=f"train {run.name}",
+               unit="step", dynamic_ncols=True)
+    record: dict[str, Any] = {}
+    batch_size, seed = cfg.data.batch_size, cfg.train.seed
+    s.net.train()
+    tick = time.perf_counter()
+    try:
+        while step < s.total_steps:
+            epoch, start = divmod(step, s.steps_per_epoch)
+            for index in train_batches(len(s.train_set), batch_size, seed, epoch, start):
+                try:
+                    record = train_step(s, s.train_set.images[index], s.train_set.labels[index])
+                except NonFiniteLoss as exc:
+                    raise NonFiniteLoss(f"step {step + 1}: {exc}; last good checkpoint: "
+                                        f"{run / run_dir.LAST_CHECKPOINT}") from None
+                step += 1
+                bar.update(1)
+                if step % cfg.train.log_every == 0 or step == s.total_steps:
+                    now = time.perf_counter()
+                    record.update(step=step, epoch=epoch,
+                                  images_per_s=cfg.train.log_every * batch_size / max(now - tick, 1e-9))
+                    tick = now
+                    log.write(record)
+                    bar.set_postfix(loss=f"{record['loss']:.3f}",
+                                    open=f"{record.get('open_rate', float('nan')):.2f}")
+                if step % s.steps_per_epoch == 0 or step == s.total_steps:
+                    _save(s, run, step)
+                if step >= s.total_steps:
+                    break
+    finally:
+        bar.close()
+        log.close()
+    features = extract(s.net, s.eval_transform, s.test_set, s.device, cfg.data.eval_batch_size, s.classifier)
+    summary = summarize(features, record.get("loss"))
+    summary["steps"] = step
+    atomic_write_json(run / SUMMARY_FILE, summary)
+    return summary
+
+
+if __name__ == "__main__":
+    from .cli import train_main
+
+    train_main()

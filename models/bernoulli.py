@@ -1,0 +1,34 @@
+"""The paper's model: a Bernoulli(ρ) gate on every dimension of every row, then InfoNCE.
+
+    m_{i,d} ~ Bern(ρ)                          (plate over the 2B rows, event dim D)
+    factor("contrastive", −InfoNCE(normalize(normalize(z) ⊙ m)))
+
+The factor stands outside the row plate: InfoNCE couples all rows through the negatives.
+"""
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+
+from bayesncl_pyro.contrastive import gated_rows
+from bayesncl_pyro.plates import gate_rows
+from bayesncl_pyro.registries import PRIORS
+from guides.amortized_gates import AmortizedGates
+
+from .family import PriorFamily
+
+
+class BernoulliGates:
+    def __init__(self, gate_cfg):
+        self.prior_prob = gate_cfg.prior_prob
+        self.kl_weight = gate_cfg.kl_weight
+
+    def __call__(self, z, gate_logits, contrastive):
+        rows, dims = z.shape
+        with gate_rows(rows, self.kl_weight):
+            prior = dist.Bernoulli(z.new_tensor(self.prior_prob)).expand([rows, dims]).to_event(1)
+            gate = pyro.sample("gate", prior)
+        pyro.factor("contrastive", -contrastive(gated_rows(z, gate)))
+
+
+PRIORS.register("bernoulli", PriorFamily(model=BernoulliGates, guide=AmortizedGates))

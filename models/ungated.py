@@ -1,0 +1,23 @@
+"""No gates: plain NCL (non-negative z) or SimCLR (``model.nonneg=none``), same machinery."""
+from __future__ import annotations
+
+import pyro
+
+from bayesncl_pyro.contrastive import gated_rows
+from bayesncl_pyro.registries import PRIORS
+from guides.no_gates import NoGates
+
+from .family import PriorFamily
+
+
+class Ungated:
+    """The contrastive factor alone; there is no latent site."""
+
+    def __init__(self, gate_cfg=None):
+        pass
+
+    def __call__(self, z, gate_logits, contrastive):
+        pyro.factor("contrastive", -contrastive(gated_rows(z)))
+
+
+PRIORS.register("none", PriorFamily(model=Ungated, guide=NoGates))
