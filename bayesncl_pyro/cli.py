@@ -11,8 +11,13 @@ from .errors import BayesNCLError
 
 def guarded(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[str] | None], int]:
     def wrapper(argv: Sequence[str] | None = None) -> int:
+        from .train import TrainingInterrupted
+
         try:
             code = main(argv)
+        except TrainingInterrupted as exc:
+            print(f"stopped: {exc}", file=sys.stderr)
+            code = 130
         except BayesNCLError as exc:
             print(f"error: {exc}", file=sys.stderr)
             code = 2

@@ -64,6 +64,11 @@ class GateConfig:
     temperature: float = 1.0
     estimator: str = "ste"
     relax_temperature: float = 1.0
+    particles: int = 4
+    beta_a: float = 4.0
+    beta_b: float = 1.0
+    hard_concrete_mode: str = "l0"
+    hard_concrete_temperature: float = 2 / 3
     hidden: int = 512
     layers: int = 2
 
@@ -96,6 +101,8 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int = 0
     keep: int = 1
+    checkpoint_every: int = 0
+    max_bad_steps: int = 3
 
 
 @dataclass
@@ -283,6 +290,12 @@ def validate(cfg: Config) -> None:
     _require(_finite(g.temperature) and g.temperature > 0, "gate.temperature", g.temperature, "a number > 0")
     _require(g.estimator in registries.ESTIMATORS, "gate.estimator", g.estimator, ", ".join(registries.ESTIMATORS.names()))
     _require(_finite(g.relax_temperature) and g.relax_temperature > 0, "gate.relax_temperature", g.relax_temperature, "a number > 0")
+    _require(g.particles >= 1, "gate.particles", g.particles, "an integer >= 1")
+    _require(_finite(g.beta_a) and g.beta_a > 0, "gate.beta_a", g.beta_a, "a number > 0")
+    _require(_finite(g.beta_b) and g.beta_b > 0, "gate.beta_b", g.beta_b, "a number > 0")
+    _require(g.hard_concrete_mode in ("l0", "mc"), "gate.hard_concrete_mode", g.hard_concrete_mode, "l0, mc")
+    _require(_finite(g.hard_concrete_temperature) and g.hard_concrete_temperature > 0,
+             "gate.hard_concrete_temperature", g.hard_concrete_temperature, "a number > 0")
     _require(g.hidden >= 1, "gate.hidden", g.hidden, "an integer >= 1")
     _require(1 <= g.layers <= 3, "gate.layers", g.layers, "1, 2 or 3")
 
@@ -306,3 +319,5 @@ def validate(cfg: Config) -> None:
     _require(t.log_every >= 1, "train.log_every", t.log_every, "an integer >= 1")
     _require(t.eval_every >= 0, "train.eval_every", t.eval_every, "an integer >= 0 (0 = only at the end)")
     _require(t.keep >= 1, "train.keep", t.keep, "an integer >= 1")
+    _require(t.checkpoint_every >= 0, "train.checkpoint_every", t.checkpoint_every, "an integer >= 0 (0 = each epoch)")
+    _require(t.max_bad_steps >= 1, "train.max_bad_steps", t.max_bad_steps, "an integer >= 1")

@@ -43,9 +43,9 @@ class LARS(torch.optim.SGD):
                 if group["exclude_bias_n_norm"] and p.ndim <= 1:
                     continue
                 grad = p.grad
-                if decay:
-                    grad.add_(p, alpha=decay)
                 if group["lars_exclude"]:
+                    if decay:
+                        grad.add_(p, alpha=decay)
                     continue
                 p_norm = torch.linalg.vector_norm(p)
                 g_norm = torch.linalg.vector_norm(grad)
@@ -53,6 +53,8 @@ class LARS(torch.optim.SGD):
                 if group["clip_lr"]:
                     trust = torch.clamp(trust / group["lr"], max=1.0)
                 scale = torch.where((p_norm > 0) & (g_norm > 0), trust, torch.ones_like(trust))
+                if decay:
+                    grad.add_(p, alpha=decay)
                 grad.mul_(scale)
         try:
             super().step()

@@ -6,10 +6,14 @@ Logging, checkpointing and the end-of-run summary sit beside the loop, not insid
 from __future__ import annotations
 
 import itertools
+import signal
+import threading
 import time
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pyro
 import torch
@@ -25,17 +29,13 @@ from .data.sources import load_split, normalization
 from .device import autocast, resolve_device
 from .errors import BayesNCLError
 from .features import extract
-from .io import atomic_write_json
+from .io import atomic_write_bytes, atomic_write_json
 from .network import BayesNCL
 from .optim import make_scheduler, param_groups
 from .registries import OPTIMIZERS
 from .summary import summarize
 
 SUMMARY_FILE = "summary.json"
-
-
-class NonFiniteLoss(BayesNCLError, FloatingPointError):
-    """The loss of a step is NaN or infinite; the optimizer did not move."""
 
 
 @dataclass
@@ -91,18 +91,37 @@ def build(cfg: Config) -> Session:
     )
 
 
+class NonFiniteStep(BayesNCLError, FloatingPointError):
+    """A step's loss or gradient is NaN or infinite; the optimizer did not move."""
+
+
+class TrainingInterrupted(BayesNCLError):
+    """SIGTERM or SIGINT arrived; the run saved a checkpoint at the last finished step."""
+
+
+def _grad_norm(optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    norms = [torch.linalg.vector_norm(p.grad) for g in optimizer.param_groups for p in g["params"]
+             if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+
+
 def train_step(s: Session, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """One optimisation step on a batch of uint8 images [B, 3, H, W] and labels [B]."""
+    """One optimisation step on a batch of uint8 images [B, 3, H, W] and labels [B].
+
+    Raises :class:`NonFiniteStep` before the optimizer moves if the loss or the gradient is not
+    finite (with float16 the gradient scaler handles overflow instead).
+    """
     x = images.to(s.device, non_blocking=True)
     y = labels.to(s.device, non_blocking=True)
     view1, view2 = s.augment(x), s.augment(x)
     with autocast(s.device, s.cfg.train.precision):
         out = s.net.step(view1, view2)
         logits = s.classifier(out.h.detach()).float()
-    probe_loss = F.cross_entropy(logits, torch.cat([y, y]))
+    targets = torch.cat([y, y])
+    probe_loss = F.cross_entropy(logits, targets)
     total = out.loss + probe_loss
     if not torch.isfinite(total):
-        raise NonFiniteLoss(f"loss is {total.item()} (negative ELBO {out.loss.item()}, probe {probe_loss.item()})")
+        raise NonFiniteStep(f"loss is {total.item()} (negative ELBO {out.loss.item()}, probe loss {probe_loss.item()})")
     s.optimizer.zero_grad(set_to_none=True)
     if s.scaler is not None:
         s.scaler.scale(total).backward()
@@ -110,6 +129,10 @@ def train_step(s: Session, images: torch.Tensor, labels: torch.Tensor) -> dict[s
         s.scaler.update()
     else:
         total.backward()
+        grad_norm = _grad_norm(s.optimizer)
+        if not torch.isfinite(grad_norm):
+            s.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteStep(f"gradient norm is {grad_norm.item()}")
         s.optimizer.step()
     s.scheduler.step()
     record = {
@@ -117,7 +140,7 @@ def train_step(s: Session, images: torch.Tensor, labels: torch.Tensor) -> dict[s
         "infonce": out.infonce.item(),
         "kl": out.kl.item(),
         "probe_loss": probe_loss.item(),
-        "probe_acc": (logits.argmax(1) == torch.cat([y, y])).float().mean().item(),
+        "probe_acc": (logits.argmax(1) == targets).float().mean().item(),
         "lr": s.optimizer.param_groups[0]["lr"],
     }
     if out.open_rate is not None:
@@ -132,6 +155,13 @@ def _save(s: Session, run: Path, step: int) -> None:
                     batch_in_epoch=batch_in_epoch, config=s.cfg.to_dict())
 
 
+def _keep_epoch_checkpoint(run: Path, epoch: int, keep: int) -> None:
+    """Copy ``last.pt`` to ``epoch_NNNN.pt`` and delete all but the newest ``keep`` of those."""
+    atomic_write_bytes(run / f"epoch_{epoch:04d}.pt", (run / run_dir.LAST_CHECKPOINT).read_bytes())
+    for old in sorted(run.glob("epoch_*.pt"))[:-keep]:
+        old.unlink()
+
+
 def _restore(s: Session, run: Path) -> int:
     state = checkpoint.load(run / run_dir.LAST_CHECKPOINT, s.cfg.to_dict())
     for name, module in s.modules().items():
@@ -144,47 +174,92 @@ def _restore(s: Session, run: Path) -> int:
     return int(state["step"])
 
 
+@contextmanager
+def _stop_requests() -> Iterator[list[str]]:
+    """Turn SIGTERM/SIGINT into a request the loop honours at the next step boundary."""
+    requests: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield requests
+        return
+    previous = {}
+
+    def handler(signum, frame):
+        if requests:  # a second request: stop now, without a checkpoint
+            raise KeyboardInterrupt
+        requests.append(signal.Signals(signum).name)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield requests
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def train(cfg: Config, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train one run into ``cfg.train.out_dir``; returns the end-of-run summary."""
-    run = run_dir.prepare(cfg, resume)
+    """Train one run into ``cfg.train.out_dir``; returns the end-of-run summary.
+
+    Everything that can fail on bad input (data, device, checkpoint) is checked before anything
+    is written to the run directory.
+    """
+    t = cfg.train
     s = build(cfg)
+    run = run_dir.prepare(cfg, resume)
     step = _restore(s, run) if resume else 0
     log = run_dir.MetricsLog(run / run_dir.METRICS_FILE, resume_step=step if resume else None)
     bar = tqdm(total=s.total_steps, initial=step, disable=not progress, desc=f"train {run.name}",
                unit="step", dynamic_ncols=True)
     record: dict[str, Any] = {}
-    batch_size, seed = cfg.data.batch_size, cfg.train.seed
+    batch_size = cfg.data.batch_size
+    bad_steps = 0
     s.net.train()
-    tick = time.perf_counter()
+    started = time.perf_counter()
     try:
-        while step < s.total_steps:
-            epoch, start = divmod(step, s.steps_per_epoch)
-            for index in train_batches(len(s.train_set), batch_size, seed, epoch, start):
-                try:
-                    record = train_step(s, s.train_set.images[index], s.train_set.labels[index])
-                except NonFiniteLoss as exc:
-                    raise NonFiniteLoss(f"step {step + 1}: {exc}; last good checkpoint: "
-                                        f"{run / run_dir.LAST_CHECKPOINT}") from None
-                step += 1
-                bar.update(1)
-                if step % cfg.train.log_every == 0 or step == s.total_steps:
-                    now = time.perf_counter()
-                    record.update(step=step, epoch=epoch,
-                                  images_per_s=cfg.train.log_every * batch_size / max(now - tick, 1e-9))
-                    tick = now
-                    log.write(record)
-                    bar.set_postfix(loss=f"{record['loss']:.3f}",
-                                    open=f"{record.get('open_rate', float('nan')):.2f}")
-                if step % s.steps_per_epoch == 0 or step == s.total_steps:
-                    _save(s, run, step)
-                if step >= s.total_steps:
-                    break
+        # Pyro's argument validation is for building models; in the loop it would turn a NaN batch
+        # into a ValueError deep inside a distribution instead of a skipped step.
+        with _stop_requests() as stop, pyro.validation_enabled(False):
+            while step < s.total_steps:
+                epoch, start = divmod(step, s.steps_per_epoch)
+                for index in train_batches(len(s.train_set), batch_size, t.seed, epoch, start):
+                    try:
+                        record = train_step(s, s.train_set.images[index], s.train_set.labels[index])
+                        bad_steps = 0
+                    except NonFiniteStep as exc:
+                        bad_steps += 1
+                        warnings.warn(f"step {step + 1} skipped: {exc}")
+                        if bad_steps >= t.max_bad_steps:
+                            raise NonFiniteStep(
+                                f"step {step + 1}: {exc}; {bad_steps} bad steps in a row "
+                                f"(train.max_bad_steps={t.max_bad_steps}); last good checkpoint: "
+                                f"{run / run_dir.LAST_CHECKPOINT}") from None
+                        record = {}
+                    step += 1
+                    bar.update(1)
+                    if record and (step % t.log_every == 0 or step == s.total_steps):
+                        record.update(step=step, epoch=epoch)
+                        log.write(record)
+                        bar.set_postfix(loss=f"{record['loss']:.3f}",
+                                        open=f"{record.get('open_rate', float('nan')):.2f}")
+                    epoch_done = step % s.steps_per_epoch == 0
+                    due = (epoch_done or step == s.total_steps or stop
+                           or (t.checkpoint_every and step % t.checkpoint_every == 0))
+                    if due and not bad_steps:  # never save in the middle of a bad streak
+                        _save(s, run, step)
+                        if epoch_done:
+                            _keep_epoch_checkpoint(run, step // s.steps_per_epoch, t.keep)
+                    if stop:
+                        raise TrainingInterrupted(
+                            f"{stop[0]} at step {step}: checkpoint saved; continue with --resume {run}")
+                    if step >= s.total_steps:
+                        break
     finally:
         bar.close()
         log.close()
     features = extract(s.net, s.eval_transform, s.test_set, s.device, cfg.data.eval_batch_size, s.classifier)
     summary = summarize(features, record.get("loss"))
     summary["steps"] = step
+    summary["train_seconds"] = time.perf_counter() - started
     atomic_write_json(run / SUMMARY_FILE, summary)
     return summary
 

@@ -1,0 +1,102 @@
+"""The training loop end to end on tiny configs: run directory, resume, determinism, faults."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bayesncl_pyro import CheckpointError
+from bayesncl_pyro.data.augment import BatchAugment
+from bayesncl_pyro.run_dir import read_metrics
+from bayesncl_pyro.train import NonFiniteStep, train
+
+
+def _params(run) -> dict[str, torch.Tensor]:
+    state = torch.load(run / "last.pt", weights_only=False)
+    return {f"{m}.{k}": v for m, sd in state["modules"].items() for k, v in sd.items()}
+
+
+def test_run_directory_holds_config_metrics_checkpoints_summary(tiny_config):
+    cfg = tiny_config("train.steps=10", "train.keep=1")
+    summary = train(cfg, progress=False)
+    run = __import__("pathlib").Path(cfg.train.out_dir)
+    for name in ("config.yaml", "env.json", "metrics.jsonl", "last.pt", "summary.json", "epoch_0001.pt"):
+        assert (run / name).is_file(), name
+    steps = [r["step"] for r in read_metrics(run)]
+    assert steps == list(range(1, 11))
+    assert json.loads((run / "summary.json").read_text())["steps"] == 10
+    for key in ("final_loss", "probe_top1", "open_rate", "semantic_consistency"):
+        assert summary[key] is not None and summary[key] == summary[key], key
+    env = json.loads((run / "env.json").read_text())
+    assert env["packages"]["torch"] and "git_commit" in env
+
+
+def test_existing_run_is_refused(tiny_config):
+    cfg = tiny_config("train.steps=2")
+    train(cfg, progress=False)
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        train(cfg, progress=False)
+
+
+def test_same_seed_same_metrics(tiny_config):
+    a, b = tiny_config("train.steps=6"), tiny_config("train.steps=6")
+    train(a, progress=False)
+    train(b, progress=False)
+    read = lambda c: (__import__("pathlib").Path(c.train.out_dir) / "metrics.jsonl").read_text()
+    assert read(a) == read(b)
+    c = tiny_config("train.steps=6", "train.seed=1")
+    train(c, progress=False)
+    assert read(c) != read(a)
+
+
+def test_resume_is_exact(tiny_config):
+    """Stopping after 5 steps and resuming to 12 gives the weights of 12 uninterrupted steps."""
+    from pathlib import Path
+
+    whole = tiny_config("train.steps=12", "gate.estimator=concrete")
+    train(whole, progress=False)
+    part = tiny_config("train.steps=5", "gate.estimator=concrete")
+    train(part, progress=False)
+    part.train.steps = 12
+    train(part, resume=True, progress=False)
+    a, b = _params(Path(whole.train.out_dir)), _params(Path(part.train.out_dir))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert [r["step"] for r in read_metrics(part.train.out_dir)] == list(range(1, 13))
+
+
+def test_resume_refuses_another_architecture(tiny_config):
+    cfg = tiny_config("train.steps=2")
+    train(cfg, progress=False)
+    cfg.model.proj_dim = 24
+    cfg.train.steps = 4
+    with pytest.raises(CheckpointError, match="model.proj_dim"):
+        train(cfg, resume=True, progress=False)
+
+
+def test_non_finite_batches_are_skipped_then_stop(tiny_config, monkeypatch):
+    """NaN images: the step is skipped without moving the weights; max_bad_steps in a row stop the
+    run with the step, the quantity and the last good checkpoint named."""
+    from pathlib import Path
+
+    original = BatchAugment.forward
+    calls = {"n": 0}
+
+    def poisoned(self, images):
+        calls["n"] += 1
+        out = original(self, images)
+        # steps 3 and onwards (two views per step) get a NaN pixel
+        return out.index_put((torch.tensor([0]),), torch.tensor(float("nan"))) if calls["n"] > 4 else out
+
+    monkeypatch.setattr(BatchAugment, "forward", poisoned)
+    cfg = tiny_config("train.steps=8", "train.checkpoint_every=2", "train.max_bad_steps=3")
+    with pytest.warns(UserWarning, match="skipped") as caught, pytest.raises(NonFiniteStep) as info:
+        train(cfg, progress=False)
+    message = str(info.value)
+    assert [str(w.message)[:6] for w in caught if "skipped" in str(w.message)] == ["step 3", "step 4", "step 5"]
+    assert "step 5" in message and "loss is nan" in message and "last.pt" in message
+    state = torch.load(Path(cfg.train.out_dir) / "last.pt", weights_only=False)
+    assert state["step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["modules"]["net"].values() if v.is_floating_point())
