@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,7 +176,7 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     unknown = sorted(set(values) - set(types))
     if unknown:
         raise ConfigError(
-            f"unknown config key {prefix}{unknown[0]}; allowed under "
+            f"unknown config key {prefix + str(unknown[0])!r}; allowed under "
             f"{prefix.rstrip('.') or 'the top level'}: {', '.join(types)}"
         )
     kwargs = {name: _coerce(prefix + name, values[name], types[name]) for name in values}
@@ -188,7 +189,7 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"override {dotted}: {part} is not a section")
+            raise ConfigError(f"override {dotted!r}: {part!r} is not a section")
         node = child
     node[parts[-1]] = value
 
@@ -215,11 +216,11 @@ def _check_override_key(key: str) -> None:
         types = _field_types(cls) if dataclasses.is_dataclass(cls) else {}
         if part not in types:
             where = ".".join(path) or "the top level"
-            raise ConfigError(f"unknown config key {key}; allowed under {where}: {', '.join(types)}")
+            raise ConfigError(f"unknown config key {key!r}; allowed under {where}: {', '.join(types)}")
         path.append(part)
         cls = types[part]
     if dataclasses.is_dataclass(cls):
-        raise ConfigError(f"config key {key} is a section; set one of its fields, e.g. {key}.{next(iter(_field_types(cls)))}=...")
+        raise ConfigError(f"config key {key!r} is a section; set one of its fields, e.g. {key}.{next(iter(_field_types(cls)))}=...")
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
@@ -290,6 +291,12 @@ def validate(cfg: Config) -> None:
     _require(_finite(g.temperature) and g.temperature > 0, "gate.temperature", g.temperature, "a number > 0")
     _require(g.estimator in registries.ESTIMATORS, "gate.estimator", g.estimator, ", ".join(registries.ESTIMATORS.names()))
     _require(_finite(g.relax_temperature) and g.relax_temperature > 0, "gate.relax_temperature", g.relax_temperature, "a number > 0")
+    from models import uses_gate_estimator  # hard_concrete and none have no Bernoulli gates to estimate
+
+    bernoulli_priors = ", ".join(p for p in registries.PRIORS.names() if uses_gate_estimator(p))
+    _require(g.estimator == GateConfig.estimator or uses_gate_estimator(g.prior), "gate.estimator", g.estimator,
+             f"{GateConfig.estimator} with gate.prior={g.prior}, which does not use gate.estimator "
+             f"(the estimators apply to gate.prior={bernoulli_priors})")
     _require(g.particles >= 1, "gate.particles", g.particles, "an integer >= 1")
     _require(_finite(g.beta_a) and g.beta_a > 0, "gate.beta_a", g.beta_a, "a number > 0")
     _require(_finite(g.beta_b) and g.beta_b > 0, "gate.beta_b", g.beta_b, "a number > 0")
@@ -313,7 +320,7 @@ def validate(cfg: Config) -> None:
     _require(t.epochs >= 1, "train.epochs", t.epochs, "an integer >= 1")
     _require(t.steps >= 0, "train.steps", t.steps, "an integer >= 0 (0 = no cap)")
     _require(t.seed >= 0, "train.seed", t.seed, "an integer >= 0")
-    _require(t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"), "train.device", t.device, "auto, cpu, cuda, cuda:N")
+    _require(re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device) is not None, "train.device", t.device, "auto, cpu, cuda, cuda:N")
     _require(bool(t.out_dir), "train.out_dir", t.out_dir, "a directory path")
     _require(t.precision in ("32", "bf16", "16"), "train.precision", t.precision, "32, bf16, 16")
     _require(t.log_every >= 1, "train.log_every", t.log_every, "an integer >= 1")

@@ -22,7 +22,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 
 _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
 _CROP_ATTEMPTS = 10
@@ -110,7 +110,7 @@ def to_float_images(images: torch.Tensor) -> torch.Tensor:
     if images.dtype == torch.uint8:
         return images.to(torch.float32).div_(255.0)
     if not images.is_floating_point():
-        raise TypeError(f"images must be uint8 or floating point; got {images.dtype}")
+        raise DataError(f"images must be uint8 (0..255) or floating point (0..1); got {images.dtype}")
     return images.to(torch.float32)
 
 
@@ -359,8 +359,21 @@ def _check_normalisation(size: int, mean, std) -> None:
 
 
 def _check_images(images: torch.Tensor) -> None:
+    """Reject what the pipeline cannot treat as a batch of RGB images, with a DataError."""
+    if not isinstance(images, torch.Tensor):
+        raise DataError(f"images must be a torch.Tensor [B, 3, H, W]; got {type(images).__name__}")
     if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be [B, 3, H, W]; got {tuple(images.shape)}")
+        raise DataError(f"images must be [B, 3, H, W]; got shape {tuple(images.shape)}")
+    if images.shape[0] < 1 or images.shape[2] < 1 or images.shape[3] < 1:
+        raise DataError(f"images must hold at least one pixel of one image; got shape {tuple(images.shape)}")
+    if images.dtype != torch.uint8 and not images.is_floating_point():
+        raise DataError(f"images must be uint8 (0..255) or floating point (0..1); got {images.dtype}")
+    if images.is_floating_point():  # uint8, the training path, needs no look at the values
+        if not bool(torch.isfinite(images).all()):
+            raise DataError("floating-point images hold NaN or infinite values; allowed: finite values in [0, 1]")
+        low, high = images.min().item(), images.max().item()
+        if low < 0 or high > 1:
+            raise DataError(f"floating-point images range over [{low:.4g}, {high:.4g}]; allowed: [0, 1]")
 
 
 class BatchAugment(torch.nn.Module):
