@@ -39,6 +39,7 @@ class DataConfig:
     batch_size: int = 256
     eval_batch_size: int = 512
     image_size: int = 32
+    train_subset: int = 0
     download: bool = False
     skip_corrupt: bool = False
     cache_dir: str = ""
@@ -270,6 +271,7 @@ def validate(cfg: Config) -> None:
     _require(d.batch_size >= 2, "data.batch_size", d.batch_size, "an integer >= 2")
     _require(d.eval_batch_size >= 1, "data.eval_batch_size", d.eval_batch_size, "an integer >= 1")
     _require(d.image_size >= 8, "data.image_size", d.image_size, "an integer >= 8")
+    _require(d.train_subset >= 0, "data.train_subset", d.train_subset, "an integer >= 0 (0 = the whole split)")
     s = d.scenes
     _require(s.num_train >= 2, "data.scenes.num_train", s.num_train, "an integer >= 2")
     _require(s.num_test >= 1, "data.scenes.num_test", s.num_test, "an integer >= 1")

@@ -100,3 +100,15 @@ def test_non_finite_batches_are_skipped_then_stop(tiny_config, monkeypatch):
     state = torch.load(Path(cfg.train.out_dir) / "last.pt", weights_only=False)
     assert state["step"] == 2
     assert all(torch.isfinite(v).all() for v in state["modules"]["net"].values() if v.is_floating_point())
+
+
+def test_train_subset_is_class_balanced_and_fixed():
+    from bayesncl_pyro.data.sources import balanced_subset
+
+    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
+    index = balanced_subset(labels, 30)
+    assert len(set(index.tolist())) == 30
+    assert torch.bincount(labels[index]).tolist() == [10, 10, 10]
+    assert torch.equal(index, balanced_subset(labels, 30))
+    small = balanced_subset(labels, 70)
+    assert torch.bincount(labels[small]).tolist() == [25, 25, 20]

@@ -45,10 +45,27 @@ for _name in VISION_DATASETS:
 
 
 def load_split(data_cfg, split: str) -> ImageDataset:
-    """One split (``"train"`` or ``"test"``) of the configured dataset."""
+    """One split (``"train"`` or ``"test"``) of the configured dataset; the training split cut to
+    ``data.train_subset`` images when that is set."""
     if split not in ("train", "test"):
         raise ValueError(f"split={split!r} is not allowed; allowed: train, test")
-    return DATASETS.get(data_cfg.name)(data_cfg, split)
+    data = DATASETS.get(data_cfg.name)(data_cfg, split)
+    if split == "train" and 0 < data_cfg.train_subset < len(data):
+        data = data.subset(balanced_subset(data.labels, data_cfg.train_subset))
+    return data
+
+
+def balanced_subset(labels: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
+    """Indices of ``size`` items, as equal a share of every class as possible, in a fixed random
+    order (the same subset for every run, so methods compare on the same images)."""
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(labels), generator=generator)
+    shuffled = labels[order]
+    # rank of each item within its class, in the shuffled order
+    onehot = torch.nn.functional.one_hot(shuffled, int(labels.max()) + 1)
+    rank = (onehot.cumsum(0) * onehot).sum(1) - 1
+    chosen = order[torch.argsort(rank, stable=True)[:size]]
+    return chosen.sort().values
 
 
 def normalization(data_cfg, train: ImageDataset) -> tuple[tuple[float, ...], tuple[float, ...]]:
