@@ -11,11 +11,11 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from pyro.infer import TraceMeanField_ELBO
 from torch import nn
 
 from .config import Config
 from .contrastive import InfoNCE, gated_rows, two_view_ids
+from .elbo import make_elbo
 from .negatives import Negatives, local_batch
 from .projector import projector
 from .registries import BACKBONES, NONNEG, PRIORS
@@ -62,7 +62,7 @@ class BayesNCL(nn.Module):
         self.model = family.model(g)
         self.guide = family.guide(feat_dim, m.proj_dim, g)
         self.contrastive = InfoNCE(m.temperature, negatives)
-        self.elbo = TraceMeanField_ELBO(max_plate_nesting=1)
+        self.elbo = make_elbo(self.guide, g)
 
     @property
     def feature_dim(self) -> int:

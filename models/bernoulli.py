@@ -8,9 +8,9 @@ The factor stands outside the row plate: InfoNCE couples all rows through the ne
 from __future__ import annotations
 
 import pyro
-import pyro.distributions as dist
 
 from bayesncl_pyro.contrastive import gated_rows
+from bayesncl_pyro.distributions.gates import BernoulliGatePrior
 from bayesncl_pyro.plates import gate_rows
 from bayesncl_pyro.registries import PRIORS
 from guides.amortized_gates import AmortizedGates
@@ -26,7 +26,7 @@ class BernoulliGates:
     def __call__(self, z, gate_logits, contrastive):
         rows, dims = z.shape
         with gate_rows(rows, self.kl_weight):
-            prior = dist.Bernoulli(z.new_tensor(self.prior_prob)).expand([rows, dims]).to_event(1)
+            prior = BernoulliGatePrior(z.new_tensor(self.prior_prob)).expand([rows, dims]).to_event(1)
             gate = pyro.sample("gate", prior)
         pyro.factor("contrastive", -contrastive(gated_rows(z, gate)))
 

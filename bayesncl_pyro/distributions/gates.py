@@ -10,16 +10,23 @@ gate value is drawn and how gradients flow back to α (``rsample``):
   authors' code adds a single Gumbel draw instead of L; a single Gumbel is not the difference of
   two Gumbels, so its relaxed sample is biased towards 1 and it is not the Binary-Concrete of
   Maddison et al. We implement the correct noise.
+- ``soft`` (the paper's "soft gating" ablation): m = α itself, no threshold and no noise.
+- ``score``: exact draws m ~ Bern(α) with a score-function gradient and a leave-one-out baseline
+  over ``gate.particles`` draws (:class:`bayesncl_pyro.elbo.LeaveOneOutELBO`): the unbiased
+  reference the biased estimators above are measured against.
 
 Their KL to a Bernoulli(ρ) prior is analytic and clamped as in the paper (α, ρ ∈ [0.01, 0.99]);
-it is registered so that ``TraceMeanField_ELBO`` uses it.
+it is registered so that ``TraceMeanField_ELBO`` uses it. Each estimator also names the ELBO
+that trains it (``make_elbo``): ``TraceMeanField_ELBO`` for the pathwise ones, the
+leave-one-out score-function ELBO for ``score``.
 """
 from __future__ import annotations
 
 import torch
 from pyro.distributions import Bernoulli
-from torch.distributions import kl_divergence, register_kl
+from torch.distributions import constraints, kl_divergence, register_kl
 
+from ..elbo import LeaveOneOutELBO, mean_field_elbo
 from ..registries import ESTIMATORS
 
 KL_CLAMP = (0.01, 0.99)
@@ -59,6 +66,11 @@ class GateBernoulli(Bernoulli):
     def hard_gate(self) -> torch.Tensor:
         """The deterministic test-time gate 1[α > threshold]."""
         return (self.probs > self.threshold).to(self.probs.dtype)
+
+    @classmethod
+    def make_elbo(cls, gate_cfg):
+        """The ELBO that trains this estimator: analytic KL, pathwise gradient through ``rsample``."""
+        return mean_field_elbo()
 
     def _draw(self, shape: torch.Size) -> torch.Tensor:
         raise NotImplementedError
@@ -112,12 +124,68 @@ class ConcreteBernoulli(GateBernoulli):
         return straight_through((soft > self.threshold).to(soft.dtype), soft)
 
 
+@ESTIMATORS.register("soft")
+class SoftBernoulli(GateBernoulli):
+    """m = α exactly: no threshold, no noise (the paper's "soft gating" ablation).
+
+    The value is a probability, not a draw from {0, 1}, so the support is the closed unit
+    interval: Pyro validates every site value against the support of the guide's and the model's
+    distribution, and ``log_prob`` (the Bernoulli cross-entropy m log α + (1 − m) log(1 − α)) is
+    well defined there. The model's prior must accept such values too: the gate priors are
+    :class:`BernoulliGatePrior`. The loss never evaluates either log-density: the KL between them
+    is the registered analytic one. The test-time gate stays 1[α > threshold] (SPEC §6).
+    """
+
+    support = constraints.unit_interval
+
+    def _draw(self, shape: torch.Size) -> torch.Tensor:
+        return self.probs.expand(shape)
+
+
+@ESTIMATORS.register("score")
+class ScoreBernoulli(GateBernoulli):
+    """Exact draws m ~ Bern(α), no reparameterisation: the gradient is the score function's.
+
+    Trained by :class:`bayesncl_pyro.elbo.LeaveOneOutELBO` with ``gate.particles`` draws per step;
+    its value is the Monte-Carlo estimate of the true objective E_q[InfoNCE(m)] + λ·KL.
+    """
+
+    has_rsample = False
+
+    @classmethod
+    def make_elbo(cls, gate_cfg):
+        return LeaveOneOutELBO(particles=gate_cfg.particles)
+
+    def _draw(self, shape: torch.Size) -> torch.Tensor:
+        return torch.bernoulli(self.probs.detach().expand(shape))
+
+    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        raise NotImplementedError("ScoreBernoulli has no reparameterised sample; use sample()")
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        return self._draw(self._extended_shape(sample_shape))
+
+
+class BernoulliGatePrior(Bernoulli):
+    """Bernoulli(ρ) prior of a gate whose log-density also accepts relaxed gate values m ∈ [0, 1]:
+
+        log p(m) = m log ρ + (1 − m) log(1 − ρ),
+
+    the Bernoulli pmf on {0, 1} (nothing changes for hard gates) and its continuous extension in
+    between, so that a soft gate (m = α) passes Pyro's support validation of the model site.
+    On (0, 1) it is not a normalised density; it is never used as one: the loss takes the
+    registered analytic KL to the guide's Bernoulli(α).
+    """
+
+    support = constraints.unit_interval
+
+
 @register_kl(GateBernoulli, Bernoulli)
 def _kl_gate_bernoulli(q: GateBernoulli, p: Bernoulli) -> torch.Tensor:
     return clamped_bernoulli_kl(q.probs, p.probs)
 
 
 __all__ = [
-    "GateBernoulli", "StraightThroughBernoulli", "ConcreteBernoulli", "clamped_bernoulli_kl",
-    "straight_through", "kl_divergence",
+    "BernoulliGatePrior", "GateBernoulli", "StraightThroughBernoulli", "ConcreteBernoulli", "SoftBernoulli",
+    "ScoreBernoulli", "clamped_bernoulli_kl", "straight_through", "kl_divergence",
 ]

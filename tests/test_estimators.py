@@ -1,0 +1,179 @@
+"""Gate estimators against exact enumeration: the score-function ELBO is unbiased (value and
+gradient), ``soft`` gates are α itself, and the true-ELBO estimate matches the exact expectation.
+
+The reference enumerates all 2^8 gate configurations of a 4-row, 2-dimension problem (B = 2
+images, two views each: the smallest InfoNCE with both positives and negatives) and takes the
+expectation under q(m) = Π Bern(α) exactly; its KL is written from SPEC §3.
+"""
+from __future__ import annotations
+
+import itertools
+
+import pyro
+import pytest
+import torch
+from pyro.infer import TraceMeanField_ELBO
+
+from bayesncl_pyro import BayesNCL
+from bayesncl_pyro.config import GateConfig
+from bayesncl_pyro.contrastive import InfoNCE, gated_rows, two_view_ids
+from bayesncl_pyro.elbo import LeaveOneOutELBO, make_elbo
+from bayesncl_pyro.errors import ConfigError
+from bayesncl_pyro.network import ContrastiveTerm
+from bayesncl_pyro.true_elbo import true_negative_elbo
+from guides.amortized_gates import AmortizedGates
+from models.bernoulli import BernoulliGates
+
+ROWS, DIMS = 4, 2
+Z_SCORE = 5.0  # Monte-Carlo tolerance: five standard errors
+
+
+def all_gate_configurations(dtype=torch.float64) -> torch.Tensor:
+    """[2^(ROWS·DIMS), ROWS, DIMS]: every binary gate matrix."""
+    flat = torch.tensor(list(itertools.product([0.0, 1.0], repeat=ROWS * DIMS)), dtype=dtype)
+    return flat.reshape(-1, ROWS, DIMS)
+
+
+def spec_kl(alpha: torch.Tensor, rho: float) -> torch.Tensor:
+    """Σ_d KL(Bern(α) ‖ Bern(ρ)) per row, both clamped to [0.01, 0.99] (SPEC §3)."""
+    a = alpha.clamp(0.01, 0.99)
+    r = torch.tensor(rho, dtype=alpha.dtype).clamp(0.01, 0.99)
+    return (a * torch.log(a / r) + (1 - a) * torch.log((1 - a) / (1 - r))).sum(1)
+
+
+def exact_negative_elbo(z, alpha, infonce, ids, kl_weight, rho) -> torch.Tensor:
+    """Σ_m q(m) InfoNCE(m) + λ mean_rows Σ_d KL, by enumeration; differentiable in z and α."""
+    configs = all_gate_configurations(z.dtype)
+    q = (alpha * configs + (1 - alpha) * (1 - configs)).flatten(1).prod(1)
+    losses = torch.stack([infonce(gated_rows(z, m), ids) for m in configs])
+    return (q * losses).sum() + kl_weight * spec_kl(alpha, rho).mean()
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    """One thread (overrides the conftest's two): thousands of tiny ops, where thread hand-offs
+    cost more than the arithmetic, most of all on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def tiny_problem():
+    """z [4, 2] ≥ 0, gate logits [4, 2] with the first column positive (so the straight-through
+    gate keeps every row open and its gradient stays finite), ids of two views of two images."""
+    generator = torch.Generator().manual_seed(0)
+    z = torch.randn(ROWS, DIMS, generator=generator, dtype=torch.float64).abs().requires_grad_()
+    logits = torch.randn(ROWS, DIMS, generator=generator, dtype=torch.float64)
+    logits[:, 0] = logits[:, 0].abs() + 0.1
+    return z, logits.requires_grad_(), two_view_ids(ROWS // 2), InfoNCE(0.5)
+
+
+def _model_guide(estimator: str, **gate):
+    cfg = GateConfig(estimator=estimator, temperature=1.0, **gate)
+    return cfg, BernoulliGates(cfg), AmortizedGates(3, DIMS, cfg)
+
+
+def test_make_elbo_follows_the_estimator():
+    for estimator in ("ste", "concrete", "soft"):
+        cfg, _, guide = _model_guide(estimator)
+        assert isinstance(make_elbo(guide, cfg), TraceMeanField_ELBO)
+    cfg, _, guide = _model_guide("score", particles=3)
+    elbo = make_elbo(guide, cfg)
+    assert isinstance(elbo, LeaveOneOutELBO) and elbo.particles == 3
+
+
+def test_score_estimator_is_unbiased(tiny_problem):
+    """Mean value and mean gradient (w.r.t. z and the gate logits) over many draws equal the exact
+    ones within five standard errors; the straight-through gradient of the same problem does not."""
+    z, logits, ids, infonce = tiny_problem
+    kl_weight, rho = 0.3, 0.7
+    cfg, model, guide = _model_guide("score", particles=8, kl_weight=kl_weight, prior_prob=rho)
+    elbo = make_elbo(guide, cfg)
+    pyro.set_rng_seed(0)
+    draws = 1000
+    values, grad_z, grad_logits = [], [], []
+    for _ in range(draws):
+        loss = elbo.differentiable_loss(model, guide, z, logits, ContrastiveTerm(infonce, ids))
+        gz, gl = torch.autograd.grad(loss, (z, logits))
+        values.append(loss.detach())
+        grad_z.append(gz)
+        grad_logits.append(gl)
+
+    exact = exact_negative_elbo(z, torch.sigmoid(logits), infonce, ids, kl_weight, rho)
+    exact_z, exact_logits = torch.autograd.grad(exact, (z, logits))
+    for samples, target in ((torch.stack(values), exact.detach()), (torch.stack(grad_z), exact_z),
+                            (torch.stack(grad_logits), exact_logits)):
+        stderr = samples.std(0) / draws ** 0.5
+        assert torch.all((samples.mean(0) - target).abs() <= Z_SCORE * stderr + 1e-9), (samples.mean(0), target)
+
+    # power: a biased estimator is caught by the same tolerance
+    cfg, model, guide = _model_guide("ste", kl_weight=kl_weight, prior_prob=rho)
+    ste_loss = make_elbo(guide, cfg).differentiable_loss(model, guide, z, logits, ContrastiveTerm(infonce, ids))
+    ste_logits = torch.autograd.grad(ste_loss, logits)[0]
+    stderr = torch.stack(grad_logits).std(0) / draws ** 0.5
+    assert torch.any((ste_logits - exact_logits).abs() > Z_SCORE * stderr)
+
+
+def test_score_loss_records_the_particle_mean_of_infonce(tiny_problem):
+    z, logits, ids, infonce = tiny_problem
+    cfg, model, guide = _model_guide("score", particles=5, kl_weight=0.0)
+    term = ContrastiveTerm(infonce, ids)
+    loss = make_elbo(guide, cfg).differentiable_loss(model, guide, z, logits, term)
+    assert term.value.shape == () and torch.isfinite(term.value)
+    assert abs(loss.item() - term.value.item()) < 1e-12  # λ = 0: the loss is the InfoNCE average
+
+
+def test_soft_gate_is_alpha_exactly(tiny_problem):
+    """m = σ(ℓ / T) bit for bit, Pyro's validation passes on the relaxed value, and the loss is
+    InfoNCE(normalize(normalize(z) ⊙ α)) + λ mean_rows Σ_d KL."""
+    z, logits, ids, infonce = tiny_problem
+    z, logits = z.detach().float(), logits.detach().float()  # the guide works in float32
+    kl_weight, rho, temperature = 0.2, 0.8, 0.7
+    cfg = GateConfig(estimator="soft", temperature=temperature, kl_weight=kl_weight, prior_prob=rho)
+    model, guide = BernoulliGates(cfg), AmortizedGates(3, DIMS, cfg)
+    alpha = torch.sigmoid(logits / temperature)
+    trace = pyro.poutine.trace(guide).get_trace(z, logits, None)
+    assert torch.equal(trace.nodes["gate"]["value"], alpha)
+    assert not torch.all((alpha == 0) | (alpha == 1))
+    with pyro.validation_enabled(True):
+        loss = make_elbo(guide, cfg).differentiable_loss(model, guide, z, logits, ContrastiveTerm(infonce, ids))
+    reference = infonce(gated_rows(z, alpha), ids) + kl_weight * spec_kl(alpha, rho).mean()
+    assert abs(loss.item() - reference.item()) < 1e-6
+
+
+def test_true_elbo_matches_exact_enumeration(tiny_config):
+    """The Monte-Carlo true negative ELBO of a network (D = 2, B = 2) is within five of its own
+    standard errors of the exact expectation, and the standard error is of the right size."""
+    kl_weight, rho = 0.5, 0.8
+    cfg = tiny_config("model.proj_dim=2", f"gate.kl_weight={kl_weight}", f"gate.prior_prob={rho}")
+    torch.manual_seed(0)
+    net = BayesNCL(cfg).double().eval()
+    generator = torch.Generator().manual_seed(1)
+    x1, x2 = torch.randn(2, 2, 3, 32, 32, generator=generator, dtype=torch.float64)
+    samples = 800
+    estimate = true_negative_elbo(net, x1, x2, samples=samples, seed=3)
+    with torch.no_grad():
+        out = net.encode(torch.cat([x1, x2]))
+        alpha = torch.sigmoid(out["gate_logits"] / cfg.gate.temperature)
+        ids = two_view_ids(2)
+        exact = exact_negative_elbo(out["z"], alpha, net.contrastive, ids, kl_weight, rho)
+        configs = all_gate_configurations()
+        q = (alpha * configs + (1 - alpha) * (1 - configs)).flatten(1).prod(1)
+        losses = torch.stack([net.contrastive(gated_rows(out["z"], m), ids) for m in configs])
+        exact_sd = ((q * (losses - (q * losses).sum()) ** 2).sum()).sqrt()
+    assert estimate["samples"] == samples
+    assert abs(estimate["negative_elbo"] - exact.item()) <= Z_SCORE * estimate["stderr"] + 1e-9
+    assert estimate["stderr"] == pytest.approx(exact_sd.item() / samples ** 0.5, rel=0.15)
+    assert estimate["kl"] == pytest.approx(kl_weight * spec_kl(alpha, rho).mean().item(), rel=1e-6)
+    again = true_negative_elbo(net, x1, x2, samples=samples, seed=3)
+    assert again == estimate
+
+
+def test_score_and_soft_need_bernoulli_gates(tiny_config):
+    for estimator in ("score", "soft", "concrete"):
+        with pytest.raises(ConfigError, match="gate.estimator.*hard_concrete"):
+            tiny_config("gate.prior=hard_concrete", f"gate.estimator={estimator}")
+    tiny_config("gate.prior=hard_concrete")
+    tiny_config("gate.prior=beta_bernoulli", "gate.estimator=score")
