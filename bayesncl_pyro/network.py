@@ -17,6 +17,7 @@ from .config import Config
 from .contrastive import InfoNCE, gated_rows, two_view_ids
 from .elbo import make_elbo
 from .negatives import Negatives, local_batch
+from .plates import at_least_float32
 from .projector import projector
 from .registries import BACKBONES, NONNEG, PRIORS
 
@@ -78,8 +79,8 @@ class BayesNCL(nn.Module):
                       ids: torch.Tensor) -> tuple[torch.Tensor, ContrastiveTerm]:
         """The differentiable negative ELBO of rows ``z`` [R, D] with instance ids [R]."""
         term = ContrastiveTerm(self.contrastive, ids)
-        z = z.float()
-        logits = None if gate_logits is None else gate_logits.float()
+        z = at_least_float32(z)
+        logits = None if gate_logits is None else at_least_float32(gate_logits)
         with torch.autocast(device_type=z.device.type, enabled=False):
             loss = self.elbo.differentiable_loss(self.model, self.guide, z, logits, term)
         return loss, term

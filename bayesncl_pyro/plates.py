@@ -5,9 +5,15 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import pyro
+import torch
 from pyro import poutine
 
 ROWS_DIM = -1
+
+
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """Gate probabilities and KLs are computed in float32 (bf16/fp16 under autocast are promoted)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 @contextmanager

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from bayesncl_pyro.distributions.gates import GateBernoulli
-from bayesncl_pyro.plates import gate_rows
+from bayesncl_pyro.plates import at_least_float32, gate_rows
 from bayesncl_pyro.registries import ESTIMATORS
 
 
@@ -41,7 +41,7 @@ class AmortizedGates(nn.Module):
 
     def posterior(self, gate_logits: torch.Tensor) -> GateBernoulli:
         """q(m | x) for every row and dimension: Bernoulli(σ(ℓ / T)), batch shape [rows, D]."""
-        return self.estimator.from_config(gate_logits.float() / self.gate_cfg.temperature, self.gate_cfg)
+        return self.estimator.from_config(at_least_float32(gate_logits) / self.gate_cfg.temperature, self.gate_cfg)
 
     def forward(self, z, gate_logits, contrastive) -> None:
         rows = z.shape[0]

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from bayesncl_pyro.distributions.hard_concrete import HardConcrete
-from bayesncl_pyro.plates import gate_rows
+from bayesncl_pyro.plates import at_least_float32, gate_rows
 
 from .amortized_gates import gate_network
 
@@ -90,7 +90,7 @@ class HardConcreteGates(nn.Module):
     def posterior(self, gate_logits: torch.Tensor) -> HardConcreteGate:
         """q(m | x) for every row and dimension, batch shape [rows, D]."""
         g = self.gate_cfg
-        return HardConcreteGate(gate_logits.float() / g.temperature, temperature=g.hard_concrete_temperature,
+        return HardConcreteGate(at_least_float32(gate_logits) / g.temperature, temperature=g.hard_concrete_temperature,
                                 threshold=g.threshold)
 
     def forward(self, z, gate_logits, contrastive) -> None:
