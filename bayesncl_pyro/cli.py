@@ -55,6 +55,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     else:
         cfg = load_config(args.config, args.overrides)
     summary = train(cfg, resume=bool(args.resume), progress=not args.no_progress)
-    print(format_summary(summary))
-    print(f"run directory: {cfg.train.out_dir}")
+    if summary:  # ranks other than 0 of a distributed run have nothing to say
+        print(format_summary(summary))
+        print(f"run directory: {cfg.train.out_dir}")
     return 0

@@ -105,6 +105,10 @@ class TrainConfig:
     keep: int = 1
     checkpoint_every: int = 0
     max_bad_steps: int = 3
+    distributed: bool = False
+    sync_bn: bool = False
+    compile: bool = False
+    channels_last: bool = False
 
 
 @dataclass

@@ -22,11 +22,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import checkpoint, run_dir
-from .batches import steps_per_epoch, train_batches
+from .batches import steps_per_epoch
 from .config import Config
 from .data.augment import BatchAugment, EvalTransform
 from .data.sources import load_split, normalization
 from .device import autocast, resolve_device
+from .distributed import DistributedContext, rank_batches, setup_distributed, wrap_ddp
 from .errors import BayesNCLError
 from .features import extract
 from .io import atomic_write_bytes, atomic_write_json
@@ -43,9 +44,10 @@ class Session:
     """Everything one run trains and steps, built from the config."""
 
     cfg: Config
-    device: torch.device
+    ctx: DistributedContext
     net: BayesNCL
     classifier: nn.Linear
+    step_module: nn.Module
     augment: BatchAugment
     eval_transform: EvalTransform
     optimizer: torch.optim.Optimizer
@@ -56,35 +58,55 @@ class Session:
     steps_per_epoch: int
     total_steps: int
 
+    @property
+    def device(self) -> torch.device:
+        return self.ctx.device
+
     def modules(self) -> dict[str, nn.Module]:
         return {"net": self.net, "classifier": self.classifier}
 
 
-def build(cfg: Config) -> Session:
-    device = resolve_device(cfg.train.device)
-    pyro.set_rng_seed(cfg.train.seed)
+def build(cfg: Config, ctx: DistributedContext | None = None) -> Session:
+    """Data, network, step module (DDP-wrapped under torchrun), optimizer and schedule.
+
+    Under torchrun each rank takes ``data.batch_size`` images of a global batch of
+    ``world_size × data.batch_size``; the learning rate scales with the global batch.
+    """
+    t = cfg.train
+    ctx = ctx or DistributedContext(device=resolve_device(t.device))
+    device = ctx.device
+    pyro.set_rng_seed(t.seed)
     train_set = load_split(cfg.data, "train")
     test_set = load_split(cfg.data, "test")
     mean, std = normalization(cfg.data, train_set)
-    net = BayesNCL(cfg).to(device)
+    net = BayesNCL(cfg, negatives=ctx.negatives).to(device)
+    if t.channels_last:
+        net = net.to(memory_format=torch.channels_last)
     classifier = nn.Linear(net.feature_dim, train_set.num_classes).to(device)
+    step_module = wrap_ddp(net, ctx, t.sync_bn, classifier)
+    if t.compile:
+        net.backbone.compile()
+    global_batch = ctx.world_size * cfg.data.batch_size
     groups = param_groups(
         encoder=itertools.chain(net.backbone.parameters(), net.projector.parameters()),
         gate=net.guide.parameters(), classifier=classifier.parameters(),
-        cfg=cfg.optim, batch_size=cfg.data.batch_size,
+        cfg=cfg.optim, batch_size=global_batch,
     )
     optimizer = OPTIMIZERS.get(cfg.optim.name)(groups, cfg.optim)
-    per_epoch = steps_per_epoch(len(train_set), cfg.data.batch_size)
+    per_epoch = steps_per_epoch(len(train_set), global_batch)
     if per_epoch == 0:
         raise BayesNCLError(
-            f"data.batch_size={cfg.data.batch_size} is larger than the training set ({len(train_set)} images)"
+            f"data.batch_size={cfg.data.batch_size} × {ctx.world_size} process(es) is larger than the "
+            f"training set ({len(train_set)} images)"
         )
-    scheduled = cfg.train.epochs * per_epoch
-    total = min(scheduled, cfg.train.steps) if cfg.train.steps else scheduled
+    scheduled = t.epochs * per_epoch
+    total = min(scheduled, t.steps) if t.steps else scheduled
     scheduler = make_scheduler(optimizer, cfg.optim, scheduled, per_epoch)
-    scaler = torch.amp.GradScaler(device.type) if cfg.train.precision == "16" else None
+    scaler = torch.amp.GradScaler(device.type) if t.precision == "16" else None
+    if ctx.active:  # ranks must not crop alike
+        pyro.set_rng_seed(ctx.seed(t.seed))
     return Session(
-        cfg, device, net, classifier,
+        cfg, ctx, net, classifier, step_module,
         BatchAugment(cfg.data.augment, cfg.data.image_size, mean, std).to(device),
         EvalTransform(cfg.data.image_size, mean, std).to(device),
         optimizer, scheduler, scaler, train_set, test_set, per_epoch, total,
@@ -114,14 +136,19 @@ def train_step(s: Session, images: torch.Tensor, labels: torch.Tensor) -> dict[s
     x = images.to(s.device, non_blocking=True)
     y = labels.to(s.device, non_blocking=True)
     view1, view2 = s.augment(x), s.augment(x)
+    if s.cfg.train.channels_last:
+        view1 = view1.contiguous(memory_format=torch.channels_last)
+        view2 = view2.contiguous(memory_format=torch.channels_last)
     with autocast(s.device, s.cfg.train.precision):
-        out = s.net.step(view1, view2)
-        logits = s.classifier(out.h.detach()).float()
+        out = s.step_module(view1, view2)
+        logits = out["probe_logits"].float()
     targets = torch.cat([y, y])
     probe_loss = F.cross_entropy(logits, targets)
-    total = out.loss + probe_loss
-    if not torch.isfinite(total):
-        raise NonFiniteStep(f"loss is {total.item()} (negative ELBO {out.loss.item()}, probe loss {probe_loss.item()})")
+    total = out["loss"] + probe_loss
+    if not s.ctx.agree(bool(torch.isfinite(total))):
+        raise NonFiniteStep(f"loss is {total.item()} (negative ELBO {out['loss'].item()}, probe loss "
+                            f"{probe_loss.item()}) on rank {s.ctx.rank}" if s.ctx.active else
+                            f"loss is {total.item()} (negative ELBO {out['loss'].item()}, probe loss {probe_loss.item()})")
     s.optimizer.zero_grad(set_to_none=True)
     if s.scaler is not None:
         s.scaler.scale(total).backward()
@@ -136,15 +163,15 @@ def train_step(s: Session, images: torch.Tensor, labels: torch.Tensor) -> dict[s
         s.optimizer.step()
     s.scheduler.step()
     record = {
-        "loss": out.loss.item(),
-        "infonce": out.infonce.item(),
-        "kl": out.kl.item(),
+        "loss": out["loss"].item(),
+        "infonce": out["infonce"].item(),
+        "kl": out["kl"].item(),
         "probe_loss": probe_loss.item(),
         "probe_acc": (logits.argmax(1) == targets).float().mean().item(),
         "lr": s.optimizer.param_groups[0]["lr"],
     }
-    if out.open_rate is not None:
-        record["open_rate"] = out.open_rate.item()
+    if out["open_rate"] is not None:
+        record["open_rate"] = out["open_rate"].item()
     return record
 
 
@@ -198,18 +225,38 @@ def _stop_requests() -> Iterator[list[str]]:
 
 
 def train(cfg: Config, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train one run into ``cfg.train.out_dir``; returns the end-of-run summary.
+    """Train one run into ``cfg.train.out_dir``; returns the end-of-run summary (empty on ranks
+    other than 0 of a distributed run).
 
     Everything that can fail on bad input (data, device, checkpoint) is checked before anything
-    is written to the run directory.
+    is written to the run directory. Under torchrun (``torch.distributed`` environment set), rank 0
+    logs, checkpoints and summarises; the others train.
     """
+    ctx = setup_distributed(cfg.train)
+    try:
+        return _train(cfg, ctx, resume, progress)
+    finally:
+        ctx.cleanup()
+
+
+def _train(cfg: Config, ctx: DistributedContext, resume: bool, progress: bool) -> dict[str, Any]:
     t = cfg.train
-    s = build(cfg)
-    run = run_dir.prepare(cfg, resume)
+    s = build(cfg, ctx)
+    run = Path(t.out_dir)
+    prepared: BaseException | None = None
+    if ctx.is_main:
+        try:
+            run_dir.prepare(cfg, resume)
+        except BaseException as exc:  # every rank must learn of it, or they wait at the barrier
+            prepared = exc
+    if not ctx.agree(prepared is None):
+        raise prepared if prepared is not None else BayesNCLError("rank 0 could not prepare the run directory")
     step = _restore(s, run) if resume else 0
-    log = run_dir.MetricsLog(run / run_dir.METRICS_FILE, resume_step=step if resume else None)
-    bar = tqdm(total=s.total_steps, initial=step, disable=not progress, desc=f"train {run.name}",
-               unit="step", dynamic_ncols=True)
+    if resume and ctx.active:  # the checkpoint holds rank 0's RNG; give each rank its own again
+        pyro.set_rng_seed(ctx.seed(t.seed) + step)
+    log = run_dir.MetricsLog(run / run_dir.METRICS_FILE, resume_step=step if resume else None) if ctx.is_main else None
+    bar = tqdm(total=s.total_steps, initial=step, disable=not (progress and ctx.is_main),
+               desc=f"train {run.name}", unit="step", dynamic_ncols=True)
     record: dict[str, Any] = {}
     batch_size = cfg.data.batch_size
     bad_steps = 0
@@ -221,7 +268,8 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> dict[str,
         with _stop_requests() as stop, pyro.validation_enabled(False):
             while step < s.total_steps:
                 epoch, start = divmod(step, s.steps_per_epoch)
-                for index in train_batches(len(s.train_set), batch_size, t.seed, epoch, start):
+                for index in rank_batches(len(s.train_set), batch_size, t.seed, epoch, start,
+                                          ctx.rank, ctx.world_size):
                     try:
                         record = train_step(s, s.train_set.images[index], s.train_set.labels[index])
                         bad_steps = 0
@@ -237,30 +285,40 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> dict[str,
                     step += 1
                     bar.update(1)
                     if record and (step % t.log_every == 0 or step == s.total_steps):
+                        record = ctx.mean_record(record)
                         record.update(step=step, epoch=epoch)
-                        log.write(record)
+                        if log is not None:
+                            log.write(record)
                         bar.set_postfix(loss=f"{record['loss']:.3f}",
                                         open=f"{record.get('open_rate', float('nan')):.2f}")
+                    stopping = not ctx.agree(not stop)
                     epoch_done = step % s.steps_per_epoch == 0
-                    due = (epoch_done or step == s.total_steps or stop
+                    due = (epoch_done or step == s.total_steps or stopping
                            or (t.checkpoint_every and step % t.checkpoint_every == 0))
-                    if due and not bad_steps:  # never save in the middle of a bad streak
+                    if due and not bad_steps and ctx.is_main:  # never save in the middle of a bad streak
                         _save(s, run, step)
                         if epoch_done:
                             _keep_epoch_checkpoint(run, step // s.steps_per_epoch, t.keep)
-                    if stop:
+                    if stopping:
+                        ctx.barrier()
                         raise TrainingInterrupted(
-                            f"{stop[0]} at step {step}: checkpoint saved; continue with --resume {run}")
+                            f"{stop[0] if stop else 'a stop request on another rank'} at step {step}: "
+                            f"checkpoint saved; continue with --resume {run}")
                     if step >= s.total_steps:
                         break
     finally:
         bar.close()
-        log.close()
+        if log is not None:
+            log.close()
+    if not ctx.is_main:
+        ctx.barrier()
+        return {}
     features = extract(s.net, s.eval_transform, s.test_set, s.device, cfg.data.eval_batch_size, s.classifier)
     summary = summarize(features, record.get("loss"))
     summary["steps"] = step
     summary["train_seconds"] = time.perf_counter() - started
     atomic_write_json(run / SUMMARY_FILE, summary)
+    ctx.barrier()
     return summary
 
 
