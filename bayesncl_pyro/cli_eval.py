@@ -92,3 +92,32 @@ def report_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print(f"wrote {write_report(args.run_dirs, args.out)}")
     return 0
+
+
+@guarded
+def reproduce_main(argv: Sequence[str] | None = None) -> int:
+    """bayesncl-reproduce SUITE [--out-dir DIR] [--dry-run]"""
+    from pathlib import Path as _Path
+
+    from .suite import load_suite, plan, run_suite
+
+    parser = argparse.ArgumentParser(prog="bayesncl-reproduce",
+                                     description="Run a result suite end to end (resumable): train, evaluate, inspect, tables, figures.")
+    parser.add_argument("suite", help="a suite name in configs/suites (e.g. cpu) or a suite YAML file")
+    parser.add_argument("--out-dir", help="where the suite's runs and results go (default: the file's out_dir)")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and stop")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    path = _Path(args.suite)
+    if not path.is_file():
+        path = _Path(__file__).resolve().parents[1] / "configs" / "suites" / f"{args.suite}.yaml"
+    spec = load_suite(path, args.out_dir)
+    jobs = plan(spec)
+    if args.dry_run:
+        for job in jobs:
+            print(f"{job.name:50s} {job.directory}")
+        print(f"{len(jobs)} runs")
+        return 0
+    run_suite(spec, progress=not args.no_progress)
+    print(f"results: {spec.out_dir / 'results.md'}")
+    return 0

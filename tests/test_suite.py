@@ -1,0 +1,91 @@
+"""A result suite end to end on tiny runs: plan, train, evaluate at init and after training,
+true ELBO, inspect, sweep, tables and figures; a second call does nothing again."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from bayesncl_pyro.errors import ConfigError
+from bayesncl_pyro.suite import load_suite, plan, run_suite
+
+from .conftest import ROOT, TINY
+
+
+@pytest.fixture(scope="module")
+def suite_file(tmp_path_factory):
+    base = tmp_path_factory.mktemp("suite")
+    spec = {
+        "out_dir": str(base / "out"),
+        "base": str(ROOT / "configs" / "scenes_quick.yaml"),
+        "overrides": [o for o in TINY if not o.startswith("train.epochs")] + ["train.steps=4", "train.epochs=1"],
+        "datasets": {"scenes": ["data.name=scenes"]},
+        "methods": {"ncl": ["gate.prior=none", "model.nonneg=relu"],
+                    "bayesncl_ste": ["gate.prior=bernoulli", "gate.estimator=ste"]},
+        "seeds": [0, 1],
+        "inspect": {"draws": 8, "seeds": [0]},
+        "true_elbo": {"samples": 64, "seed": 0},
+        "sweep": {"dataset": "scenes", "method": "bayesncl_ste", "overrides": ["train.steps=2"],
+                  "grid": {"gate.kl_weight": [3e-5, 0.3], "gate.prior_prob": [0.5]}},
+    }
+    path = base / "tiny.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def test_plan_covers_methods_seeds_and_sweep(suite_file):
+    jobs = plan(load_suite(suite_file))
+    assert [j.name for j in jobs] == [
+        "scenes/ncl/seed0", "scenes/ncl/seed1", "scenes/bayesncl_ste/seed0", "scenes/bayesncl_ste/seed1",
+        "sweep/kl_weight=3.0e-05_prior_prob=0.5", "sweep/kl_weight=0.3_prior_prob=0.5"]
+    assert jobs[2].cfg.train.seed == 0 and jobs[3].cfg.train.seed == 1
+    assert [j.inspect for j in jobs[:4]] == [False, False, True, False]
+    assert jobs[-1].cfg.gate.kl_weight == 0.3 and jobs[-1].cfg.train.steps == 2
+
+
+def test_suite_runs_end_to_end_and_resumes(suite_file, monkeypatch):
+    spec = load_suite(suite_file)
+    results = run_suite(spec, progress=False)
+    out = spec.out_dir
+    for name in ("results.md", "results.json", "sc_gain.png", "sweep.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    rows = {r["name"]: r for r in results["rows"]}
+    gated = rows["scenes/bayesncl_ste/seed0"]
+    for key in ("sc_init", "sc", "sc_gain", "linear_top1", "knn_top1", "true_neg_elbo", "kl_share", "open_rate",
+                "background_closed"):
+        assert gated[key] is not None, key
+    assert gated["sc_gain"] == pytest.approx(gated["sc"] - gated["sc_init"])
+    assert rows["scenes/ncl/seed0"]["open_rate"] is None
+    assert (out / "runs/scenes/bayesncl_ste/seed0/gates.nc").is_file()
+    assert not (out / "runs/scenes/bayesncl_ste/seed1/gates.nc").exists()
+    text = (out / "results.md").read_text()
+    assert "| bayesncl_ste |" in text and "±" in text and "## Sweep" in text
+
+    import bayesncl_pyro.train as train_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(train_module, "train", refuse)
+    again = run_suite(spec, progress=False)
+    assert json.dumps(again["rows"], sort_keys=True) == json.dumps(results["rows"], sort_keys=True)
+
+
+def test_bad_suite_files_are_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("datasets: {a: [data.name=scenes]}\nmethods: {m: []}\nseeds: [-1]\n")
+    with pytest.raises(ConfigError, match="seeds"):
+        load_suite(bad)
+    bad.write_text("datasets: {a: [data.name=scenes]}\nmethods: {m: [gate.prior=nope]}\n")
+    with pytest.raises(ConfigError, match="gate.prior"):
+        plan(load_suite(bad))
+    bad.write_text("datasets: {a: []}\nmethods: {m: []}\nwhat: 1\n")
+    with pytest.raises(ConfigError, match="what"):
+        load_suite(bad)
+
+
+@pytest.mark.parametrize("name", ["cpu", "gpu"])
+def test_shipped_suites_plan(name):
+    jobs = plan(load_suite(ROOT / "configs" / "suites" / f"{name}.yaml"))
+    assert jobs and all(j.cfg.train.out_dir.startswith("runs/suites/") for j in jobs)
