@@ -19,8 +19,6 @@ deterministic hard gate, which would give every draw the same open rate.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +32,7 @@ from tqdm.auto import tqdm
 from . import plots
 from .errors import ConfigError
 from .evaluate import extract_split, markdown_table
-from .io import atomic_write_text
+from .io import atomic_write_file, atomic_write_text
 from .metrics import ACTIVITY_THRESHOLD
 from .trained import TrainedRun, load_trained
 
@@ -146,22 +144,8 @@ def gate_inference_data(open_rate: Tensor, class_open_rate: Tensor, gate_probs: 
 
 
 def save_netcdf(idata, path: str | Path) -> Path:
-    """Write ``idata`` to a temporary file in the target's directory, then rename it into place:
-    a reader sees the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        idata.to_netcdf(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write ``idata`` atomically: a reader sees the old file or the new one, never half of one."""
+    return atomic_write_file(path, lambda tmp: idata.to_netcdf(str(tmp)))
 
 
 def load_netcdf(path: str | Path):

@@ -11,14 +11,16 @@ from typing import Any, Callable, IO
 import torch
 
 
-def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+def atomic_write_file(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Let ``write`` fill a temporary file (given by name) beside ``path``, fsync it, rename it
+    over ``path``; for writers that want a file name (NetCDF, ...)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
+        write(Path(tmp))
+        with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -34,6 +36,14 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -
     except OSError:
         pass
     return path
+
+
+def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    def fill(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            write(handle)
+
+    return atomic_write_file(path, fill)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -17,16 +17,19 @@ def at_least_float32(x: torch.Tensor) -> torch.Tensor:
 
 
 @contextmanager
-def gate_rows(rows: int, kl_weight: float) -> Iterator[None]:
-    """Plate over the 2B rows, scaled by λ / rows.
-
-    With this scale the ELBO's KL term is λ · mean_rows(Σ_d KL), as in SPEC §3. A zero weight masks
-    the sites out of the objective (Pyro's scale must be positive).
-    """
-    with pyro.plate("rows", rows, dim=ROWS_DIM):
+def kl_weighted_plate(name: str, size: int, kl_weight: float, rows: int) -> Iterator[None]:
+    """A plate whose sites enter the ELBO scaled by λ / rows (every prior term of the gates is
+    weighted the same way). A zero weight masks the sites out (Pyro's scale must be positive)."""
+    with pyro.plate(name, size, dim=ROWS_DIM):
         if kl_weight > 0:
             with poutine.scale(scale=kl_weight / rows):
                 yield
         else:
             with poutine.mask(mask=False):
                 yield
+
+
+def gate_rows(rows: int, kl_weight: float):
+    """Plate over the 2B rows, scaled by λ / rows: the ELBO's KL term is then
+    λ · mean_rows(Σ_d KL), as in SPEC §3."""
+    return kl_weighted_plate("rows", rows, kl_weight, rows)

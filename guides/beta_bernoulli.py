@@ -16,10 +16,9 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro import poutine
 from torch import nn
 
-from bayesncl_pyro.plates import ROWS_DIM
+from bayesncl_pyro.plates import kl_weighted_plate
 
 from .amortized_gates import AmortizedGates
 
@@ -36,13 +35,8 @@ def relevance_dims(dims: int, rows: int, kl_weight: float) -> Iterator[None]:
     with λ weighting every prior term, so the global KL is λ / rows · Σ_d KL(Beta(α_d, β_d) ‖
     Beta(a, b)). A zero weight masks the site out, as for the gates.
     """
-    with pyro.plate("dims", dims, dim=ROWS_DIM):
-        if kl_weight > 0:
-            with poutine.scale(scale=kl_weight / rows):
-                yield
-        else:
-            with poutine.mask(mask=False):
-                yield
+    with kl_weighted_plate("dims", dims, kl_weight, rows):
+        yield
 
 
 def _positive_parameter(value: float, size: int) -> nn.Parameter:
