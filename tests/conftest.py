@@ -1,6 +1,7 @@
 """Shared fixtures: small configs that train in seconds on two CPU cores."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -28,10 +29,27 @@ TINY = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    torch.set_num_threads(1)  # tiny networks gain nothing from more, and a loaded machine loses a lot
-    yield
+# Tiny networks gain nothing from a second thread, and on a loaded machine thread hand-offs make
+# small ops many times slower; the whole suite runs on one.
+torch.set_num_threads(1)
+
+_TRAINED: dict[tuple[str, ...], Path] = {}
+
+
+def tiny_run(tmp_path_factory, name: str, *overrides: str) -> Path:
+    """A fresh copy, in a directory called ``name``, of a tiny run trained for 4 steps; each set of
+    overrides is trained once per test session (the test modules share it)."""
+    from bayesncl_pyro.train import train
+
+    if overrides not in _TRAINED:
+        cfg = load_config(ROOT / "configs" / "scenes_quick.yaml",
+                          [*TINY, f"train.out_dir={tmp_path_factory.mktemp('trained') / 'run'}",
+                           "train.steps=4", *overrides])
+        train(cfg, progress=False)
+        _TRAINED[overrides] = Path(cfg.train.out_dir)
+    copy = tmp_path_factory.mktemp("copy") / name
+    shutil.copytree(_TRAINED[overrides], copy)
+    return copy
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import shutil
 import tomllib
 
 import pytest
-import torch
 import yaml
 
 from bayesncl_pyro import ablation
@@ -21,13 +20,6 @@ from .conftest import ROOT, TINY
 STEPS = 6
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    """One thread (overrides the conftest's two): tiny networks on a possibly shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def write_spec(tmp_path, grid, **extra) -> tuple:

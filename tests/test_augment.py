@@ -38,15 +38,6 @@ CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.247, 0.243, 0.261)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Batches here are small; extra intra-op threads only add contention on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _images(batch=12, height=16, width=16, seed=0):
     """Random float images plus rows that stress edge cases: grey pixels, saturated pixels."""
     g = torch.Generator().manual_seed(seed)

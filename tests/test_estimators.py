@@ -49,14 +49,6 @@ def exact_negative_elbo(z, alpha, infonce, ids, kl_weight, rho) -> torch.Tensor:
     return (q * losses).sum() + kl_weight * spec_kl(alpha, rho).mean()
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    """One thread (overrides the conftest's two): thousands of tiny ops, where thread hand-offs
-    cost more than the arithmetic, most of all on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

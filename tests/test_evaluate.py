@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,49 +12,19 @@ import torch.nn.functional as F
 
 from bayesncl_pyro import metrics
 from bayesncl_pyro.cli_eval import eval_main
-from bayesncl_pyro.config import load_config
 from bayesncl_pyro.evaluate import FEATURE_SETS, evaluate_run, markdown_table
 from bayesncl_pyro.factor_check import (
     DEAD, UNEXPLAINED, check_factors, correlation_ratio, gate_check, quantile_bins, scene_factor_codes,
 )
 from bayesncl_pyro.linear_probe import fit_linear_probe, probe_objective, topk_accuracy
-from bayesncl_pyro.train import train
 from bayesncl_pyro.trained import load_trained
-from tests.conftest import ROOT, TINY
+from tests.conftest import tiny_run
 
 METRIC_NAMES = {
     "semantic_consistency", "semantic_entropy_sum", "semantic_entropy_mean", "semantic_entropy_frequency",
     "sparsity", "active_dims", "effective_rank", "orthogonality", "knn_top1",
     *(f"retrieval_p{k}" for k in (1, 5, 10)), *(f"retrieval_topdims_p{k}" for k in (1, 5, 10)),
 }
-
-
-_TRAINED: dict[tuple[str, ...], Path] = {}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The problems here are tiny; one thread avoids thread hand-off costs on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def tiny_run(tmp_path_factory, name: str, *overrides: str) -> Path:
-    """A fresh copy, in a directory called ``name``, of a tiny run trained for 4 steps; each set of
-    overrides is trained once per test session (the test modules share it). Sets one thread for
-    the module fixture that calls it, as ``one_thread`` does for each test."""
-    torch.set_num_threads(1)
-    if overrides not in _TRAINED:
-        cfg = load_config(ROOT / "configs" / "scenes_quick.yaml",
-                          [*TINY, f"train.out_dir={tmp_path_factory.mktemp('trained') / 'run'}",
-                           "train.steps=4", *overrides])
-        train(cfg, progress=False)
-        _TRAINED[overrides] = Path(cfg.train.out_dir)
-    copy = tmp_path_factory.mktemp("copy") / name
-    shutil.copytree(_TRAINED[overrides], copy)
-    return copy
 
 
 @pytest.fixture(scope="module")

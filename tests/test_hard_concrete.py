@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pyro
-import pyro.distributions as dist
 import pytest
 import torch
 

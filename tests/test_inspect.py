@@ -16,7 +16,7 @@ from bayesncl_pyro.inspect import (
     inspect_run, load_netcdf, most_activating, open_rate_draws, save_netcdf, top_dimensions,
 )
 from bayesncl_pyro.trained import load_trained
-from tests.test_evaluate import one_thread, tiny_run  # noqa: F401  (one_thread: autouse fixture)
+from tests.conftest import tiny_run
 
 
 @pytest.fixture(scope="module")

@@ -37,14 +37,6 @@ COMBINATIONS = [
 STEPS = 20
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    """One thread (overrides the conftest's two): tiny networks, where thread hand-offs cost more
-    than the arithmetic, most of all on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("prior,estimator,mode", COMBINATIONS)

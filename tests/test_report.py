@@ -16,7 +16,7 @@ from bayesncl_pyro.evaluate import evaluate_run
 from bayesncl_pyro.inspect import inspect_run
 from bayesncl_pyro.report import REPORT_FILE, load_artifacts, write_report
 from bayesncl_pyro.run_dir import read_metrics
-from tests.test_evaluate import one_thread, tiny_run  # noqa: F401  (one_thread: autouse fixture)
+from tests.conftest import tiny_run
 
 VOID = {"meta", "img", "br", "hr", "link", "input"}
 
