@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Config
-from .contrastive import InfoNCE, gated_rows, two_view_ids
+from .contrastive import InfoNCE, two_view_ids
 from .elbo import make_elbo
 from .negatives import Negatives, local_batch
 from .plates import at_least_float32
