@@ -164,16 +164,16 @@ def is_finished(directory: Path) -> bool:
 
 # ----------------------------------------------------------------------------- one cell
 
-def held_out_views(cfg, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fixed held-out batch: the first ``data.batch_size`` test images, two augmented views
-    drawn with ``seed`` (the global random state is left untouched). Returned on the CPU."""
+def held_out_views(run, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed held-out batch of a loaded run: its first ``data.batch_size`` test images, two
+    augmented views drawn with ``seed`` (the global random state is left untouched), on the CPU."""
     from .data.augment import BatchAugment
-    from .data.sources import load_split, normalization
+    from .data.sources import normalization
 
-    train_set, test_set = load_split(cfg.data, "train"), load_split(cfg.data, "test")
-    mean, std = normalization(cfg.data, train_set)
+    cfg = run.cfg
+    mean, std = normalization(cfg.data, run.train_set)
     augment = BatchAugment(cfg.data.augment, cfg.data.image_size, mean, std)
-    images = test_set.images[: min(cfg.data.batch_size, len(test_set))]
+    images = run.test_set.images[: min(cfg.data.batch_size, len(run.test_set))]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return augment(images), augment(images)
@@ -181,19 +181,12 @@ def held_out_views(cfg, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def cell_true_elbo(cfg, samples: int, seed: int) -> dict[str, float]:
     """The true negative ELBO of the trained network of the run in ``cfg.train.out_dir``."""
-    from . import checkpoint, run_dir
-    from .device import resolve_device
-    from .network import BayesNCL
+    from .trained import load_trained
     from .true_elbo import true_negative_elbo
 
-    run = Path(cfg.train.out_dir)
-    device = resolve_device(cfg.train.device)
-    net = BayesNCL(cfg)
-    state = checkpoint.load(run / run_dir.LAST_CHECKPOINT, cfg.to_dict())
-    net.load_state_dict(state["modules"]["net"])
-    net.to(device)
-    x1, x2 = held_out_views(cfg, seed)
-    return true_negative_elbo(net, x1.to(device), x2.to(device), samples=samples, seed=seed)
+    run = load_trained(cfg.train.out_dir, device=cfg.train.device)
+    x1, x2 = held_out_views(run, seed)
+    return true_negative_elbo(run.net, x1.to(run.device), x2.to(run.device), samples=samples, seed=seed)
 
 
 def run_cell(directory: str | Path) -> None:
@@ -210,6 +203,7 @@ def run_cell(directory: str | Path) -> None:
     directory = Path(directory)
     cell = json.loads((directory / CELL_FILE).read_text())
     cfg = load_config(cell["base"], cell["overrides"])
+    run_dir.check_same_config(directory, cfg)
     if not (directory / SUMMARY_FILE).is_file():
         has_checkpoint = (directory / run_dir.LAST_CHECKPOINT).is_file()
         if not has_checkpoint:

@@ -31,6 +31,22 @@ class CifarResNet18(Backbone):
         return self.net(x)
 
 
+@BACKBONES.register("resnet18_imagenet")
+class ImageNetResNet18(Backbone):
+    """torchvision's ResNet-18 with its ImageNet stem (7x7 stride-2 conv, max-pool), fc removed:
+    for 224-pixel images such as ImageNet-100. h is 512-d."""
+
+    def __init__(self, width: int = 64):
+        super().__init__()
+        net = resnet18(weights=None)
+        net.fc = nn.Identity()
+        self.net = net
+        self.out_dim = 512
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
 def _conv_block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)

@@ -9,17 +9,42 @@ import numpy as np
 import torch
 
 from .errors import CheckpointError
+from .run_dir import git_commit as _git_commit
 from .io import atomic_torch_save
 
 FORMAT_VERSION = 1
-# Sections whose change makes a checkpoint meaningless for the network it would be loaded into.
-ARCHITECTURE_KEYS = ("model", "gate")
+# Keys a resumed run may change: where and how long it runs, not what it computes. Any other
+# difference between the checkpoint's config and the resuming one is refused.
+MAY_CHANGE_ON_RESUME = frozenset({
+    "train.steps", "train.epochs", "train.device", "train.log_every", "train.out_dir", "train.keep",
+    "train.checkpoint_every", "train.max_bad_steps", "train.distributed", "train.compile", "train.eval_every",
+    "data.root", "data.eval_batch_size", "data.download", "data.cache_dir", "data.skip_corrupt",
+})
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"gate": {"prior": "bernoulli"}}`` -> ``{"gate.prior": "bernoulli"}``."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_mismatches(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``key: saved value, current value`` for every key that differs and may not change on resume."""
+    old, new = flatten(saved), flatten(current)
+    return [f"{key}: checkpoint {old.get(key)!r}, config {new.get(key)!r}"
+            for key in sorted(set(old) | set(new))
+            if key not in MAY_CHANGE_ON_RESUME and old.get(key) != new.get(key)]
 
 
 def rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()  # this process's device only
     return state
 
 
@@ -28,7 +53,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def save(path: Path, *, modules: dict[str, torch.nn.Module], optimizer, scheduler, scaler,
@@ -44,6 +69,7 @@ def save(path: Path, *, modules: dict[str, torch.nn.Module], optimizer, schedule
         "epoch": epoch,
         "batch_in_epoch": batch_in_epoch,
         "config": config,
+        "code": {"git_commit": _git_commit()},
     }
     return atomic_torch_save(path, state)
 
@@ -61,12 +87,21 @@ def load(path: Path, config: dict[str, Any]) -> dict[str, Any]:
         raise CheckpointError(
             f"checkpoint {path} has format version {found!r}; this code reads version {FORMAT_VERSION}"
         )
-    mismatches = [
-        f"{section}.{key}: checkpoint {state['config'][section].get(key)!r}, config {value!r}"
-        for section in ARCHITECTURE_KEYS
-        for key, value in config[section].items()
-        if state["config"][section].get(key) != value
-    ]
+    mismatches = config_mismatches(state.get("config") or {}, config)
     if mismatches:
         raise CheckpointError(f"checkpoint {path} was written for another configuration: " + "; ".join(mismatches))
     return state
+
+
+def restore_modules(state: dict[str, Any], modules: dict[str, torch.nn.Module], path: Path) -> None:
+    """Load each module's weights, turning a checkpoint that does not fit this code (renamed or
+    reshaped parameters) into a CheckpointError that names what is missing or extra."""
+    for name, module in modules.items():
+        try:
+            module.load_state_dict(state["modules"][name])
+        except KeyError:
+            raise CheckpointError(f"checkpoint {path} holds no weights for {name!r}; it has: "
+                                  f"{', '.join(state['modules'])}") from None
+        except RuntimeError as exc:
+            detail = " ".join(str(exc).split())[:300]
+            raise CheckpointError(f"checkpoint {path} does not fit this code's {name!r} ({detail})") from None

@@ -17,6 +17,7 @@ from typing import Any, Iterable
 import yaml
 
 from .data.augment import AugmentConfig
+from .device import DEVICE_PATTERN
 from .errors import ConfigError
 
 
@@ -275,6 +276,8 @@ def validate(cfg: Config) -> None:
     _require(d.batch_size >= 2, "data.batch_size", d.batch_size, "an integer >= 2")
     _require(d.eval_batch_size >= 1, "data.eval_batch_size", d.eval_batch_size, "an integer >= 1")
     _require(d.image_size >= 8, "data.image_size", d.image_size, "an integer >= 8")
+    _require(d.name != "scenes" or d.image_size >= 16, "data.image_size", d.image_size,
+             "an integer >= 16 for data.name=scenes")
     _require(d.train_subset >= 0, "data.train_subset", d.train_subset, "an integer >= 0 (0 = the whole split)")
     s = d.scenes
     _require(s.num_train >= 2, "data.scenes.num_train", s.num_train, "an integer >= 2")
@@ -326,7 +329,7 @@ def validate(cfg: Config) -> None:
     _require(t.epochs >= 1, "train.epochs", t.epochs, "an integer >= 1")
     _require(t.steps >= 0, "train.steps", t.steps, "an integer >= 0 (0 = no cap)")
     _require(t.seed >= 0, "train.seed", t.seed, "an integer >= 0")
-    _require(re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device) is not None, "train.device", t.device, "auto, cpu, cuda, cuda:N")
+    _require(re.fullmatch(DEVICE_PATTERN, t.device) is not None, "train.device", t.device, "auto, cpu, cuda, cuda:N")
     _require(bool(t.out_dir), "train.out_dir", t.out_dir, "a directory path")
     _require(t.precision in ("32", "bf16", "16"), "train.precision", t.precision, "32, bf16, 16")
     _require(t.log_every >= 1, "train.log_every", t.log_every, "an integer >= 1")

@@ -1,6 +1,8 @@
 """InfoNCE (NT-Xent) over two views, as in SPEC §3: the contrastive likelihood of the model."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,6 +42,19 @@ class InfoNCE(nn.Module):
         log_all = torch.logsumexp(logits, dim=1)
         log_pos = torch.logsumexp(logits.masked_fill(~is_positive, float("-inf")), dim=1)
         return (log_all - log_pos).mean()
+
+
+class RecordedLoss:
+    """A rows -> loss callable that remembers its last value: the model hands it to
+    ``pyro.factor``, and the caller reads the value back for logging."""
+
+    def __init__(self, loss: Callable[[torch.Tensor], torch.Tensor]):
+        self.loss = loss
+        self.value: torch.Tensor | None = None
+
+    def __call__(self, rows: torch.Tensor) -> torch.Tensor:
+        self.value = self.loss(rows)
+        return self.value
 
 
 def gated_rows(z: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:

@@ -2,13 +2,20 @@
 from __future__ import annotations
 
 import contextlib
+import re
 
 import torch
 
 from .errors import ConfigError
 
 
+DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"
+
+
 def resolve_device(name: str) -> torch.device:
+    """``auto|cpu|cuda|cuda:N`` -> a device that exists here, or a ConfigError saying why not."""
+    if not isinstance(name, str) or re.fullmatch(DEVICE_PATTERN, name) is None:
+        raise ConfigError(f"train.device={name!r} is not allowed; allowed: auto, cpu, cuda, cuda:N")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):

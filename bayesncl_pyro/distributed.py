@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .batches import epoch_order
+from .batches import train_batches
 from .device import resolve_device
 from .elbo import LeaveOneOutELBO
 from .errors import ConfigError
@@ -114,12 +114,10 @@ def shard_indices(index: torch.Tensor, rank: int, world_size: int) -> torch.Tens
 def rank_batches(num_items: int, batch_size: int, seed: int, epoch: int, start: int,
                  rank: int, world_size: int) -> Iterator[torch.Tensor]:
     """This rank's [batch_size] share of each global batch of ``world_size · batch_size`` items
-    of one epoch, from batch ``start`` on; the replacement of ``batches.train_batches`` (which it
-    equals when ``world_size`` is 1). Being a function of (seed, epoch), it needs no ``set_epoch``."""
-    order = epoch_order(num_items, seed, epoch)
-    global_batch = world_size * batch_size
-    for b in range(start, num_items // global_batch):
-        yield shard_indices(order[b * global_batch:(b + 1) * global_batch], rank, world_size)
+    of one epoch, from batch ``start`` on; the same as ``batches.train_batches`` when
+    ``world_size`` is 1. Being a function of (seed, epoch), it needs no ``set_epoch``."""
+    for index in train_batches(num_items, world_size * batch_size, seed, epoch, start):
+        yield shard_indices(index, rank, world_size)
 
 
 @dataclass

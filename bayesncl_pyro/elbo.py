@@ -7,7 +7,7 @@ may ask for another ELBO (``estimator.make_elbo(gate_cfg)``); ``score`` asks for
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from pyro import poutine
@@ -16,6 +16,8 @@ from pyro.infer import TraceMeanField_ELBO
 from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import kl_divergence
 from torch.func import vmap
+
+from .contrastive import RecordedLoss
 
 MAX_PLATE_NESTING = 1
 
@@ -77,18 +79,6 @@ def observed_log_prob(model_trace) -> torch.Tensor | float:
     return total
 
 
-class _Recorder:
-    """Wraps the contrastive term so that its value comes back out of ``vmap`` as an output."""
-
-    def __init__(self, contrastive: Callable[[torch.Tensor], torch.Tensor]):
-        self.contrastive = contrastive
-        self.value: torch.Tensor | None = None
-
-    def __call__(self, rows: torch.Tensor) -> torch.Tensor:
-        self.value = self.contrastive(rows)
-        return self.value
-
-
 def _silent(rows: torch.Tensor) -> torch.Tensor:
     return rows.new_zeros(())
 
@@ -136,7 +126,7 @@ class LeaveOneOutELBO:
             trace = guide_trace.copy()
             for name, value in values.items():
                 trace.nodes[name] = {**trace.nodes[name], "value": value}
-            recorder = _Recorder(contrastive)
+            recorder = RecordedLoss(contrastive)
             particle_trace = poutine.trace(poutine.replay(model, trace=trace)).get_trace(z, gate_logits, recorder)
             recorded = recorder.value if recorder.value is not None else z.new_zeros(())
             return observed_log_prob(particle_trace), recorded

@@ -69,7 +69,8 @@ def fit_linear_probe(h: Tensor, labels: Tensor, num_classes: int, weight_decay: 
     x = (h - mean) / std
     weight = torch.zeros(num_classes, h.shape[1], dtype=dtype, device=h.device, requires_grad=True)
     bias = torch.zeros(num_classes, dtype=dtype, device=h.device, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=ITER_PER_ROUND, history_size=20,
+    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=ITER_PER_ROUND, max_eval=10 * ITER_PER_ROUND,
+                                  history_size=20,
                                   tolerance_grad=tolerance_grad, tolerance_change=1e-10,
                                   line_search_fn="strong_wolfe")
 
@@ -87,8 +88,10 @@ def fit_linear_probe(h: Tensor, labels: Tensor, num_classes: int, weight_decay: 
             ran = optimizer.state[weight]["n_iter"] - iterations
             iterations += ran
             bar.update(ran)
-            if ran < ITER_PER_ROUND:
-                converged = True
+            if ran < ITER_PER_ROUND:  # stopped early: on tolerance, or the line search ran dry
+                closure()
+                grad = torch.cat([weight.grad.flatten(), bias.grad.flatten()])
+                converged = bool(grad.abs().max() <= tolerance_grad * 10)
                 break
     return LinearProbe(mean, std, weight.detach(), bias.detach(), iterations, converged)
 

@@ -6,6 +6,7 @@ with the registered analytic KL this is exactly InfoNCE + λ · mean_rows Σ_d K
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Optional
 
@@ -14,25 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Config
-from .contrastive import InfoNCE, two_view_ids
+from .contrastive import InfoNCE, RecordedLoss, two_view_ids
 from .elbo import make_elbo
 from .negatives import Negatives, local_batch
 from .plates import at_least_float32
 from .projector import projector
 from .registries import BACKBONES, NONNEG, PRIORS
-
-
-class ContrastiveTerm:
-    """The likelihood term handed to the model: rows -> InfoNCE, remembering the last value."""
-
-    def __init__(self, loss: InfoNCE, ids: torch.Tensor):
-        self.loss = loss
-        self.ids = ids
-        self.value: Optional[torch.Tensor] = None
-
-    def __call__(self, rows: torch.Tensor) -> torch.Tensor:
-        self.value = self.loss(rows, self.ids)
-        return self.value
 
 
 @dataclass
@@ -76,9 +64,9 @@ class BayesNCL(nn.Module):
         return {"h": h, "z": z, "gate_logits": self.guide.gate_logits(h)}
 
     def negative_elbo(self, z: torch.Tensor, gate_logits: Optional[torch.Tensor],
-                      ids: torch.Tensor) -> tuple[torch.Tensor, ContrastiveTerm]:
+                      ids: torch.Tensor) -> tuple[torch.Tensor, RecordedLoss]:
         """The differentiable negative ELBO of rows ``z`` [R, D] with instance ids [R]."""
-        term = ContrastiveTerm(self.contrastive, ids)
+        term = RecordedLoss(functools.partial(self.contrastive, ids=ids))
         z = at_least_float32(z)
         logits = None if gate_logits is None else at_least_float32(gate_logits)
         with torch.autocast(device_type=z.device.type, enabled=False):

@@ -22,7 +22,7 @@ ENV_FILE = "env.json"
 LAST_CHECKPOINT = "last.pt"
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
                              capture_output=True, text=True, timeout=5)
@@ -39,7 +39,7 @@ def environment() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions,
-            "git_commit": _git_commit(), "argv": sys.argv}
+            "git_commit": git_commit(), "argv": sys.argv}
 
 
 def prepare(cfg: Config, resume: bool) -> Path:
@@ -55,16 +55,41 @@ def prepare(cfg: Config, resume: bool) -> Path:
             f"train.out_dir={str(run)!r} already holds a run; pass --resume {run} to continue it, or choose another train.out_dir"
         )
     run.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    write_config(run, cfg)
     atomic_write_json(run / ENV_FILE, environment())
     return run
+
+
+def write_config(run: Path, cfg: Config) -> None:
+    """The resolved config of the run (rewritten on resume, where a few keys may change)."""
+    atomic_write_text(run / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def check_same_config(run: Path, cfg: Config) -> None:
+    """Refuse to reuse a run directory whose run was made with another config (a suite or grid
+    whose file changed would otherwise report old runs under new settings)."""
+    if not (run / CONFIG_FILE).is_file():
+        return
+    from .checkpoint import flatten
+
+    old, new = flatten(read_config(run).to_dict()), flatten(cfg.to_dict())
+    diffs = [f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if diffs:
+        raise CheckpointError(f"{run} holds a run of another config ({'; '.join(diffs[:5])}); "
+                              "delete that directory or choose another out_dir")
 
 
 def read_config(run: str | Path) -> Config:
     path = Path(run) / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{run} does not hold a run (no {CONFIG_FILE})")
-    return config_from_dict(yaml.safe_load(path.read_text()))
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise CheckpointError(f"{path} is not valid YAML ({' '.join(str(exc).split())})") from None
+    if not isinstance(tree, dict):
+        raise CheckpointError(f"{path} does not hold a config (a mapping of sections); got {type(tree).__name__}")
+    return config_from_dict(tree)
 
 
 class MetricsLog:
@@ -98,7 +123,7 @@ def _parse_lines(text: str) -> list[dict[str, Any]]:
             records.append(json.loads(line))
         except json.JSONDecodeError:
             if i != len(lines) - 1:
-                raise
+                raise CheckpointError(f"{METRICS_FILE} line {i + 1} is not JSON: {line[:80]!r}") from None
     return records
 
 

@@ -41,6 +41,7 @@ from typing import Any, Callable, Sequence
 import yaml
 from tqdm.auto import tqdm
 
+from .ablation import _yaml_value
 from .config import Config, _check_override_key, load_config
 from .errors import ConfigError, DataError
 from .io import atomic_write_json, atomic_write_text
@@ -174,10 +175,6 @@ def load_suite(path: str | Path, out_dir: str | Path | None = None) -> SuiteSpec
     return spec
 
 
-def _value(value: Any) -> str:
-    return value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-
-
 def plan(spec: SuiteSpec) -> list[Job]:
     """Every run of the suite: datasets × methods × seeds, then the sweep points."""
     jobs = []
@@ -193,10 +190,10 @@ def plan(spec: SuiteSpec) -> list[Job]:
         keys = list(sw.grid)
         for values in itertools.product(*sw.grid.values()):
             point = dict(zip(keys, values))
-            label = "_".join(f"{k.rsplit('.', 1)[-1]}={_value(v)}" for k, v in point.items())
+            label = "_".join(f"{k.rsplit('.', 1)[-1]}={_yaml_value(v)}" for k, v in point.items())
             directory = spec.out_dir / "sweep" / label
             cfg = load_config(spec.base, [*spec.overrides, *spec.datasets[sw.dataset], *spec.methods[sw.method],
-                                          *sw.overrides, *[f"{k}={_value(v)}" for k, v in point.items()],
+                                          *sw.overrides, *[f"{k}={_yaml_value(v)}" for k, v in point.items()],
                                           f"train.seed={spec.seeds[0]}", f"train.out_dir={directory}"])
             jobs.append(Job(f"sweep/{label}", directory, cfg, sw.dataset, sw.method, spec.seeds[0], sweep_point=point))
     return jobs
@@ -235,6 +232,7 @@ def run_job(job: Job, spec: SuiteSpec, progress: bool = False) -> None:
     from .train import train
 
     directory = job.directory
+    run_dir.check_same_config(directory, job.cfg)
     if not _done(directory / "summary.json"):
         has_checkpoint = (directory / run_dir.LAST_CHECKPOINT).is_file()
         if not has_checkpoint:  # a run that died before its first checkpoint starts again
@@ -365,6 +363,10 @@ def _cell(values: Sequence[float | None], key: str) -> str:
     return text + (f" ± {sd * scale:.{digits}f}" if n > 1 else "")
 
 
+def _is_sweep(row: dict[str, Any]) -> bool:
+    return any(key.startswith("sweep:") for key in row)
+
+
 def method_tables(spec: SuiteSpec, rows: list[dict[str, Any]]) -> str:
     """One Markdown table per dataset: a row per method, mean ± sd over seeds."""
     parts = []
@@ -372,7 +374,7 @@ def method_tables(spec: SuiteSpec, rows: list[dict[str, Any]]) -> str:
         head = "| method | " + " | ".join(label for _, label in COLUMNS) + " |"
         lines = [f"### {dataset}", "", head, "|" + "---|" * (len(COLUMNS) + 1)]
         for method in spec.methods:
-            group = [r for r in rows if r["dataset"] == dataset and r["method"] == method and "sweep" not in r["name"]]
+            group = [r for r in rows if r["dataset"] == dataset and r["method"] == method and not _is_sweep(r)]
             if group:
                 lines.append(f"| {method} | " + " | ".join(_cell([r.get(k) for r in group], k) for k, _ in COLUMNS) + " |")
         parts.append("\n".join(lines))
@@ -392,7 +394,7 @@ def sweep_table(spec: SuiteSpec, rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(keys) + " | " + " | ".join(c for _, c in cols) + " |",
              "|" + "---|" * (len(keys) + len(cols))]
     for r in rows:
-        if "sweep:" + keys[0] in r:
+        if _is_sweep(r):
             lines.append("| " + " | ".join(str(r[f"sweep:{k}"]) for k in keys) + " | "
                          + " | ".join(_cell([r.get(k)], k if k != "background_closed" and k != "object_open" else "open_rate")
                                       for k, _ in cols) + " |")

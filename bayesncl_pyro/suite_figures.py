@@ -37,8 +37,8 @@ def sc_gain_figure(spec, rows: list[dict[str, Any]], path: Path) -> Path:
     fig, axes = plt.subplots(2, len(datasets), figsize=(5.2 * len(datasets), 7.5), squeeze=False)
     for col, dataset in enumerate(datasets):
         methods = [m for m in spec.methods if any(r["dataset"] == dataset and r["method"] == m for r in rows)]
-        group = {m: [r for r in rows if r["dataset"] == dataset and r["method"] == m and not r["name"].startswith("sweep/")]
-                 for m in methods}
+        group = {m: [r for r in rows if r["dataset"] == dataset and r["method"] == m
+                     and not any(k.startswith("sweep:") for k in r)] for m in methods}
         x = np.arange(len(methods))
         ax = axes[0, col]
         for offset, key, label in ((-0.2, "sc_init", "at init"), (0.2, "sc", "trained")):

@@ -161,6 +161,7 @@ def train_step(s: Session, images: torch.Tensor, labels: torch.Tensor) -> dict[s
             s.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteStep(f"gradient norm is {grad_norm.item()}")
         s.optimizer.step()
+    lr = s.optimizer.param_groups[0]["lr"]  # the rate this step used
     s.scheduler.step()
     record = {
         "loss": out["loss"].item(),
@@ -168,7 +169,7 @@ def train_step(s: Session, images: torch.Tensor, labels: torch.Tensor) -> dict[s
         "kl": out["kl"].item(),
         "probe_loss": probe_loss.item(),
         "probe_acc": (logits.argmax(1) == targets).float().mean().item(),
-        "lr": s.optimizer.param_groups[0]["lr"],
+        "lr": lr,
     }
     if out["open_rate"] is not None:
         record["open_rate"] = out["open_rate"].item()
@@ -190,9 +191,9 @@ def _keep_epoch_checkpoint(run: Path, epoch: int, keep: int) -> None:
 
 
 def _restore(s: Session, run: Path) -> int:
-    state = checkpoint.load(run / run_dir.LAST_CHECKPOINT, s.cfg.to_dict())
-    for name, module in s.modules().items():
-        module.load_state_dict(state["modules"][name])
+    path = run / run_dir.LAST_CHECKPOINT
+    state = checkpoint.load(path, s.cfg.to_dict())
+    checkpoint.restore_modules(state, s.modules(), path)
     s.optimizer.load_state_dict(state["optimizer"])
     s.scheduler.load_state_dict(state["scheduler"])
     if s.scaler is not None and state["scaler"] is not None:
@@ -252,6 +253,8 @@ def _train(cfg: Config, ctx: DistributedContext, resume: bool, progress: bool) -
     if not ctx.agree(prepared is None):
         raise prepared if prepared is not None else BayesNCLError("rank 0 could not prepare the run directory")
     step = _restore(s, run) if resume else 0
+    if resume and ctx.is_main:
+        run_dir.write_config(run, cfg)
     if resume and ctx.active:  # the checkpoint holds rank 0's RNG; give each rank its own again
         pyro.set_rng_seed(ctx.seed(t.seed) + step)
     log = run_dir.MetricsLog(run / run_dir.METRICS_FILE, resume_step=step if resume else None) if ctx.is_main else None
@@ -274,6 +277,7 @@ def _train(cfg: Config, ctx: DistributedContext, resume: bool, progress: bool) -
                         record = train_step(s, s.train_set.images[index], s.train_set.labels[index])
                         bad_steps = 0
                     except NonFiniteStep as exc:
+                        s.scheduler.step()  # the batch is spent; the schedule stays aligned with the step
                         bad_steps += 1
                         warnings.warn(f"step {step + 1} skipped: {exc}")
                         if bad_steps >= t.max_bad_steps:
@@ -301,9 +305,10 @@ def _train(cfg: Config, ctx: DistributedContext, resume: bool, progress: bool) -
                             _keep_epoch_checkpoint(run, step // s.steps_per_epoch, t.keep)
                     if stopping:
                         ctx.barrier()
+                        saved = "checkpoint saved" if not bad_steps else "last good checkpoint kept (bad steps since)"
                         raise TrainingInterrupted(
                             f"{stop[0] if stop else 'a stop request on another rank'} at step {step}: "
-                            f"checkpoint saved; continue with --resume {run}")
+                            f"{saved}; continue with --resume {run}")
                     if step >= s.total_steps:
                         break
     finally:

@@ -48,8 +48,7 @@ def load_trained(path: str | Path, device: str | None = None, checkpoint_name: s
     step = 0
     if not untrained:
         state = checkpoint.load(path / checkpoint_name, cfg.to_dict())
-        net.load_state_dict(state["modules"]["net"])
-        classifier.load_state_dict(state["modules"]["classifier"])
+        checkpoint.restore_modules(state, {"net": net, "classifier": classifier}, path / checkpoint_name)
         step = int(state["step"])
     net.to(dev).eval()
     classifier.to(dev).eval()

@@ -14,6 +14,7 @@ ungated network has no randomness (standard error 0).
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -22,10 +23,9 @@ from pyro.distributions import Independent
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
 
-from .contrastive import two_view_ids
+from .contrastive import RecordedLoss, two_view_ids
 from .distributions.gates import GateBernoulli, ScoreBernoulli
 from .elbo import kl_terms, observed_log_prob
-from .network import ContrastiveTerm
 
 
 class ExactGates(Messenger):
@@ -72,7 +72,7 @@ def true_negative_elbo(net, x1: torch.Tensor, x2: torch.Tensor, samples: int = 6
             ids = two_view_ids(x1.shape[0], device=x1.device)
             infonce, kl = [], []
             for _ in range(samples):
-                term = ContrastiveTerm(net.contrastive, ids)
+                term = RecordedLoss(functools.partial(net.contrastive, ids=ids))
                 guide_trace = prune_subsample_sites(
                     poutine.trace(ExactGates()(net.guide)).get_trace(z, gate_logits, term))
                 model_trace = prune_subsample_sites(

@@ -7,6 +7,7 @@ expectation under q(m) = Π Bern(α) exactly; its KL is written from SPEC §3.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 
 import pyro
@@ -16,10 +17,9 @@ from pyro.infer import TraceMeanField_ELBO
 
 from bayesncl_pyro import BayesNCL
 from bayesncl_pyro.config import GateConfig
-from bayesncl_pyro.contrastive import InfoNCE, gated_rows, two_view_ids
+from bayesncl_pyro.contrastive import InfoNCE, RecordedLoss, gated_rows, two_view_ids
 from bayesncl_pyro.elbo import LeaveOneOutELBO, make_elbo
 from bayesncl_pyro.errors import ConfigError
-from bayesncl_pyro.network import ContrastiveTerm
 from bayesncl_pyro.true_elbo import true_negative_elbo
 from guides.amortized_gates import AmortizedGates
 from models.bernoulli import BernoulliGates
@@ -87,7 +87,7 @@ def test_score_estimator_is_unbiased(tiny_problem):
     draws = 1000
     values, grad_z, grad_logits = [], [], []
     for _ in range(draws):
-        loss = elbo.differentiable_loss(model, guide, z, logits, ContrastiveTerm(infonce, ids))
+        loss = elbo.differentiable_loss(model, guide, z, logits, RecordedLoss(functools.partial(infonce, ids=ids)))
         gz, gl = torch.autograd.grad(loss, (z, logits))
         values.append(loss.detach())
         grad_z.append(gz)
@@ -102,7 +102,7 @@ def test_score_estimator_is_unbiased(tiny_problem):
 
     # power: a biased estimator is caught by the same tolerance
     cfg, model, guide = _model_guide("ste", kl_weight=kl_weight, prior_prob=rho)
-    ste_loss = make_elbo(guide, cfg).differentiable_loss(model, guide, z, logits, ContrastiveTerm(infonce, ids))
+    ste_loss = make_elbo(guide, cfg).differentiable_loss(model, guide, z, logits, RecordedLoss(functools.partial(infonce, ids=ids)))
     ste_logits = torch.autograd.grad(ste_loss, logits)[0]
     stderr = torch.stack(grad_logits).std(0) / draws ** 0.5
     assert torch.any((ste_logits - exact_logits).abs() > Z_SCORE * stderr)
@@ -111,7 +111,7 @@ def test_score_estimator_is_unbiased(tiny_problem):
 def test_score_loss_records_the_particle_mean_of_infonce(tiny_problem):
     z, logits, ids, infonce = tiny_problem
     cfg, model, guide = _model_guide("score", particles=5, kl_weight=0.0)
-    term = ContrastiveTerm(infonce, ids)
+    term = RecordedLoss(functools.partial(infonce, ids=ids))
     loss = make_elbo(guide, cfg).differentiable_loss(model, guide, z, logits, term)
     assert term.value.shape == () and torch.isfinite(term.value)
     assert abs(loss.item() - term.value.item()) < 1e-12  # λ = 0: the loss is the InfoNCE average
@@ -130,7 +130,7 @@ def test_soft_gate_is_alpha_exactly(tiny_problem):
     assert torch.equal(trace.nodes["gate"]["value"], alpha)
     assert not torch.all((alpha == 0) | (alpha == 1))
     with pyro.validation_enabled(True):
-        loss = make_elbo(guide, cfg).differentiable_loss(model, guide, z, logits, ContrastiveTerm(infonce, ids))
+        loss = make_elbo(guide, cfg).differentiable_loss(model, guide, z, logits, RecordedLoss(functools.partial(infonce, ids=ids)))
     reference = infonce(gated_rows(z, alpha), ids) + kl_weight * spec_kl(alpha, rho).mean()
     assert abs(loss.item() - reference.item()) < 1e-6
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bayesncl_pyro.backbones import CifarResNet18, ConvNet
+from bayesncl_pyro.backbones import CifarResNet18, ConvNet, ImageNetResNet18
 from bayesncl_pyro.projector import projector
 from bayesncl_pyro.registries import NONNEG
 from bayesncl_pyro.run_dir import MetricsLog, read_metrics
@@ -21,6 +21,14 @@ def test_cifar_resnet18_is_the_cifar_variant():
     with torch.no_grad():
         assert net(torch.randn(2, 3, 32, 32)).shape == (2, 512)
     assert net.out_dim == 512
+
+
+def test_imagenet_resnet18_keeps_its_stem():
+    net = ImageNetResNet18().eval()
+    assert net.net.conv1.kernel_size == (7, 7) and net.net.conv1.stride == (2, 2)
+    assert isinstance(net.net.maxpool, torch.nn.MaxPool2d)
+    with torch.no_grad():
+        assert net(torch.randn(1, 3, 64, 64)).shape == (1, 512)
 
 
 def test_convnet_width_sets_feature_size():

@@ -1,6 +1,7 @@
 """The shape of the Pyro program: sites, plates, factor placement, and the gate estimators."""
 from __future__ import annotations
 
+import functools
 import math
 
 import pyro.distributions as dist
@@ -10,15 +11,17 @@ from pyro import poutine
 from torch.distributions import kl_divergence
 
 from bayesncl_pyro import BayesNCL
-from bayesncl_pyro.contrastive import two_view_ids
-from bayesncl_pyro.distributions.gates import ConcreteBernoulli, StraightThroughBernoulli
-from bayesncl_pyro.network import ContrastiveTerm
+from bayesncl_pyro.contrastive import RecordedLoss, two_view_ids
+from bayesncl_pyro.distributions.gates import (
+    ConcreteBernoulli,
+    StraightThroughBernoulli,
+)
 
 
 def _traces(net, batch=4):
     x = torch.randn(2 * batch, 3, 32, 32)
     out = net.encode(x)
-    term = ContrastiveTerm(net.contrastive, two_view_ids(batch))
+    term = RecordedLoss(functools.partial(net.contrastive, ids=two_view_ids(batch)))
     args = (out["z"], out["gate_logits"], term)
     guide_trace = poutine.trace(net.guide).get_trace(*args)
     model_trace = poutine.trace(poutine.replay(net.model, trace=guide_trace)).get_trace(*args)
@@ -58,11 +61,16 @@ def test_backbone_runs_once_per_step(tiny_config):
 def test_views_get_their_own_gates(tiny_config):
     """Gates are per row: the two views of an image can differ (a shared mask would leak the pair)."""
     torch.manual_seed(0)
-    net = BayesNCL(tiny_config("gate.hidden=64"))
-    x = torch.randn(8, 3, 32, 32)
-    gates = net.features(x)["gate"]
+    net = BayesNCL(tiny_config("gate.hidden=64")).eval()
+    x1 = torch.randn(4, 3, 32, 32)
+    x2 = x1 + 0.5 * torch.randn(4, 3, 32, 32)  # a second "view" of the same images
+    out = net.encode(torch.cat([x1, x2]))
+    term = RecordedLoss(functools.partial(net.contrastive, ids=two_view_ids(4)))
+    gates = poutine.trace(net.guide).get_trace(out["z"], out["gate_logits"], term).nodes["gate"]["value"]
     assert gates.shape == (8, net.cfg.model.proj_dim)
-    assert len({tuple(row.tolist()) for row in gates}) > 1
+    own = [net.guide.posterior(net.encode(v)["gate_logits"]).hard_gate() for v in (x1, x2)]
+    assert torch.equal(gates[:4], own[0]) and torch.equal(gates[4:], own[1])
+    assert not torch.equal(gates[:4], gates[4:])
 
 
 def test_clamped_kl_matches_brute_force_sum():

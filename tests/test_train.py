@@ -102,6 +102,53 @@ def test_non_finite_batches_are_skipped_then_stop(tiny_config, monkeypatch):
     assert all(torch.isfinite(v).all() for v in state["modules"]["net"].values() if v.is_floating_point())
 
 
+class _InfiniteGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("inf")
+
+
+def test_non_finite_gradient_is_caught_before_the_optimizer_moves(tiny_config, monkeypatch):
+    """A finite loss whose gradient is infinite: the step is skipped, the weights do not move."""
+    from pathlib import Path
+
+    from bayesncl_pyro.backbones import ConvNet
+
+    original = ConvNet.forward
+    calls = {"n": 0}
+
+    def exploding(self, x):
+        calls["n"] += 1
+        h = original(self, x)
+        return _InfiniteGradient.apply(h) if calls["n"] > 2 and self.training else h
+
+    monkeypatch.setattr(ConvNet, "forward", exploding)
+    cfg = tiny_config("train.steps=6", "train.checkpoint_every=1", "train.max_bad_steps=2")
+    with pytest.warns(UserWarning, match="gradient norm"), pytest.raises(NonFiniteStep, match="gradient norm") as info:
+        train(cfg, progress=False)
+    assert "step 4" in str(info.value)
+    state = torch.load(Path(cfg.train.out_dir) / "last.pt", weights_only=False)
+    assert state["step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["modules"]["net"].values() if v.is_floating_point())
+
+
+def test_untrained_network_is_the_runs_initialisation(tiny_config):
+    """``load_trained(untrained=True)`` rebuilds exactly the network training started from."""
+    from bayesncl_pyro.train import build
+    from bayesncl_pyro.trained import load_trained
+
+    cfg = tiny_config("train.steps=1")
+    initial = {k: v.clone() for k, v in build(cfg).net.state_dict().items()}
+    train(cfg, progress=False)
+    again = load_trained(cfg.train.out_dir, untrained=True).net.state_dict()
+    assert initial.keys() == again.keys()
+    assert all(torch.equal(initial[k], again[k]) for k in initial)
+
+
 def test_train_subset_is_class_balanced_and_fixed():
     from bayesncl_pyro.data.sources import balanced_subset
 
