@@ -73,7 +73,8 @@ def check_same_config(run: Path, cfg: Config) -> None:
     from .checkpoint import flatten
 
     old, new = flatten(read_config(run).to_dict()), flatten(cfg.to_dict())
-    diffs = [f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    diffs = [f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in sorted(set(old) | set(new))
+             if k != "train.out_dir" and old.get(k) != new.get(k)]
     if diffs:
         raise CheckpointError(f"{run} holds a run of another config ({'; '.join(diffs[:5])}); "
                               "delete that directory or choose another out_dir")
