@@ -285,4 +285,7 @@ def wrap_ddp(net: nn.Module, ctx: DistributedContext, sync_bn: bool = False,
                               f"{ctx.device.type} kernel); allowed on CPU: train.sync_bn=false")
         nn.SyncBatchNorm.convert_sync_batchnorm(net)
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    return DistributedDataParallel(step, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
+    # A zero KL weight masks the prior sites out: a global posterior's parameters then get no gradient.
+    kl_weight = net.cfg.gate.kl_weight if hasattr(net, "cfg") else None
+    unused = find_unused_parameters or kl_weight == 0
+    return DistributedDataParallel(step, device_ids=device_ids, find_unused_parameters=unused)

@@ -99,8 +99,9 @@ class BayesNCL(nn.Module):
         if out["gate_logits"] is None:
             result["gated"] = F.normalize(z, dim=1)
         else:
-            gate = self.guide.posterior(out["gate_logits"]).hard_gate()
+            posterior = self.guide.posterior(out["gate_logits"])
+            gate = posterior.hard_gate()
             result["gate"] = gate
-            result["gate_probs"] = self.guide.posterior(out["gate_logits"]).probs
+            result["gate_probs"] = posterior.probs
             result["gated"] = F.normalize(z * gate, dim=1)
         return result
