@@ -11,6 +11,12 @@ from typing import Any, Callable, IO
 import torch
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_file(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Let ``write`` fill a temporary file (given by name) beside ``path``, fsync it, rename it
     over ``path``; for writers that want a file name (NetCDF, ...)."""
@@ -20,6 +26,7 @@ def atomic_write_file(path: str | os.PathLike, write: Callable[[Path], None]) ->
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -73,3 +73,18 @@ def test_metrics_log_drops_a_torn_last_line_and_cuts_on_resume(tmp_path):
     MetricsLog(tmp_path / "metrics.jsonl", resume_step=2).close()
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2]
+
+
+def test_atomic_writes_get_the_usual_permissions(tmp_path):
+    import os
+
+    from bayesncl_pyro.io import atomic_write_text
+
+    mask = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "a.txt", "hello")
+    finally:
+        os.umask(mask)
+    assert path.read_text() == "hello"
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert not list(tmp_path.glob(".a.txt.*"))
