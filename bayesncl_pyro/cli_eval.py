@@ -99,13 +99,15 @@ def reproduce_main(argv: Sequence[str] | None = None) -> int:
     """bayesncl-reproduce SUITE [--out-dir DIR] [--dry-run]"""
     from pathlib import Path as _Path
 
-    from .suite import load_suite, plan, run_suite
+    from .suite import collect, load_suite, plan, run_suite, write_results
 
     parser = argparse.ArgumentParser(prog="bayesncl-reproduce",
                                      description="Run a result suite end to end (resumable): train, evaluate, inspect, tables, figures.")
     parser.add_argument("suite", help="a suite name in configs/suites (e.g. cpu) or a suite YAML file")
     parser.add_argument("--out-dir", help="where the suite's runs and results go (default: the file's out_dir)")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and stop")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite the tables and figures from the runs there are, without running anything")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     path = _Path(args.suite)
@@ -118,6 +120,9 @@ def reproduce_main(argv: Sequence[str] | None = None) -> int:
             print(f"{job.name:50s} {job.directory}")
         print(f"{len(jobs)} runs")
         return 0
-    run_suite(spec, progress=not args.no_progress)
+    if args.report_only:
+        write_results(spec, collect(spec, jobs))
+    else:
+        run_suite(spec, progress=not args.no_progress)
     print(f"results: {spec.out_dir / 'results.md'}")
     return 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import math
 
+import pyro
 import torch
 from pyro import poutine
 from pyro.distributions import Independent
@@ -91,3 +92,17 @@ def true_negative_elbo(net, x1: torch.Tensor, x2: torch.Tensor, samples: int = 6
         "kl": kl_draws.mean().item(),
         "samples": samples,
     }
+
+
+def surrogate_negative_elbo(net, x1: torch.Tensor, x2: torch.Tensor, seed: int | None = 0) -> float:
+    """The loss the estimator trains on (``net.loss``), in eval mode on the same batch: set beside
+    :func:`true_negative_elbo`, it shows how far a straight-through surrogate is from the objective."""
+    was_training = net.training
+    net.eval()
+    try:
+        with _fork_rng(x1.device), torch.no_grad(), pyro.validation_enabled(False):
+            if seed is not None:
+                torch.manual_seed(seed)
+            return float(net.loss(x1, x2))
+    finally:
+        net.train(was_training)

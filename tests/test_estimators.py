@@ -169,3 +169,19 @@ def test_score_and_soft_need_bernoulli_gates(tiny_config):
             tiny_config("gate.prior=hard_concrete", f"gate.estimator={estimator}")
     tiny_config("gate.prior=hard_concrete")
     tiny_config("gate.prior=beta_bernoulli", "gate.estimator=score")
+
+
+def test_surrogate_of_deterministic_gates_is_their_plug_in_loss(tiny_config):
+    """With ste the surrogate is InfoNCE at the thresholded gates + KL; the true objective averages
+    InfoNCE over exact Bernoulli draws, so the two differ unless every gate is certain."""
+    from bayesncl_pyro.true_elbo import surrogate_negative_elbo
+
+    torch.manual_seed(0)
+    net = BayesNCL(tiny_config("gate.estimator=ste", "gate.kl_weight=0.1"))
+    x1, x2 = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)
+    net.eval()
+    with torch.no_grad():
+        plug_in = net.loss(x1, x2).item()
+    assert surrogate_negative_elbo(net, x1, x2) == pytest.approx(plug_in, abs=1e-6)
+    true = true_negative_elbo(net, x1, x2, samples=64, seed=0)
+    assert abs(true["negative_elbo"] - plug_in) > 3 * true["stderr"]

@@ -52,7 +52,7 @@ def test_suite_runs_end_to_end_and_resumes(suite_file, monkeypatch):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     rows = {r["name"]: r for r in results["rows"]}
     gated = rows["scenes/bayesncl_ste/seed0"]
-    for key in ("sc_init", "sc", "sc_gain", "linear_top1", "knn_top1", "true_neg_elbo", "kl_share", "open_rate",
+    for key in ("sc_init", "sc", "sc_gain", "linear_top1", "knn_top1", "true_neg_elbo", "surrogate_neg_elbo", "kl_share", "open_rate",
                 "background_closed"):
         assert gated[key] is not None, key
     assert gated["sc_gain"] == pytest.approx(gated["sc"] - gated["sc_init"])
