@@ -40,7 +40,7 @@ import torch
 import yaml
 
 from .ablation_report import write_reports
-from .config import _check_override_key
+from .config import _check_override_key, read_yaml_mapping
 from .errors import ConfigError
 
 CELL_FILE = "cell.json"
@@ -79,14 +79,7 @@ def _yaml_value(value: Any) -> str:
 def load_spec(path: str | Path, out_dir: str | Path | None = None) -> AblationSpec:
     """Read and check an ablation YAML file; ``out_dir`` replaces the file's ``out_dir``."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"ablation file {path} does not exist")
-    try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"ablation file {path} is not valid YAML: {exc}") from None
-    if not isinstance(tree, dict):
-        raise ConfigError(f"ablation file {path} must hold a mapping; got {type(tree).__name__}")
+    tree = read_yaml_mapping(path, "ablation file")
     allowed = {"base", "out_dir", "overrides", "grid", "true_elbo"}
     unknown = sorted(set(tree) - allowed)
     if unknown:

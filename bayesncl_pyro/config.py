@@ -229,22 +229,26 @@ def _check_override_key(key: str) -> None:
         raise ConfigError(f"config key {key!r} is a section; set one of its fields, e.g. {key}.{next(iter(_field_types(cls)))}=...")
 
 
+def read_yaml_mapping(path: str | Path, what: str, error: type[Exception] = ConfigError) -> dict[str, Any]:
+    """The mapping a YAML file holds (an empty file is an empty mapping), or ``error`` naming the
+    file: missing, not YAML, or not a mapping. ``what`` says what the file is ("config file")."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} {path} does not exist")
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise error(f"{what} {path} is not valid YAML ({' '.join(str(exc).split())})") from None
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise error(f"{what} {path} must hold a mapping; got {type(tree).__name__}")
+    return tree
+
+
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
     """Read a YAML config (or the defaults when ``path`` is None), apply overrides, validate."""
-    tree: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of sections; got {type(loaded).__name__}")
-        tree = loaded
+    tree: dict[str, Any] = {} if path is None else read_yaml_mapping(path, "config file")
     for text in overrides:
         key, value = parse_override(text)
         _check_override_key(key)

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from .config import Config, config_from_dict
+from .config import Config, config_from_dict, read_yaml_mapping
 from .errors import CheckpointError
 from .io import atomic_write_json, atomic_write_text
 
@@ -84,12 +84,7 @@ def read_config(run: str | Path) -> Config:
     path = Path(run) / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{run} does not hold a run (no {CONFIG_FILE})")
-    try:
-        tree = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise CheckpointError(f"{path} is not valid YAML ({' '.join(str(exc).split())})") from None
-    if not isinstance(tree, dict):
-        raise CheckpointError(f"{path} does not hold a config (a mapping of sections); got {type(tree).__name__}")
+    tree = read_yaml_mapping(path, "run config", CheckpointError)
     return config_from_dict(tree)
 
 

@@ -38,11 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import yaml
 from tqdm.auto import tqdm
 
 from .ablation import _yaml_value
-from .config import Config, _check_override_key, load_config
+from .config import Config, _check_override_key, load_config, read_yaml_mapping
 from .errors import ConfigError, DataError
 from .io import atomic_write_json, atomic_write_text
 
@@ -118,14 +117,7 @@ def _named_overrides(value: Any, where: str) -> dict[str, list[str]]:
 def load_suite(path: str | Path, out_dir: str | Path | None = None) -> SuiteSpec:
     """Read and check a suite file; every run's config is validated before anything runs."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"suite file {path} does not exist")
-    try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"suite file {path} is not valid YAML: {exc}") from None
-    if not isinstance(tree, dict):
-        raise ConfigError(f"suite file {path} must hold a mapping; got {type(tree).__name__}")
+    tree = read_yaml_mapping(path, "suite file")
     allowed = {"out_dir", "prepare", "base", "overrides", "datasets", "methods", "seeds", "inspect", "true_elbo", "sweep"}
     unknown = sorted(set(tree) - allowed)
     if unknown:
