@@ -9,6 +9,7 @@ import argparse
 from typing import Sequence
 
 from .cli import guarded
+from .errors import ConfigError
 
 
 def _positive_int(text: str) -> int:
@@ -112,7 +113,12 @@ def reproduce_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     path = _Path(args.suite)
     if not path.is_file():
-        path = _Path(__file__).resolve().parents[1] / "configs" / "suites" / f"{args.suite}.yaml"
+        shipped = _Path(__file__).resolve().parents[1] / "configs" / "suites"
+        path = shipped / f"{args.suite}.yaml"
+        if not path.is_file():
+            names = ", ".join(sorted(p.stem for p in shipped.glob("*.yaml")))
+            raise ConfigError(f"suite {args.suite!r} does not exist: neither a file nor a suite in {shipped}; "
+                              f"allowed: a suite YAML file or one of {names}")
     spec = load_suite(path, args.out_dir)
     jobs = plan(spec)
     if args.dry_run:

@@ -89,3 +89,21 @@ def test_bad_suite_files_are_named(tmp_path):
 def test_shipped_suites_plan(name):
     jobs = plan(load_suite(ROOT / "configs" / "suites" / f"{name}.yaml"))
     assert jobs and all(j.cfg.train.out_dir.startswith("runs/suites/") for j in jobs)
+
+
+def test_reproduce_script_lists_a_suite():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "reproduce.py"), "cpu", "--dry-run"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "scenes/bayesncl_ste/seed0" in done.stdout and done.stdout.strip().endswith("33 runs")
+
+
+def test_reproduce_names_a_missing_suite(capsys):
+    from bayesncl_pyro.cli_eval import reproduce_main
+
+    assert reproduce_main(["no_such_suite"]) == 2
+    err = capsys.readouterr().err
+    assert "no_such_suite" in err and "does not exist" in err and "cpu" in err
