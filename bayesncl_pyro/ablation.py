@@ -193,18 +193,13 @@ def run_cell(directory: str | Path) -> None:
     from . import run_dir
     from .config import load_config
     from .io import atomic_write_json
-    from .train import train
+    from .train import train_unless_finished
 
     directory = Path(directory)
     cell = json.loads((directory / CELL_FILE).read_text())
     cfg = load_config(cell["base"], cell["overrides"])
     run_dir.check_same_config(directory, cfg)
-    if not (directory / SUMMARY_FILE).is_file():
-        has_checkpoint = (directory / run_dir.LAST_CHECKPOINT).is_file()
-        if not has_checkpoint:
-            for leftover in (run_dir.CONFIG_FILE, run_dir.ENV_FILE, run_dir.METRICS_FILE):
-                (directory / leftover).unlink(missing_ok=True)
-        train(cfg, resume=has_checkpoint, progress=False)
+    train_unless_finished(cfg)
     if not (directory / TRUE_ELBO_FILE).is_file():
         atomic_write_json(directory / TRUE_ELBO_FILE, cell_true_elbo(cfg, cell["true_elbo_samples"], cell["true_elbo_seed"]))
 

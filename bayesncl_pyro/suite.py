@@ -221,16 +221,11 @@ def run_job(job: Job, spec: SuiteSpec, progress: bool = False) -> None:
     from .ablation import cell_true_elbo
     from .evaluate import evaluate_run
     from .inspect import inspect_run
-    from .train import train
+    from .train import train_unless_finished
 
     directory = job.directory
     run_dir.check_same_config(directory, job.cfg)
-    if not _done(directory / "summary.json"):
-        has_checkpoint = (directory / run_dir.LAST_CHECKPOINT).is_file()
-        if not has_checkpoint:  # a run that died before its first checkpoint starts again
-            for leftover in (run_dir.CONFIG_FILE, run_dir.ENV_FILE, run_dir.METRICS_FILE):
-                (directory / leftover).unlink(missing_ok=True)
-        train(job.cfg, resume=has_checkpoint, progress=progress)
+    train_unless_finished(job.cfg, progress=progress)
     if not _done(directory / "eval_init.json"):
         evaluate_run(directory, init=True, progress=False)
     if not _done(directory / "eval.json"):

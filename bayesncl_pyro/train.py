@@ -327,6 +327,21 @@ def _train(cfg: Config, ctx: DistributedContext, resume: bool, progress: bool) -
     return summary
 
 
+def train_unless_finished(cfg: Config, progress: bool = False) -> None:
+    """Make sure the run in ``cfg.train.out_dir`` is trained: nothing when it has a summary, a
+    resume from its checkpoint when it has one, else a fresh start (a run that died before its
+    first checkpoint leaves a config, environment and log that are cleared first). What ablation
+    grids and result suites call for each of their runs."""
+    run = Path(cfg.train.out_dir)
+    if (run / SUMMARY_FILE).is_file():
+        return
+    has_checkpoint = (run / run_dir.LAST_CHECKPOINT).is_file()
+    if not has_checkpoint:
+        for leftover in (run_dir.CONFIG_FILE, run_dir.ENV_FILE, run_dir.METRICS_FILE):
+            (run / leftover).unlink(missing_ok=True)
+    train(cfg, resume=has_checkpoint, progress=progress)
+
+
 if __name__ == "__main__":
     from .cli import train_main
 
