@@ -10,9 +10,9 @@ import pyro
 import torch
 from torch import nn
 
+from bayesncl_pyro.config.choices import ESTIMATORS
 from bayesncl_pyro.distributions.gates import GateBernoulli
-from bayesncl_pyro.plates import at_least_float32, gate_rows
-from bayesncl_pyro.registries import ESTIMATORS
+from bayesncl_pyro.inference.plates import at_least_float32, gate_rows
 
 
 def gate_network(in_dim: int, hidden: int, out_dim: int, layers: int) -> nn.Sequential:
@@ -28,6 +28,9 @@ def gate_network(in_dim: int, hidden: int, out_dim: int, layers: int) -> nn.Sequ
 
 class AmortizedGates(nn.Module):
     """Guide for the local ``gate`` site, shape [rows, D], event dim D."""
+
+    uses_gate_estimator = True
+    """How a gate is drawn and differentiated is ``gate.estimator`` (validation asks this)."""
 
     def __init__(self, in_dim: int, out_dim: int, gate_cfg):
         super().__init__()

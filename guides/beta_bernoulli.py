@@ -18,9 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bayesncl_pyro.plates import kl_weighted_plate
-
-from .amortized_gates import AmortizedGates
+from bayesncl_pyro.guides.amortized_gates import AmortizedGates
+from bayesncl_pyro.inference.plates import kl_weighted_plate
 
 RELEVANCE_SITE = "relevance"
 CONCENTRATION_FLOOR = 1e-4

@@ -4,7 +4,8 @@
 ``gate.hard_concrete_temperature``. The gate is reparameterised through the stretched and clamped
 Binary-Concrete sample, so ``gate.estimator`` does not apply.
 
-How the gates enter the objective is ``gate.hard_concrete_mode`` (:data:`HARD_CONCRETE_MODES`):
+How the gates enter the objective is ``gate.hard_concrete_mode`` (the ``HARD_CONCRETE_MODES``
+registry, filled here):
 
 - ``l0`` (Louizos, Welling and Kingma 2018): the gate sites are masked out of the KL and the guide
   adds the expected L0 norm as a factor, so the loss is InfoNCE + λ · mean_rows Σ_d P(m_{i,d} ≠ 0).
@@ -24,10 +25,10 @@ import pyro
 import torch
 from torch import nn
 
+from bayesncl_pyro.config.choices import HARD_CONCRETE_MODES
 from bayesncl_pyro.distributions.hard_concrete import HardConcrete
-from bayesncl_pyro.plates import at_least_float32, gate_rows
-
-from .amortized_gates import gate_network
+from bayesncl_pyro.guides.amortized_gates import gate_network
+from bayesncl_pyro.inference.plates import at_least_float32, gate_rows
 
 
 class HardConcreteGate(HardConcrete):
@@ -71,7 +72,8 @@ class MonteCarloKL:
         return None
 
 
-HARD_CONCRETE_MODES = {"l0": L0Penalty(), "mc": MonteCarloKL()}
+HARD_CONCRETE_MODES.register("l0", L0Penalty())
+HARD_CONCRETE_MODES.register("mc", MonteCarloKL())
 
 
 class HardConcreteGates(nn.Module):
@@ -80,7 +82,7 @@ class HardConcreteGates(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, gate_cfg):
         super().__init__()
         self.net = gate_network(in_dim, gate_cfg.hidden, out_dim, gate_cfg.layers)
-        self.mode = HARD_CONCRETE_MODES[gate_cfg.hard_concrete_mode]
+        self.mode = HARD_CONCRETE_MODES.get(gate_cfg.hard_concrete_mode)
         self.gate_cfg = gate_cfg
 
     def gate_logits(self, h: torch.Tensor) -> torch.Tensor:

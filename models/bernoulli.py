@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import pyro
 
-from bayesncl_pyro.contrastive import gated_rows
+from bayesncl_pyro.config.choices import PRIORS
 from bayesncl_pyro.distributions.gates import BernoulliGatePrior
-from bayesncl_pyro.plates import gate_rows
-from bayesncl_pyro.registries import PRIORS
-from guides.amortized_gates import AmortizedGates
-
-from .family import PriorFamily
+from bayesncl_pyro.guides.amortized_gates import AmortizedGates
+from bayesncl_pyro.inference.contrastive import gated_rows
+from bayesncl_pyro.inference.plates import gate_rows
+from bayesncl_pyro.models.family import PriorFamily
 
 
 class BernoulliGates:

@@ -14,13 +14,12 @@ import pyro
 import pyro.distributions as dist
 from torch.distributions.utils import clamp_probs
 
-from bayesncl_pyro.contrastive import gated_rows
+from bayesncl_pyro.config.choices import PRIORS
 from bayesncl_pyro.distributions.gates import BernoulliGatePrior
-from bayesncl_pyro.plates import gate_rows
-from bayesncl_pyro.registries import PRIORS
-from guides.beta_bernoulli import RELEVANCE_SITE, BetaBernoulliGates, relevance_dims
-
-from .family import PriorFamily
+from bayesncl_pyro.guides.beta_bernoulli import RELEVANCE_SITE, BetaBernoulliGates, relevance_dims
+from bayesncl_pyro.inference.contrastive import gated_rows
+from bayesncl_pyro.inference.plates import gate_rows
+from bayesncl_pyro.models.family import PriorFamily
 
 
 class BetaBernoulli:

@@ -13,3 +13,10 @@ class PriorFamily:
 
     model: Callable[[Any], Callable]
     guide: Callable[[int, int, Any], Any]
+
+    @property
+    def uses_gate_estimator(self) -> bool:
+        """Whether ``gate.estimator`` applies: the guide draws Bernoulli gates through an
+        estimator (its class says so with ``uses_gate_estimator = True``). Hard-concrete gates are
+        pathwise by construction and ungated models have no gates."""
+        return bool(getattr(self.guide, "uses_gate_estimator", False))

@@ -18,13 +18,12 @@ import math
 
 import pyro
 
-from bayesncl_pyro.contrastive import gated_rows
+from bayesncl_pyro.config.choices import HARD_CONCRETE_MODES, PRIORS
 from bayesncl_pyro.distributions.hard_concrete import HardConcrete
-from bayesncl_pyro.plates import gate_rows
-from bayesncl_pyro.registries import PRIORS
-from guides.hard_concrete_gates import HARD_CONCRETE_MODES, HardConcreteGates
-
-from .family import PriorFamily
+from bayesncl_pyro.guides.hard_concrete_gates import HardConcreteGates
+from bayesncl_pyro.inference.contrastive import gated_rows
+from bayesncl_pyro.inference.plates import gate_rows
+from bayesncl_pyro.models.family import PriorFamily
 
 STRETCH = (-0.1, 1.1)
 
@@ -40,7 +39,7 @@ class HardConcreteModel:
         self.temperature = gate_cfg.hard_concrete_temperature
         self.log_alpha = prior_log_alpha(gate_cfg.prior_prob, self.temperature)
         self.kl_weight = gate_cfg.kl_weight
-        self.mode = HARD_CONCRETE_MODES[gate_cfg.hard_concrete_mode]
+        self.mode = HARD_CONCRETE_MODES.get(gate_cfg.hard_concrete_mode)
 
     def __call__(self, z, gate_logits, contrastive):
         rows, dims = z.shape

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import pyro
 
-from bayesncl_pyro.contrastive import gated_rows
-from bayesncl_pyro.registries import PRIORS
-from guides.no_gates import NoGates
-
-from .family import PriorFamily
+from bayesncl_pyro.config.choices import PRIORS
+from bayesncl_pyro.guides.no_gates import NoGates
+from bayesncl_pyro.inference.contrastive import gated_rows
+from bayesncl_pyro.models.family import PriorFamily
 
 
 class Ungated:

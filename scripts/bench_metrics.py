@@ -17,7 +17,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from bayesncl_pyro import metrics
+from bayesncl_pyro.evaluation import metrics
 
 ACTIVE = metrics.ACTIVITY_THRESHOLD
 

@@ -26,7 +26,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from bayesncl_pyro.data.augment import AugmentConfig, BatchAugment, blur_kernel_size
+from bayesncl_pyro.config import AugmentConfig
+from bayesncl_pyro.data.augment import BatchAugment, blur_kernel_size
 
 SIZE = 32
 MEAN = (0.4914, 0.4822, 0.4465)

@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from bayesncl_pyro.config import load_config
-from bayesncl_pyro.device import autocast, resolve_device
-from bayesncl_pyro.network import BayesNCL
+from bayesncl_pyro.config.device import autocast, resolve_device
+from bayesncl_pyro.inference.bayesncl import BayesNCL
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("pyro", "plain")

@@ -1,5 +1,5 @@
 """Run a result suite end to end: ``python scripts/reproduce.py cpu`` (= ``bayesncl-reproduce cpu``)."""
-from bayesncl_pyro.cli_eval import reproduce_main
+from bayesncl_pyro.cli.reproduce import main
 
 if __name__ == "__main__":
-    reproduce_main()
+    main()

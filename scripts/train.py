@@ -1,5 +1,5 @@
 """Train one run: ``python scripts/train.py --config configs/scenes_quick.yaml [key=value ...]``."""
-from bayesncl_pyro.cli import train_main
+from bayesncl_pyro.cli.train import main
 
 if __name__ == "__main__":
-    train_main()
+    main()

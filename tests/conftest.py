@@ -39,7 +39,7 @@ _TRAINED: dict[tuple[str, ...], Path] = {}
 def tiny_run(tmp_path_factory, name: str, *overrides: str) -> Path:
     """A fresh copy, in a directory called ``name``, of a tiny run trained for 4 steps; each set of
     overrides is trained once per test session (the test modules share it)."""
-    from bayesncl_pyro.train import train
+    from bayesncl_pyro.training.loop import train
 
     if overrides not in _TRAINED:
         cfg = load_config(ROOT / "configs" / "scenes_quick.yaml",

@@ -10,10 +10,12 @@ import tomllib
 import pytest
 import yaml
 
-from bayesncl_pyro import ablation
-from bayesncl_pyro.ablation_report import mean_sd
+from bayesncl_pyro.cli import ablate
 from bayesncl_pyro.config import load_config
-from bayesncl_pyro.errors import ConfigError
+from bayesncl_pyro.config.errors import ConfigError
+from bayesncl_pyro.experiments import ablation
+from bayesncl_pyro.experiments.cells import measure_true_elbo
+from bayesncl_pyro.experiments.stats import mean_sd
 
 from .conftest import ROOT, TINY
 
@@ -54,14 +56,14 @@ def test_grid_runs_reports_and_resumes(tmp_path, monkeypatch):
     assert float(table[0]["true_negative_elbo"]) == pytest.approx(result.rows[0]["true_negative_elbo"])
     report = result.md_path.read_text()
     assert "Mean ± sd over train.seed" in report
-    mean, sd = mean_sd([r["final_loss"] for r in by_status["done"]])
+    mean, sd, _ = mean_sd([r["final_loss"] for r in by_status["done"]])
     assert f"{mean:.4f} ± {sd:.4f}" in report
     assert "Skipped and failed cells" in report and "none" in report
     assert result.png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # the true ELBO is on a fixed held-out batch with a fixed seed: recomputing it agrees
     done = next(c for c in ablation.plan_cells(spec) if c.skip_reason is None)
-    recomputed = ablation.cell_true_elbo(load_config(spec.base, done.overrides), 64, 0)
+    recomputed = measure_true_elbo(load_config(spec.base, done.overrides), 64, 0)
     assert recomputed["negative_elbo"] == pytest.approx(result.rows[0]["true_negative_elbo"], rel=1e-6)
     assert recomputed["samples"] >= 64
 
@@ -72,7 +74,7 @@ def test_grid_runs_reports_and_resumes(tmp_path, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished cell was trained again")
 
-    monkeypatch.setattr("bayesncl_pyro.train.train", no_training)
+    monkeypatch.setattr("bayesncl_pyro.training.loop.train", no_training)
     again = ablation.run_ablation(spec)
     assert again.ran == [] and sorted(again.skipped_finished) == sorted(stamps)
     assert {c.name: (c.directory / "summary.json").stat().st_mtime_ns
@@ -82,7 +84,7 @@ def test_grid_runs_reports_and_resumes(tmp_path, monkeypatch):
     # a missing cell is run again, here by a subprocess through the command line
     missing = next(c for c in ablation.plan_cells(spec) if c.skip_reason is None)
     shutil.rmtree(missing.directory)
-    assert ablation.main([str(spec_path), "--jobs", "2"]) == 0
+    assert ablate.main([str(spec_path), "--jobs", "2"]) == 0
     assert ablation.is_finished(missing.directory)
     assert (missing.directory / ablation.LOG_FILE).is_file()
 
@@ -102,7 +104,7 @@ def test_invalid_cells_are_planned_as_skipped(tmp_path):
     ({"train.out_dir": ["a", "b"]}, {}, "train.out_dir"),
     ({"gate.prior": ["bernoulli"]}, {"true_elbo": {"samples": 16}}, "true_elbo.samples"),
     ({"gate.prior": ["bernoulli"]}, {"base": "missing.yaml"}, "base"),
-    ({"gate.prior": ["bernoulli"]}, {"seeds": [0]}, "unknown key seeds"),
+    ({"gate.prior": ["bernoulli"]}, {"seeds": [0]}, "unknown key 'seeds'"),
     ({"gate.priors": ["bernoulli"]}, {}, "grid axis gate.priors: unknown config key"),
 ])
 def test_bad_ablation_files_are_rejected(tmp_path, grid, extra, message):
@@ -120,4 +122,4 @@ def test_the_example_ablation_file_plans_and_the_command_is_declared():
     runnable = [c for c in cells if c.skip_reason is None]
     assert {c.axes["gate.prior"] for c in runnable} == set(spec.grid["gate.prior"])
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["bayesncl-ablate"] == "bayesncl_pyro.ablation:main"
+    assert scripts["bayesncl-ablate"] == "bayesncl_pyro.cli.ablate:main"

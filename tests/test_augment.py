@@ -15,6 +15,7 @@ import torch
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
+from bayesncl_pyro.config.errors import ConfigError
 from bayesncl_pyro.data.augment import (
     AugmentConfig,
     BatchAugment,
@@ -31,7 +32,6 @@ from bayesncl_pyro.data.augment import (
     rgb_to_grayscale,
     sample_crop_boxes,
 )
-from bayesncl_pyro.errors import ConfigError
 
 COLOUR_TOL = 1e-5
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)

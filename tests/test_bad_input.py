@@ -10,7 +10,7 @@ import pytest
 import torch
 from torchvision.io import write_png
 
-from bayesncl_pyro.cli import train_main
+from bayesncl_pyro.cli.train import main as train_main
 
 from .conftest import ROOT, TINY
 

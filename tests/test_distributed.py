@@ -23,13 +23,21 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from bayesncl_pyro.batches import train_batches
 from bayesncl_pyro.config import load_config
-from bayesncl_pyro.distributed import (DistributedContext, TrainStep, gathered_negatives, rank_batches,
-                                       setup_distributed, shard_indices, wrap_ddp)
-from bayesncl_pyro.errors import ConfigError
-from bayesncl_pyro.negatives import local_batch
-from bayesncl_pyro.network import BayesNCL
+from bayesncl_pyro.config.errors import ConfigError
+from bayesncl_pyro.inference.bayesncl import BayesNCL
+from bayesncl_pyro.inference.negatives import local_batch
+from bayesncl_pyro.training.batches import train_batches
+from bayesncl_pyro.training.distributed import (
+    DistributedContext,
+    TrainStep,
+    gathered_negatives,
+    rank_batches,
+    setup_distributed,
+    shard_indices,
+    wrap_ddp,
+)
+from bayesncl_pyro.training.step import StepRecord
 
 from .conftest import ROOT, TINY
 
@@ -58,8 +66,8 @@ def _detached_gather(rows, ids):
 def _rank_step(net, ctx, x1, x2):
     step = wrap_ddp(net, ctx)  # DDP reduces in backward through hooks that live as long as ``step``
     out = step(x1, x2)
-    out["loss"].backward()
-    return {"loss": out["loss"].detach(), "mean_loss": ctx.mean(out["loss"]),
+    out.loss.backward()
+    return {"loss": out.loss.detach(), "mean_loss": ctx.mean(out.loss),
             "grads": {n: p.grad.clone() for n, p in net.named_parameters()}}
 
 
@@ -85,7 +93,8 @@ def _worker(rank: int, port: int, workdir: str) -> None:
                 results[label] = _rank_step(net, ctx, x1[mine], x2[mine])
             torch.save(results, work / f"{name}_rank{rank}.pt")
         ctx.barrier()
-        torch.save({"mean_record": ctx.mean_record({"rank": float(rank), "one": 1.0}),
+        record = StepRecord(loss=float(rank), infonce=1.0, kl=0.5, probe_loss=2.0 * rank, probe_acc=0.25, lr=0.1)
+        torch.save({"mean_record": ctx.mean_record(record).to_dict(),
                     "agree_split": ctx.agree(rank == 0), "agree_all": ctx.agree(True)},
                    work / f"context_rank{rank}.pt")
     finally:
@@ -180,7 +189,8 @@ def test_gathering_without_gradients_is_caught(distributed_results, case):
 
 def test_rank_decisions_and_log_means_are_collective(distributed_results):
     for r in distributed_results["context"]:
-        assert r["mean_record"] == {"rank": (WORLD - 1) / 2, "one": 1.0}
+        assert r["mean_record"] == {"loss": (WORLD - 1) / 2, "infonce": 1.0, "kl": 0.5, "probe_loss": WORLD - 1.0,
+                                    "probe_acc": 0.25, "lr": 0.1, "step": 0, "epoch": 0}
         assert r["agree_split"] is False and r["agree_all"] is True
 
 
@@ -240,9 +250,9 @@ def test_train_step_without_a_group_is_the_network_step(tiny_config):
     net.eval()
     out = step(x1, x2)
     want = net.step(x1, x2)
-    assert torch.equal(out["loss"], want.loss)
-    assert torch.equal(out["probe_logits"], classifier(want.h))
-    reached = torch.autograd.grad(out["probe_logits"].sum(), list(net.backbone.parameters()), allow_unused=True)
+    assert torch.equal(out.loss, want.loss)
+    assert torch.equal(out.probe_logits, classifier(want.h))
+    reached = torch.autograd.grad(out.probe_logits.sum(), list(net.backbone.parameters()), allow_unused=True)
     assert all(g is None for g in reached), "the probe must read h.detach()"
 
 

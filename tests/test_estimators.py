@@ -17,12 +17,13 @@ from pyro.infer import TraceMeanField_ELBO
 
 from bayesncl_pyro import BayesNCL
 from bayesncl_pyro.config import GateConfig
-from bayesncl_pyro.contrastive import InfoNCE, RecordedLoss, gated_rows, two_view_ids
-from bayesncl_pyro.elbo import LeaveOneOutELBO, make_elbo
-from bayesncl_pyro.errors import ConfigError
-from bayesncl_pyro.true_elbo import true_negative_elbo
-from guides.amortized_gates import AmortizedGates
-from models.bernoulli import BernoulliGates
+from bayesncl_pyro.config.errors import ConfigError
+from bayesncl_pyro.guides.amortized_gates import AmortizedGates
+from bayesncl_pyro.inference.contrastive import InfoNCE, RecordedLoss, gated_rows, two_view_ids
+from bayesncl_pyro.inference.elbo import make_elbo
+from bayesncl_pyro.inference.leave_one_out import LeaveOneOutELBO
+from bayesncl_pyro.inference.true_elbo import true_negative_elbo
+from bayesncl_pyro.models.bernoulli import BernoulliGates
 
 ROWS, DIMS = 4, 2
 Z_SCORE = 5.0  # Monte-Carlo tolerance: five standard errors
@@ -174,7 +175,7 @@ def test_score_and_soft_need_bernoulli_gates(tiny_config):
 def test_surrogate_of_deterministic_gates_is_their_plug_in_loss(tiny_config):
     """With ste the surrogate is InfoNCE at the thresholded gates + KL; the true objective averages
     InfoNCE over exact Bernoulli draws, so the two differ unless every gate is certain."""
-    from bayesncl_pyro.true_elbo import surrogate_negative_elbo
+    from bayesncl_pyro.inference.true_elbo import surrogate_negative_elbo
 
     torch.manual_seed(0)
     net = BayesNCL(tiny_config("gate.estimator=ste", "gate.kl_weight=0.1"))

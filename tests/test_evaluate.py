@@ -10,14 +10,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bayesncl_pyro import metrics
-from bayesncl_pyro.cli_eval import eval_main
-from bayesncl_pyro.evaluate import FEATURE_SETS, evaluate_run, markdown_table
-from bayesncl_pyro.factor_check import (
-    DEAD, UNEXPLAINED, check_factors, correlation_ratio, gate_check, quantile_bins, scene_factor_codes,
+from bayesncl_pyro.cli.evaluate import main as eval_main
+from bayesncl_pyro.evaluation import metrics
+from bayesncl_pyro.evaluation.evaluate import FEATURE_SETS, evaluate_run, markdown_table
+from bayesncl_pyro.evaluation.factor_check import (
+    DEAD,
+    UNEXPLAINED,
+    check_factors,
+    correlation_ratio,
+    gate_check,
+    quantile_bins,
+    scene_factor_codes,
 )
-from bayesncl_pyro.linear_probe import fit_linear_probe, probe_objective, topk_accuracy
-from bayesncl_pyro.trained import load_trained
+from bayesncl_pyro.evaluation.linear_probe import fit_linear_probe, probe_objective, topk_accuracy
+from bayesncl_pyro.evaluation.trained_run import load_trained
 from tests.conftest import tiny_run
 
 METRIC_NAMES = {

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bayesncl_pyro import Config, ConfigError, DataError, load_config
-from bayesncl_pyro.data.augment import AugmentConfig, BatchAugment
+from bayesncl_pyro.config import AugmentConfig, validate
+from bayesncl_pyro.data.augment import BatchAugment
 
 
 def _dotted_keys(cls=Config, prefix=""):
@@ -43,7 +44,7 @@ def test_config_overrides_error_cleanly_or_load(items):
         assert str(exc) and "\n" not in str(exc)
         return
     assert isinstance(cfg, Config)
-    assert cfg.validate() is cfg
+    assert validate(cfg) is cfg
 
 
 AUGMENT = BatchAugment(AugmentConfig(), 16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))

@@ -9,8 +9,8 @@ import pyro
 import pytest
 import torch
 
+from bayesncl_pyro.config.errors import ConfigError
 from bayesncl_pyro.distributions.hard_concrete import HardConcrete
-from bayesncl_pyro.errors import ConfigError
 
 NUM_MC = 1_000_000
 LOG_ALPHAS = [-2.0, 0.0, 1.5]

@@ -9,13 +9,23 @@ import pytest
 import torch
 from PIL import Image
 
-from bayesncl_pyro import plots
-from bayesncl_pyro.cli_eval import inspect_main
-from bayesncl_pyro.inspect import (
-    NETCDF_FILE, SUMMARY_CSV, forest_dimensions, gate_inference_data, gate_summary, global_rate_draws,
-    inspect_run, load_netcdf, most_activating, open_rate_draws, save_netcdf, top_dimensions,
+from bayesncl_pyro.cli.inspect_gates import main as inspect_main
+from bayesncl_pyro.evaluation import plots
+from bayesncl_pyro.evaluation.gate_posterior import (
+    NETCDF_FILE,
+    SUMMARY_CSV,
+    forest_dimensions,
+    gate_inference_data,
+    gate_summary,
+    global_rate_draws,
+    inspect_run,
+    load_netcdf,
+    most_activating,
+    open_rate_draws,
+    save_netcdf,
+    top_dimensions,
 )
-from bayesncl_pyro.trained import load_trained
+from bayesncl_pyro.evaluation.trained_run import load_trained
 from tests.conftest import tiny_run
 
 

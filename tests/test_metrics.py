@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from bayesncl_pyro import metrics
+from bayesncl_pyro.evaluation import metrics
 
 ACTIVE = 1e-5
 TOL = 1e-6

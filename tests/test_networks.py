@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bayesncl_pyro.backbones import CifarResNet18, ConvNet, ImageNetResNet18
-from bayesncl_pyro.projector import projector
-from bayesncl_pyro.registries import NONNEG
-from bayesncl_pyro.run_dir import MetricsLog, read_metrics
+from bayesncl_pyro.config.choices import NONNEG
+from bayesncl_pyro.networks.backbones import CifarResNet18, ConvNet, ImageNetResNet18
+from bayesncl_pyro.networks.projector import projector
+from bayesncl_pyro.storage.metrics_log import MetricsLog, read_metrics
 
 
 def test_cifar_resnet18_is_the_cifar_variant():
@@ -78,7 +78,7 @@ def test_metrics_log_drops_a_torn_last_line_and_cuts_on_resume(tmp_path):
 def test_atomic_writes_get_the_usual_permissions(tmp_path):
     import os
 
-    from bayesncl_pyro.io import atomic_write_text
+    from bayesncl_pyro.storage.atomic import atomic_write_text
 
     mask = os.umask(0o022)
     try:

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from bayesncl_pyro.config import OptimConfig
-from bayesncl_pyro.optim import LARS, make_scheduler, warmup_cosine
+from bayesncl_pyro.training.optimizers import LARS
+from bayesncl_pyro.training.schedules import make_scheduler, warmup_cosine
 
 
 def test_lars_matches_hand_written_step():

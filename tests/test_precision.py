@@ -13,8 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bayesncl_pyro.device import autocast
-from bayesncl_pyro.network import BayesNCL
+from bayesncl_pyro.config.device import autocast
+from bayesncl_pyro.inference.bayesncl import BayesNCL
 
 LOW = {"bf16": torch.bfloat16, "16": torch.float16}
 

@@ -15,15 +15,15 @@ from pyro import poutine
 
 from bayesncl_pyro import BayesNCL
 from bayesncl_pyro.config import GateConfig
-from bayesncl_pyro.contrastive import gated_rows, two_view_ids
+from bayesncl_pyro.config.choices import PRIORS
 from bayesncl_pyro.distributions import HardConcrete
-from bayesncl_pyro.registries import PRIORS
-from bayesncl_pyro.train import train
-from guides.amortized_gates import AmortizedGates
-from guides.beta_bernoulli import CONCENTRATION_FLOOR, BetaBernoulliGates
-from models.bernoulli import BernoulliGates
-from models.beta_bernoulli import BetaBernoulli
-from models.hard_concrete import STRETCH, prior_log_alpha
+from bayesncl_pyro.guides.amortized_gates import AmortizedGates
+from bayesncl_pyro.guides.beta_bernoulli import CONCENTRATION_FLOOR, BetaBernoulliGates
+from bayesncl_pyro.inference.contrastive import gated_rows, two_view_ids
+from bayesncl_pyro.models.bernoulli import BernoulliGates
+from bayesncl_pyro.models.beta_bernoulli import BetaBernoulli
+from bayesncl_pyro.models.hard_concrete import STRETCH, prior_log_alpha
+from bayesncl_pyro.training.loop import train
 
 from .conftest import ROOT
 
@@ -228,7 +228,7 @@ def documented_prior():
     text = (ROOT / "docs" / "adding_a_prior.md").read_text()
     code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
     assert len(code.splitlines()) <= 40
-    namespace: dict = {"__name__": "models.ordered_bernoulli"}
+    namespace: dict = {"__name__": "bayesncl_pyro.models.ordered_bernoulli"}
     exec(compile(code, "docs/adding_a_prior.md", "exec"), namespace)
     yield namespace
     PRIORS._entries.pop("ordered_bernoulli", None)

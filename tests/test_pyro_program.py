@@ -11,11 +11,11 @@ from pyro import poutine
 from torch.distributions import kl_divergence
 
 from bayesncl_pyro import BayesNCL
-from bayesncl_pyro.contrastive import RecordedLoss, two_view_ids
 from bayesncl_pyro.distributions.gates import (
     ConcreteBernoulli,
     StraightThroughBernoulli,
 )
+from bayesncl_pyro.inference.contrastive import RecordedLoss, two_view_ids
 
 
 def _traces(net, batch=4):

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bayesncl_pyro.cli_eval import report_main
-from bayesncl_pyro.evaluate import evaluate_run
-from bayesncl_pyro.inspect import inspect_run
-from bayesncl_pyro.report import REPORT_FILE, load_artifacts, write_report
-from bayesncl_pyro.run_dir import read_metrics
+from bayesncl_pyro.cli.report import main as report_main
+from bayesncl_pyro.evaluation.evaluate import evaluate_run
+from bayesncl_pyro.evaluation.gate_posterior import inspect_run
+from bayesncl_pyro.evaluation.report import REPORT_FILE, load_artifacts, write_report
+from bayesncl_pyro.storage.metrics_log import read_metrics
 from tests.conftest import tiny_run
 
 VOID = {"meta", "img", "br", "hr", "link", "input"}

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from bayesncl_pyro.config.errors import ConfigError
 from bayesncl_pyro.data.scenes import (
     BACKGROUND_NAMES,
     COLOR_NAMES,
@@ -16,7 +17,6 @@ from bayesncl_pyro.data.scenes import (
     render_scenes,
     scenes_splits,
 )
-from bayesncl_pyro.errors import ConfigError
 
 Z = 4.0
 """Standard deviations allowed for frequency checks; the data are seeded, so a pass is stable."""

@@ -7,8 +7,8 @@ import json
 import pytest
 import yaml
 
-from bayesncl_pyro.errors import ConfigError
-from bayesncl_pyro.suite import load_suite, plan, run_suite
+from bayesncl_pyro.config.errors import ConfigError
+from bayesncl_pyro.experiments.suite import load_suite, plan, run_suite
 
 from .conftest import ROOT, TINY
 
@@ -38,7 +38,8 @@ def test_plan_covers_methods_seeds_and_sweep(suite_file):
     jobs = plan(load_suite(suite_file))
     assert [j.name for j in jobs] == [
         "scenes/ncl/seed0", "scenes/ncl/seed1", "scenes/bayesncl_ste/seed0", "scenes/bayesncl_ste/seed1",
-        "sweep/kl_weight=3.0e-05_prior_prob=0.5", "sweep/kl_weight=0.3_prior_prob=0.5"]
+        # sweep points are named like ablation cells (one naming rule for every grid): "__" between axes
+        "sweep/kl_weight=3.0e-05__prior_prob=0.5", "sweep/kl_weight=0.3__prior_prob=0.5"]
     assert jobs[2].cfg.train.seed == 0 and jobs[3].cfg.train.seed == 1
     assert [j.inspect for j in jobs[:4]] == [False, False, True, False]
     assert jobs[-1].cfg.gate.kl_weight == 0.3 and jobs[-1].cfg.train.steps == 2
@@ -62,7 +63,7 @@ def test_suite_runs_end_to_end_and_resumes(suite_file, monkeypatch):
     text = (out / "results.md").read_text()
     assert "| bayesncl_ste |" in text and "±" in text and "## Sweep" in text
 
-    import bayesncl_pyro.train as train_module
+    import bayesncl_pyro.training.loop as train_module
 
     def refuse(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
@@ -102,7 +103,7 @@ def test_reproduce_script_lists_a_suite():
 
 
 def test_reproduce_names_a_missing_suite(capsys):
-    from bayesncl_pyro.cli_eval import reproduce_main
+    from bayesncl_pyro.cli.reproduce import main as reproduce_main
 
     assert reproduce_main(["no_such_suite"]) == 2
     err = capsys.readouterr().err

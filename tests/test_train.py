@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from bayesncl_pyro import CheckpointError
+from bayesncl_pyro.config.errors import NonFiniteStep
 from bayesncl_pyro.data.augment import BatchAugment
-from bayesncl_pyro.run_dir import read_metrics
-from bayesncl_pyro.train import NonFiniteStep, train
+from bayesncl_pyro.storage.metrics_log import read_metrics
+from bayesncl_pyro.training.loop import train
 
 
 def _params(run) -> dict[str, torch.Tensor]:
@@ -116,7 +117,7 @@ def test_non_finite_gradient_is_caught_before_the_optimizer_moves(tiny_config, m
     """A finite loss whose gradient is infinite: the step is skipped, the weights do not move."""
     from pathlib import Path
 
-    from bayesncl_pyro.backbones import ConvNet
+    from bayesncl_pyro.networks.backbones import ConvNet
 
     original = ConvNet.forward
     calls = {"n": 0}
@@ -138,8 +139,8 @@ def test_non_finite_gradient_is_caught_before_the_optimizer_moves(tiny_config, m
 
 def test_untrained_network_is_the_runs_initialisation(tiny_config):
     """``load_trained(untrained=True)`` rebuilds exactly the network training started from."""
-    from bayesncl_pyro.train import build
-    from bayesncl_pyro.trained import load_trained
+    from bayesncl_pyro.evaluation.trained_run import load_trained
+    from bayesncl_pyro.training.loop import build
 
     cfg = tiny_config("train.steps=1")
     initial = {k: v.clone() for k, v in build(cfg).net.state_dict().items()}
@@ -159,3 +160,21 @@ def test_train_subset_is_class_balanced_and_fixed():
     assert torch.equal(index, balanced_subset(labels, 30))
     small = balanced_subset(labels, 70)
     assert torch.bincount(labels[small]).tolist() == [25, 25, 20]
+
+
+def test_eval_every_logs_the_test_check_without_changing_training(tiny_config):
+    """``train.eval_every=1`` logs the summary's test numbers at the end of every epoch but the last
+    (the summary covers that one), and the training records are those of a run without it."""
+    plain = tiny_config("train.epochs=3")
+    checked = tiny_config("train.epochs=3", "train.eval_every=1")
+    train(plain, progress=False)
+    summary = train(checked, progress=False)
+    records = read_metrics(checked.train.out_dir)
+    tests = [r for r in records if "test_semantic_consistency" in r]
+    per_epoch = 256 // 32
+    assert [r["step"] for r in tests] == [per_epoch, 2 * per_epoch]
+    for r in tests:
+        assert 0 <= r["test_semantic_consistency"] <= 100 and 0 <= r["test_open_rate"] <= 1
+        assert 0 <= r["test_probe_top1"] <= 100
+    assert [r for r in records if "loss" in r] == read_metrics(plain.train.out_dir)
+    assert summary["semantic_consistency"] >= 0

@@ -16,6 +16,7 @@ from PIL import Image
 from torchvision.io import encode_jpeg, write_png
 
 import bayesncl_pyro.data.vision as vision
+from bayesncl_pyro.config.errors import DataError
 from bayesncl_pyro.data.vision import (
     NORMALIZATION,
     VISION_DATASETS,
@@ -25,7 +26,6 @@ from bayesncl_pyro.data.vision import (
     load_imagefolder,
     load_stl10,
 )
-from bayesncl_pyro.errors import DataError
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CIFAR10_JPEG = SHARED_DATA / "cifar10-jpeg.tar.gz"

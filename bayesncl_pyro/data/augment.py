@@ -16,67 +16,17 @@ All images are float32 in [0, 1] between the ops, shape [B, 3, H, W].
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError, DataError
+from bayesncl_pyro.config.errors import DataError
+from bayesncl_pyro.config.schema import AugmentConfig
 
 _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
 _CROP_ATTEMPTS = 10
-
-
-@dataclass
-class AugmentConfig:
-    """Ranges and probabilities of the training augmentations (config section ``data.augment``)."""
-
-    crop_scale_min: float = 0.08
-    crop_scale_max: float = 1.0
-    crop_ratio_min: float = 3 / 4
-    crop_ratio_max: float = 4 / 3
-    jitter_prob: float = 0.8
-    brightness: float = 0.8
-    contrast: float = 0.8
-    saturation: float = 0.8
-    hue: float = 0.2
-    gray_prob: float = 0.2
-    blur_prob: float = 0.5
-    blur_sigma_min: float = 0.1
-    blur_sigma_max: float = 2.0
-    flip_prob: float = 0.5
-
-    def validate(self, prefix: str = "data.augment") -> "AugmentConfig":
-        """Raise ConfigError naming ``prefix.field`` for the first value outside its allowed range."""
-
-        def require(ok: bool, name: str, allowed: str) -> None:
-            if not ok:
-                raise ConfigError(f"{prefix}.{name}={getattr(self, name)!r} is not allowed; allowed: {allowed}")
-
-        for f in fields(self):
-            value = getattr(self, f.name)
-            require(
-                isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
-                f.name,
-                "a finite number",
-            )
-        for name in ("jitter_prob", "gray_prob", "blur_prob", "flip_prob"):
-            require(0.0 <= getattr(self, name) <= 1.0, name, "[0, 1]")
-        require(0.0 < self.crop_scale_min <= 1.0, "crop_scale_min", "0 < crop_scale_min <= crop_scale_max <= 1")
-        require(
-            self.crop_scale_min <= self.crop_scale_max <= 1.0,
-            "crop_scale_max",
-            "0 < crop_scale_min <= crop_scale_max <= 1",
-        )
-        require(self.crop_ratio_min > 0.0, "crop_ratio_min", "0 < crop_ratio_min <= crop_ratio_max")
-        require(self.crop_ratio_min <= self.crop_ratio_max, "crop_ratio_max", "0 < crop_ratio_min <= crop_ratio_max")
-        for name in ("brightness", "contrast", "saturation"):
-            require(getattr(self, name) >= 0.0, name, ">= 0")
-        require(0.0 <= self.hue <= 0.5, "hue", "[0, 0.5]")
-        require(self.blur_sigma_min > 0.0, "blur_sigma_min", "0 < blur_sigma_min <= blur_sigma_max")
-        require(self.blur_sigma_min <= self.blur_sigma_max, "blur_sigma_max", "0 < blur_sigma_min <= blur_sigma_max")
-        return self
 
 
 @dataclass

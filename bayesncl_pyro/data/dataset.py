@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import DataError
+from bayesncl_pyro.config.errors import DataError
 
 
 @dataclass

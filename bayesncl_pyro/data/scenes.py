@@ -20,8 +20,8 @@ from typing import Callable, Iterator
 
 import torch
 
-from ..errors import ConfigError
-from .dataset import ImageDataset
+from bayesncl_pyro.config.errors import ConfigError
+from bayesncl_pyro.data.dataset import ImageDataset
 
 SHAPE_NAMES = (
     "circle", "square", "triangle", "diamond", "star",

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
-from ..registries import DATASETS
-from .dataset import ImageDataset
-from .scenes import scenes_splits
-from .vision import NORMALIZATION, VISION_DATASETS
+from bayesncl_pyro.config.choices import DATASETS
+from bayesncl_pyro.data.dataset import ImageDataset
+from bayesncl_pyro.data.scenes import scenes_splits
+from bayesncl_pyro.data.vision import NORMALIZATION, VISION_DATASETS
 
 
 @functools.lru_cache(maxsize=4)

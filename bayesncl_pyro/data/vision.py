@@ -27,9 +27,9 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_image
 from tqdm.auto import tqdm
 
-from ..errors import DataError
-from ..io import atomic_torch_save
-from .dataset import ImageDataset
+from bayesncl_pyro.config.errors import DataError
+from bayesncl_pyro.data.dataset import ImageDataset
+from bayesncl_pyro.storage.atomic import atomic_torch_save
 
 SPLITS = ("train", "test")
 CACHE_FOLDER = ".bayesncl-cache"

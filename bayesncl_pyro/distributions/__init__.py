@@ -1,5 +1,7 @@
-"""Distributions of our own: the gate estimators' variational Bernoullis and the hard concrete."""
-from .gates import (
+"""Distributions of our own: the gate estimators' variational Bernoullis (registered by name as
+``gate.estimator``) and the hard concrete of Louizos et al. Pyro distributions with their
+tests; they may import only ``config``."""
+from bayesncl_pyro.distributions.gates import (
     BernoulliGatePrior,
     ConcreteBernoulli,
     GateBernoulli,
@@ -8,7 +10,7 @@ from .gates import (
     StraightThroughBernoulli,
     clamped_bernoulli_kl,
 )
-from .hard_concrete import HardConcrete
+from bayesncl_pyro.distributions.hard_concrete import HardConcrete
 
 __all__ = [
     "BernoulliGatePrior", "ConcreteBernoulli", "GateBernoulli", "HardConcrete", "ScoreBernoulli", "SoftBernoulli",

@@ -12,13 +12,13 @@ gate value is drawn and how gradients flow back to α (``rsample``):
   Maddison et al. We implement the correct noise.
 - ``soft`` (the paper's "soft gating" ablation): m = α itself, no threshold and no noise.
 - ``score``: exact draws m ~ Bern(α) with a score-function gradient and a leave-one-out baseline
-  over ``gate.particles`` draws (:class:`bayesncl_pyro.elbo.LeaveOneOutELBO`): the unbiased
+  over ``gate.particles`` draws (:class:`bayesncl_pyro.inference.leave_one_out.LeaveOneOutELBO`): the unbiased
   reference the biased estimators above are measured against.
 
 Their KL to a Bernoulli(ρ) prior is analytic and clamped as in the paper (α, ρ ∈ [0.01, 0.99]);
-it is registered so that ``TraceMeanField_ELBO`` uses it. Each estimator also names the ELBO
-that trains it (``make_elbo``): ``TraceMeanField_ELBO`` for the pathwise ones, the
-leave-one-out score-function ELBO for ``score``.
+it is registered so that ``TraceMeanField_ELBO`` uses it. Which ELBO trains an estimator follows
+from ``has_rsample`` (:func:`bayesncl_pyro.inference.elbo.make_elbo`): ``TraceMeanField_ELBO`` for
+the pathwise ones, the leave-one-out score-function ELBO for ``score``.
 """
 from __future__ import annotations
 
@@ -26,8 +26,7 @@ import torch
 from pyro.distributions import Bernoulli
 from torch.distributions import constraints, kl_divergence, register_kl
 
-from ..elbo import LeaveOneOutELBO, mean_field_elbo
-from ..registries import ESTIMATORS
+from bayesncl_pyro.config.choices import ESTIMATORS
 
 KL_CLAMP = (0.01, 0.99)
 
@@ -66,11 +65,6 @@ class GateBernoulli(Bernoulli):
     def hard_gate(self) -> torch.Tensor:
         """The deterministic test-time gate 1[α > threshold]."""
         return (self.probs > self.threshold).to(self.probs.dtype)
-
-    @classmethod
-    def make_elbo(cls, gate_cfg):
-        """The ELBO that trains this estimator: analytic KL, pathwise gradient through ``rsample``."""
-        return mean_field_elbo()
 
     def _draw(self, shape: torch.Size) -> torch.Tensor:
         raise NotImplementedError
@@ -146,15 +140,11 @@ class SoftBernoulli(GateBernoulli):
 class ScoreBernoulli(GateBernoulli):
     """Exact draws m ~ Bern(α), no reparameterisation: the gradient is the score function's.
 
-    Trained by :class:`bayesncl_pyro.elbo.LeaveOneOutELBO` with ``gate.particles`` draws per step;
+    Trained by :class:`bayesncl_pyro.inference.leave_one_out.LeaveOneOutELBO` with ``gate.particles`` draws per step;
     its value is the Monte-Carlo estimate of the true objective E_q[InfoNCE(m)] + λ·KL.
     """
 
     has_rsample = False
-
-    @classmethod
-    def make_elbo(cls, gate_cfg):
-        return LeaveOneOutELBO(particles=gate_cfg.particles)
 
     def _draw(self, shape: torch.Size) -> torch.Tensor:
         return torch.bernoulli(self.probs.detach().expand(shape))

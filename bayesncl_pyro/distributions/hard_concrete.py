@@ -42,7 +42,7 @@ from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all, clamp_probs
 
-from bayesncl_pyro.errors import ConfigError
+from bayesncl_pyro.config.errors import ConfigError
 
 
 class HardConcrete(TorchDistribution):

@@ -1,0 +1,82 @@
+"""``bayesncl-ablate``: run a grid of training runs (priors × estimators × seeds ...) and tabulate it."""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+from bayesncl_pyro.cli.guard import guarded
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bayesncl-ablate",
+        description="Run a grid of training runs (priors × estimators × seeds ...) and tabulate them.")
+    p.add_argument("spec", nargs="?", help="ablation YAML file (base config, overrides, grid)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides applied to every cell after the file's own, e.g. train.epochs=1")
+    p.add_argument("--jobs", type=int, default=1, help="cells run at a time as subprocesses (default 1: in this process)")
+    p.add_argument("--out-dir", help="write the cells and reports here instead of the file's out_dir")
+    p.add_argument("--dry-run", action="store_true", help="list the cells, their directories and what would happen; run nothing")
+    p.add_argument("--run-cell", metavar="DIR", help=argparse.SUPPRESS)
+    return p
+
+
+def _number(value: Any, digits: int = 2, scale: float = 1.0, unit: str = "") -> str:
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "–"
+    return f"{value * scale:.{digits}f}{unit}"
+
+
+def cell_line(row: dict[str, Any], seconds: float) -> str:
+    """One line per finished cell: name, status, time and the main numbers with units."""
+    if row["status"] != "done":
+        return f"{row['cell']}: {row['status']} after {seconds:.0f} s ({row['note']})"
+    return (f"{row['cell']}: done in {seconds:.0f} s; loss {_number(row['final_loss'], 3)}, "
+            f"true −ELBO {_number(row['true_negative_elbo'], 3)}, "
+            f"gates open {_number(row['open_rate'], 1, 100.0, ' %')}, "
+            f"SC {_number(row['semantic_consistency'], 2, unit=' %')}, "
+            f"online probe {_number(row['probe_top1'], 1, unit=' %')}")
+
+
+@guarded
+def main(argv: Sequence[str] | None = None) -> int:
+    """bayesncl-ablate SPEC.yaml [key=value ...] [--jobs N] [--out-dir DIR] [--dry-run]"""
+    p = parser()
+    args = p.parse_args(argv)
+    from bayesncl_pyro.experiments.ablation import (
+        is_finished,
+        load_spec,
+        plan_cells,
+        record_failure,
+        run_ablation,
+        run_cell,
+    )
+
+    if args.run_cell:
+        try:
+            run_cell(args.run_cell)
+        except Exception as exc:
+            record_failure(Path(args.run_cell), exc)
+            raise
+        return 0
+    if not args.spec:
+        p.error("the ablation YAML file is required")
+    spec = load_spec(args.spec, args.out_dir, args.overrides)
+    if args.dry_run:
+        for cell in plan_cells(spec):
+            state = ("skip: " + cell.skip_reason if cell.skip_reason else
+                     "finished" if is_finished(cell.directory) else "to run")
+            print(f"{cell.name}: {state} -> {cell.directory}")
+        return 0
+    result = run_ablation(spec, jobs=args.jobs, finished=lambda row, seconds: print(cell_line(row, seconds), flush=True))
+    failed = [r["cell"] for r in result.rows if r["status"] == "failed"]
+    print(f"ran {len(result.ran)} cell(s), {len(result.skipped_finished)} already finished, "
+          f"{sum(r['status'] == 'skipped' for r in result.rows)} skipped, {len(failed)} failed")
+    print(f"reports: {result.csv_path}, {result.md_path}, {result.png_path}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    main()

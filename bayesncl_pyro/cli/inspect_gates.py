@@ -1,0 +1,41 @@
+"""``bayesncl-inspect``: the variational gate posterior of a run as ArviZ data, a summary and figures."""
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+from bayesncl_pyro.cli.guard import add_run_arguments, guarded, positive_int
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bayesncl-inspect",
+        description="Draw from the variational gate posterior of a run into an ArviZ InferenceData (gates.nc), "
+                    "summarise it (gates_summary.csv/.md) and plot it (gates_*.png), all in the run directory.")
+    add_run_arguments(p)
+    p.add_argument("--draws", type=positive_int, default=200, help="draws per chain (default 200)")
+    p.add_argument("--chains", type=positive_int, default=2,
+                   help="groups of independent draws (default 2); the draws are not a Markov chain, "
+                        "so the summary reports no r-hat or ESS")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
+    p.add_argument("--top-dims", type=positive_int, default=8, help="dimensions in the image grid (default 8)")
+    p.add_argument("--top-images", type=positive_int, default=8, help="images per dimension (default 8)")
+    return p
+
+
+@guarded
+def main(argv: Sequence[str] | None = None) -> int:
+    """bayesncl-inspect RUN_DIR [--draws N] [--chains N] [--seed N] [--device DEVICE] [--no-progress]"""
+    args = parser().parse_args(argv)
+    from bayesncl_pyro.evaluation.gate_posterior import inspect_run
+
+    result = inspect_run(args.run_dir, draws=args.draws, chains=args.chains, device=args.device, seed=args.seed,
+                         top_dims=args.top_dims, top_images=args.top_images, progress=not args.no_progress)
+    print(f"wrote {result.netcdf}, {result.summary_csv}, {result.summary_md}")
+    for path in result.figures.values():
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""``bayesncl-report``: one self-contained HTML page for one run or several side by side."""
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+from bayesncl_pyro.cli.guard import guarded
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bayesncl-report",
+        description="Gather training curves, evaluation tables and gate-posterior figures of one or several "
+                    "runs into one self-contained HTML page, runs side by side.")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
+    p.add_argument("--out", metavar="FILE",
+                   help="output file (default: report.html in the run directory, or in the current "
+                        "directory when several runs are given)")
+    return p
+
+
+@guarded
+def main(argv: Sequence[str] | None = None) -> int:
+    """bayesncl-report RUN_DIR [RUN_DIR ...] [--out FILE]"""
+    args = parser().parse_args(argv)
+    from bayesncl_pyro.evaluation.report import write_report
+
+    print(f"wrote {write_report(args.run_dirs, args.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""``bayesncl-reproduce``: run a named result suite end to end (resumable)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Sequence
+
+from bayesncl_pyro.cli.guard import guarded
+from bayesncl_pyro.config.errors import ConfigError
+
+SHIPPED_SUITES = Path(__file__).resolve().parents[2] / "configs" / "suites"
+"""The suites of this repository (``configs/suites/*.yaml``), found by name."""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bayesncl-reproduce",
+                                description="Run a result suite end to end (resumable): train, evaluate, inspect, tables, figures.")
+    p.add_argument("suite", help="a suite name in configs/suites (e.g. cpu) or a suite YAML file")
+    p.add_argument("--out-dir", help="where the suite's runs and results go (default: the file's out_dir)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and stop")
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite the tables and figures from the runs there are, without running anything")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def suite_file(name: str) -> Path:
+    """A suite YAML file given as a path, or by the name of a shipped suite."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    path = SHIPPED_SUITES / f"{name}.yaml"
+    if not path.is_file():
+        names = ", ".join(sorted(p.stem for p in SHIPPED_SUITES.glob("*.yaml")))
+        raise ConfigError(f"suite {name!r} does not exist: neither a file nor a suite in {SHIPPED_SUITES}; "
+                          f"allowed: a suite YAML file or one of {names}")
+    return path
+
+
+@guarded
+def main(argv: Sequence[str] | None = None) -> int:
+    """bayesncl-reproduce SUITE [--out-dir DIR] [--dry-run] [--report-only]"""
+    args = parser().parse_args(argv)
+    from bayesncl_pyro.experiments.suite import collect, load_suite, plan, run_suite
+    from bayesncl_pyro.experiments.suite_report import write_results
+
+    spec = load_suite(suite_file(args.suite), args.out_dir)
+    jobs = plan(spec)
+    if args.dry_run:
+        for job in jobs:
+            print(f"{job.name:50s} {job.directory}")
+        print(f"{len(jobs)} runs")
+        return 0
+    if args.report_only:
+        write_results(spec, collect(spec, jobs))
+    else:
+        run_suite(spec, progress=not args.no_progress)
+    print(f"results: {spec.out_dir / 'results.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    main()

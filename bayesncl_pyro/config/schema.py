@@ -1,0 +1,170 @@
+"""The typed run configuration: one dataclass per config section, with its defaults.
+
+The config key, the variable name in code and the log key are the same name for the same
+quantity. Reading YAML and ``key=value`` overrides is :mod:`.parsing`; range checks are
+:mod:`.validation`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from bayesncl_pyro.config.errors import ConfigError
+
+
+@dataclass
+class AugmentConfig:
+    """Ranges and probabilities of the training augmentations (config section ``data.augment``)."""
+
+    crop_scale_min: float = 0.08
+    crop_scale_max: float = 1.0
+    crop_ratio_min: float = 3 / 4
+    crop_ratio_max: float = 4 / 3
+    jitter_prob: float = 0.8
+    brightness: float = 0.8
+    contrast: float = 0.8
+    saturation: float = 0.8
+    hue: float = 0.2
+    gray_prob: float = 0.2
+    blur_prob: float = 0.5
+    blur_sigma_min: float = 0.1
+    blur_sigma_max: float = 2.0
+    flip_prob: float = 0.5
+
+    def validate(self, prefix: str = "data.augment") -> "AugmentConfig":
+        """Raise ConfigError naming ``prefix.field`` for the first value outside its allowed range."""
+
+        def require(ok: bool, name: str, allowed: str) -> None:
+            if not ok:
+                raise ConfigError(f"{prefix}.{name}={getattr(self, name)!r} is not allowed; allowed: {allowed}")
+
+        for f in fields(self):
+            value = getattr(self, f.name)
+            require(
+                isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+                f.name,
+                "a finite number",
+            )
+        for name in ("jitter_prob", "gray_prob", "blur_prob", "flip_prob"):
+            require(0.0 <= getattr(self, name) <= 1.0, name, "[0, 1]")
+        require(0.0 < self.crop_scale_min <= 1.0, "crop_scale_min", "0 < crop_scale_min <= crop_scale_max <= 1")
+        require(
+            self.crop_scale_min <= self.crop_scale_max <= 1.0,
+            "crop_scale_max",
+            "0 < crop_scale_min <= crop_scale_max <= 1",
+        )
+        require(self.crop_ratio_min > 0.0, "crop_ratio_min", "0 < crop_ratio_min <= crop_ratio_max")
+        require(self.crop_ratio_min <= self.crop_ratio_max, "crop_ratio_max", "0 < crop_ratio_min <= crop_ratio_max")
+        for name in ("brightness", "contrast", "saturation"):
+            require(getattr(self, name) >= 0.0, name, ">= 0")
+        require(0.0 <= self.hue <= 0.5, "hue", "[0, 0.5]")
+        require(self.blur_sigma_min > 0.0, "blur_sigma_min", "0 < blur_sigma_min <= blur_sigma_max")
+        require(self.blur_sigma_min <= self.blur_sigma_max, "blur_sigma_max", "0 < blur_sigma_min <= blur_sigma_max")
+        return self
+
+
+@dataclass
+class ScenesConfig:
+    """The generated ``scenes`` dataset (SPEC §8)."""
+
+    num_train: int = 20000
+    num_test: int = 5000
+    num_classes: int = 10
+    shared_p: float = 0.7
+    color_tied: bool = False
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    name: str = "scenes"
+    root: str = "data"
+    batch_size: int = 256
+    eval_batch_size: int = 512
+    image_size: int = 32
+    train_subset: int = 0
+    download: bool = False
+    skip_corrupt: bool = False
+    cache_dir: str = ""
+    scenes: ScenesConfig = field(default_factory=ScenesConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "convnet"
+    convnet_width: int = 64
+    proj_hidden: int = 2048
+    proj_dim: int = 256
+    nonneg: str = "relu"
+    temperature: float = 0.2
+
+
+@dataclass
+class GateConfig:
+    prior: str = "bernoulli"
+    prior_prob: float = 0.8
+    kl_weight: float = 3e-5
+    threshold: float = 0.5
+    temperature: float = 1.0
+    estimator: str = "ste"
+    relax_temperature: float = 1.0
+    particles: int = 4
+    beta_a: float = 4.0
+    beta_b: float = 1.0
+    hard_concrete_mode: str = "l0"
+    hard_concrete_temperature: float = 2 / 3
+    hidden: int = 512
+    layers: int = 2
+
+
+@dataclass
+class OptimConfig:
+    name: str = "lars"
+    lr: float = 0.4
+    scale_lr: bool = True
+    gate_lr: float = 0.1
+    classifier_lr: float = 0.1
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    eta: float = 0.02
+    clip_lr: bool = True
+    exclude_bias_n_norm: bool = True
+    scheduler: str = "warmup_cosine"
+    warmup_epochs: float = 10.0
+    min_lr: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 200
+    steps: int = 0
+    seed: int = 0
+    device: str = "auto"
+    out_dir: str = "runs/default"
+    precision: str = "32"
+    log_every: int = 10
+    eval_every: int = 0
+    keep: int = 1
+    checkpoint_every: int = 0
+    max_bad_steps: int = 3
+    distributed: bool = False
+    sync_bn: bool = False
+    compile: bool = False
+    channels_last: bool = False
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+

@@ -1,0 +1,100 @@
+"""Range checks of every config value; choices are checked against their registries.
+
+Each failure is one :class:`ConfigError` line naming the dotted key, the value and what is
+allowed. Whether a setting applies to a choice (e.g. ``gate.estimator`` to a prior family) is
+asked of the registered entry, so a new prior or estimator needs no change here.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from bayesncl_pyro.config import choices
+from bayesncl_pyro.config.device import DEVICE_PATTERN, PRECISIONS
+from bayesncl_pyro.config.errors import ConfigError
+from bayesncl_pyro.config.schema import Config, GateConfig
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not allowed; allowed: {allowed}")
+
+
+def _choice(key: str, value: str, registry: Any) -> None:
+    _require(value in registry, key, value, ", ".join(registry.names()))
+
+
+def _finite(value: float) -> bool:
+    return math.isfinite(value)
+
+
+def validate(cfg: Config) -> Config:
+    """Range checks for every key (choices are checked against their registries)."""
+    d, m, g, o, t = cfg.data, cfg.model, cfg.gate, cfg.optim, cfg.train
+    _choice("data.name", d.name, choices.DATASETS)
+    _require(d.batch_size >= 2, "data.batch_size", d.batch_size, "an integer >= 2")
+    _require(d.eval_batch_size >= 1, "data.eval_batch_size", d.eval_batch_size, "an integer >= 1")
+    _require(d.image_size >= 8, "data.image_size", d.image_size, "an integer >= 8")
+    _require(d.name != "scenes" or d.image_size >= 16, "data.image_size", d.image_size,
+             "an integer >= 16 for data.name=scenes")
+    _require(d.train_subset >= 0, "data.train_subset", d.train_subset, "an integer >= 0 (0 = the whole split)")
+    s = d.scenes
+    _require(s.num_train >= 2, "data.scenes.num_train", s.num_train, "an integer >= 2")
+    _require(s.num_test >= 1, "data.scenes.num_test", s.num_test, "an integer >= 1")
+    _require(2 <= s.num_classes <= 10, "data.scenes.num_classes", s.num_classes, "2 to 10")
+    _require(0.0 <= s.shared_p <= 1.0, "data.scenes.shared_p", s.shared_p, "[0, 1]")
+    d.augment.validate("data.augment")
+
+    _choice("model.backbone", m.backbone, choices.BACKBONES)
+    _require(m.convnet_width >= 1, "model.convnet_width", m.convnet_width, "an integer >= 1")
+    _require(m.proj_hidden >= 1, "model.proj_hidden", m.proj_hidden, "an integer >= 1")
+    _require(m.proj_dim >= 2, "model.proj_dim", m.proj_dim, "an integer >= 2")
+    _choice("model.nonneg", m.nonneg, choices.NONNEG)
+    _require(_finite(m.temperature) and m.temperature > 0, "model.temperature", m.temperature, "a number > 0")
+
+    _choice("gate.prior", g.prior, choices.PRIORS)
+    _require(0.0 < g.prior_prob < 1.0, "gate.prior_prob", g.prior_prob, "the open interval (0, 1)")
+    _require(_finite(g.kl_weight) and g.kl_weight >= 0, "gate.kl_weight", g.kl_weight, "a number >= 0")
+    _require(0.0 < g.threshold < 1.0, "gate.threshold", g.threshold, "the open interval (0, 1)")
+    _require(_finite(g.temperature) and g.temperature > 0, "gate.temperature", g.temperature, "a number > 0")
+    _choice("gate.estimator", g.estimator, choices.ESTIMATORS)
+    _require(_finite(g.relax_temperature) and g.relax_temperature > 0, "gate.relax_temperature", g.relax_temperature, "a number > 0")
+    # hard_concrete and none have no Bernoulli gates to estimate: the family says whether it reads the setting
+    bernoulli_priors = ", ".join(p for p in choices.PRIORS.names() if choices.PRIORS.get(p).uses_gate_estimator)
+    _require(g.estimator == GateConfig.estimator or choices.PRIORS.get(g.prior).uses_gate_estimator,
+             "gate.estimator", g.estimator,
+             f"{GateConfig.estimator} with gate.prior={g.prior}, which does not use gate.estimator "
+             f"(the estimators apply to gate.prior={bernoulli_priors})")
+    _require(g.particles >= 1, "gate.particles", g.particles, "an integer >= 1")
+    _require(_finite(g.beta_a) and g.beta_a > 0, "gate.beta_a", g.beta_a, "a number > 0")
+    _require(_finite(g.beta_b) and g.beta_b > 0, "gate.beta_b", g.beta_b, "a number > 0")
+    _choice("gate.hard_concrete_mode", g.hard_concrete_mode, choices.HARD_CONCRETE_MODES)
+    _require(_finite(g.hard_concrete_temperature) and g.hard_concrete_temperature > 0,
+             "gate.hard_concrete_temperature", g.hard_concrete_temperature, "a number > 0")
+    _require(g.hidden >= 1, "gate.hidden", g.hidden, "an integer >= 1")
+    _require(1 <= g.layers <= 3, "gate.layers", g.layers, "1, 2 or 3")
+
+    _choice("optim.name", o.name, choices.OPTIMIZERS)
+    for key in ("lr", "gate_lr", "classifier_lr"):
+        value = getattr(o, key)
+        _require(_finite(value) and value > 0, f"optim.{key}", value, "a number > 0")
+    _require(_finite(o.weight_decay) and o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "a number >= 0")
+    _require(0 <= o.momentum < 1, "optim.momentum", o.momentum, "[0, 1)")
+    _require(_finite(o.eta) and o.eta > 0, "optim.eta", o.eta, "a number > 0")
+    _choice("optim.scheduler", o.scheduler, choices.SCHEDULERS)
+    _require(_finite(o.warmup_epochs) and o.warmup_epochs >= 0, "optim.warmup_epochs", o.warmup_epochs, "a number >= 0")
+    _require(_finite(o.min_lr) and o.min_lr >= 0, "optim.min_lr", o.min_lr, "a number >= 0")
+
+    _require(t.epochs >= 1, "train.epochs", t.epochs, "an integer >= 1")
+    _require(t.steps >= 0, "train.steps", t.steps, "an integer >= 0 (0 = no cap)")
+    _require(t.seed >= 0, "train.seed", t.seed, "an integer >= 0")
+    _require(re.fullmatch(DEVICE_PATTERN, t.device) is not None, "train.device", t.device, "auto, cpu, cuda, cuda:N")
+    _require(bool(t.out_dir), "train.out_dir", t.out_dir, "a directory path")
+    _require(t.precision in PRECISIONS, "train.precision", t.precision, ", ".join(PRECISIONS))
+    _require(t.log_every >= 1, "train.log_every", t.log_every, "an integer >= 1")
+    _require(t.eval_every >= 0, "train.eval_every", t.eval_every, "an integer >= 0 (0 = only at the end)")
+    _require(t.keep >= 1, "train.keep", t.keep, "an integer >= 1")
+    _require(t.checkpoint_every >= 0, "train.checkpoint_every", t.checkpoint_every, "an integer >= 0 (0 = each epoch)")
+    _require(t.max_bad_steps >= 1, "train.max_bad_steps", t.max_bad_steps, "an integer >= 1")
+    return cfg

@@ -1,0 +1,205 @@
+"""Downstream evaluation of one run (SPEC §6): linear probe, k-NN and every interpretability metric
+on h, z and the gated features, plus, on ``scenes``, the ground-truth gate check.
+
+Features are taken on the test split (and, for the probe and k-NN, the training split) with the
+evaluation transform: ``h`` (backbone), ``z`` (projector after the non-negativity map) and
+``gated`` = normalize(z ⊙ hard gate) — normalize(z) for an ungated run — as ``BayesNCL.features``
+defines them. The result goes to ``eval.json`` and ``eval.md`` in the run directory
+(``eval_init.*`` for the network at its seeded initialisation).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from bayesncl_pyro.data.dataset import ImageDataset
+from bayesncl_pyro.evaluation import metrics
+from bayesncl_pyro.evaluation.factor_check import check_factors, scene_factor_codes
+from bayesncl_pyro.evaluation.features import extract
+from bayesncl_pyro.evaluation.linear_probe import RECIPE, probe_accuracy
+from bayesncl_pyro.evaluation.markdown import markdown_table
+from bayesncl_pyro.evaluation.trained_run import TrainedRun, load_trained
+from bayesncl_pyro.storage.atomic import atomic_write_json, atomic_write_text
+
+FEATURE_SETS = ("h", "z", "gated")
+KNN_K = 20
+KNN_TEMPERATURE = 0.07
+RETRIEVAL_K = (1, 5, 10)
+RETRIEVAL_TOP_DIMS = 32
+"""Each query keeps its 32 largest dimensions in the "top dims" retrieval (all of them when D ≤ 32)."""
+EXTRACT_CHUNK_BATCHES = 8
+
+
+def result_files(init: bool) -> tuple[str, str]:
+    """(JSON name, Markdown name) of an evaluation in the run directory."""
+    stem = "eval_init" if init else "eval"
+    return f"{stem}.json", f"{stem}.md"
+
+
+def extract_split(run: TrainedRun, data: ImageDataset, desc: str, progress: bool) -> dict[str, Tensor]:
+    """``features.extract`` over a whole split in chunks, with a progress bar; CPU tensors."""
+    chunk = run.cfg.data.eval_batch_size * EXTRACT_CHUNK_BATCHES
+    parts: list[dict[str, Tensor]] = []
+    for start in tqdm(range(0, len(data), chunk), disable=not progress, desc=desc, unit="chunk", leave=False):
+        index = torch.arange(start, min(start + chunk, len(data)))
+        parts.append(extract(run.net, run.eval_transform, data.subset(index), run.device,
+                             run.cfg.data.eval_batch_size, run.classifier))
+    return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+
+
+def _metric_table() -> dict[str, Callable[[Tensor, Tensor], float]]:
+    """name -> metric(features [N, D], labels [N]) of every per-feature-set metric but k-NN."""
+    table: dict[str, Callable[[Tensor, Tensor], float]] = {
+        "semantic_consistency": metrics.semantic_consistency,
+        "semantic_entropy_sum": metrics.semantic_entropy_sum,
+        "semantic_entropy_mean": metrics.semantic_entropy_mean,
+        "semantic_entropy_frequency": metrics.semantic_entropy_frequency,
+        "sparsity": metrics.sparsity,
+        "active_dims": metrics.active_dims,
+        "effective_rank": metrics.effective_rank,
+        "orthogonality": metrics.orthogonality,
+    }
+    for k in RETRIEVAL_K:
+        table[f"retrieval_p{k}"] = lambda f, y, k=k: metrics.retrieval_precision(f, y, k)
+        table[f"retrieval_topdims_p{k}"] = lambda f, y, k=k: metrics.retrieval_precision(
+            f, y, k, top_dims=min(RETRIEVAL_TOP_DIMS, f.shape[1]))
+    return table
+
+
+def metric_names() -> list[str]:
+    """The per-feature-set metrics of ``feature_metrics``, in reading order."""
+    return [*_metric_table(), "knn_top1"]
+
+
+def feature_metrics(features: Tensor, labels: Tensor, train_features: Tensor, train_labels: Tensor) -> dict[str, float]:
+    """Every SPEC §6 metric of test ``features`` [N, D] with ``labels`` [N], plus k-NN top-1 (%)
+    against the training split's features [M, D]. Precision@k is nan when N ≤ k (too few
+    other samples)."""
+    too_few = {f"{prefix}_p{k}" for k in RETRIEVAL_K if k > features.shape[0] - 1
+               for prefix in ("retrieval", "retrieval_topdims")}
+    result = {name: math.nan if name in too_few else metric(features, labels)
+              for name, metric in _metric_table().items()}
+    result["knn_top1"] = metrics.knn_top1(train_features, train_labels, features, labels,
+                                          k=min(KNN_K, train_features.shape[0]), temperature=KNN_TEMPERATURE)
+    return result
+
+
+def gate_statistics(gate: Tensor, gate_probs: Tensor) -> dict[str, float]:
+    """Hard test-time gates and q(gate = 1 | x), both [N, D] -> the shares a reader checks first."""
+    per_dim = gate.to(torch.float64).mean(dim=0)
+    return {
+        "open_rate": float(per_dim.mean()),
+        "mean_gate_prob": float(gate_probs.to(torch.float64).mean()),
+        "dims_never_open": float((per_dim == 0).sum()),
+        "dims_always_open": float((per_dim == 1).sum()),
+    }
+
+
+def evaluate(run: TrainedRun, untrained: bool = False, progress: bool = True) -> dict[str, Any]:
+    """The whole evaluation of a loaded run (``untrained``: loaded at its initialisation), as a
+    dict of floats (nan where a metric is undefined)."""
+    train = extract_split(run, run.train_set, "features (train)", progress)
+    test = extract_split(run, run.test_set, "features (test)", progress)
+    device = run.device
+    labels, train_labels = test["labels"].to(device), train["labels"].to(device)
+    probe = probe_accuracy(train["h"].to(device), train_labels, test["h"].to(device), labels,
+                           run.train_set.num_classes, progress=progress)
+    feature_results = {}
+    for name in tqdm(FEATURE_SETS, disable=not progress, desc="metrics", leave=False):
+        feature_results[name] = feature_metrics(test[name].to(device), labels, train[name].to(device), train_labels)
+    result: dict[str, Any] = {
+        "run": str(run.path),
+        "step": run.step,
+        "untrained": untrained,
+        "dataset": run.cfg.data.name,
+        "prior": run.cfg.gate.prior,
+        "estimator": run.cfg.gate.estimator,
+        "nonneg": run.cfg.model.nonneg,
+        "num_train": len(run.train_set),
+        "num_test": len(run.test_set),
+        "linear_probe": {**probe, "recipe": RECIPE},
+        "online_probe_top1": float((test["logits"].argmax(1) == test["labels"]).double().mean() * 100),
+        "knn": {"k": min(KNN_K, len(run.train_set)), "temperature": KNN_TEMPERATURE, "on": "each feature set"},
+        "retrieval_top_dims": RETRIEVAL_TOP_DIMS,
+        "metrics": feature_results,
+        "gates": gate_statistics(test["gate"], test["gate_probs"]) if "gate" in test else None,
+        "factor_check": None,
+    }
+    if "background" in run.test_set.factors:
+        codes = scene_factor_codes(test["labels"], run.test_set.factors)
+        open_rate = test["gate"].mean(dim=0) if "gate" in test else None
+        result["factor_check"] = check_factors(F.normalize(test["z"], dim=1), codes, open_rate).to_dict()
+    return result
+
+
+def _json_ready(value: Any) -> Any:
+    """nan/inf -> None (strict JSON), recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(item) for item in value]
+    return value
+
+
+def format_markdown(result: dict[str, Any]) -> str:
+    """eval.json as a page a person reads: downstream numbers, metrics per feature set, gates,
+    factor check."""
+    state = "at initialisation (untrained)" if result["untrained"] else f"after {result['step']} steps"
+    probe = result["linear_probe"]
+    parts = [
+        f"# Evaluation of `{result['run']}` {state}\n",
+        f"dataset `{result['dataset']}` (train {result['num_train']}, test {result['num_test']}), "
+        f"prior `{result['prior']}`, estimator `{result['estimator']}`, nonneg `{result['nonneg']}`\n",
+        "## Downstream (test split)\n",
+        markdown_table(["measure", "value"], [
+            ["linear probe top-1 (h, %)", probe["top1"]],
+            ["linear probe top-5 (h, %)", probe["top5"]],
+            ["linear probe L-BFGS iterations", probe["iterations"]],
+            ["online probe top-1 (h, %)", result["online_probe_top1"]],
+            [f"k-NN top-1 (h, k={result['knn']['k']}, %)", result["metrics"]["h"]["knn_top1"]],
+        ]),
+        f"## Metrics on h, z and gated z (test split; top-dims retrieval keeps {result['retrieval_top_dims']} dims)\n",
+        markdown_table(["metric", *FEATURE_SETS],
+                       [[name, *(result["metrics"][s].get(name) for s in FEATURE_SETS)]
+                        for name in metric_names()]),
+    ]
+    if result["gates"] is not None:
+        parts += ["## Gates (hard test-time gate)\n",
+                  markdown_table(["measure", "value"], [[k, v] for k, v in result["gates"].items()])]
+    check = result["factor_check"]
+    if check is not None:
+        has_gate = result["gates"] is not None
+        rows = [[label, int(entry["dims"]), entry.get("mean_open_rate"), entry.get("share_kept_open")]
+                for label, entry in check["by_label"].items()]
+        parts += ["## Ground-truth factor check (what each dimension of z encodes)\n",
+                  markdown_table(["label", "dims", "mean open rate", "share kept open"], rows)]
+        if has_gate:
+            parts.append(f"Background dimensions the gate closes: {_share(check['background_closed_share'])}; "
+                         f"class dimensions it keeps open: {_share(check['class_open_share'])}; "
+                         f"object dimensions (class, colour, position, scale, rotation) it keeps open: "
+                         f"{_share(check['object_open_share'])}.\n")
+    return "\n".join(parts)
+
+
+def _share(value: float | None) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f} %"
+
+
+def evaluate_run(path: str | Path, device: str | None = None, init: bool = False,
+                 progress: bool = True) -> tuple[dict[str, Any], Path, Path]:
+    """Evaluate the run in ``path`` (``init``: its network at the seeded initialisation) and write
+    the JSON and Markdown files; returns (result, JSON path, Markdown path)."""
+    run = load_trained(path, device=device, untrained=init)
+    result = _json_ready(evaluate(run, untrained=init, progress=progress))
+    json_name, md_name = result_files(init)
+    json_path = atomic_write_json(Path(path) / json_name, result)
+    md_path = atomic_write_text(Path(path) / md_name, format_markdown(result))
+    return result, json_path, md_path

@@ -1,0 +1,56 @@
+"""A finished (or checkpointed) run, loaded back for evaluation and inspection."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bayesncl_pyro.config import Config
+from bayesncl_pyro.config.device import resolve_device
+from bayesncl_pyro.data.augment import EvalTransform
+from bayesncl_pyro.data.dataset import ImageDataset
+from bayesncl_pyro.data.sources import load_split, normalization
+from bayesncl_pyro.inference.bayesncl import BayesNCL
+from bayesncl_pyro.storage import checkpoints, run_directory
+
+
+@dataclass
+class TrainedRun:
+    path: Path
+    cfg: Config
+    device: torch.device
+    net: BayesNCL
+    classifier: nn.Linear
+    eval_transform: EvalTransform
+    train_set: ImageDataset
+    test_set: ImageDataset
+    step: int
+
+
+def load_trained(path: str | Path, device: str | None = None, checkpoint_name: str = run_directory.LAST_CHECKPOINT,
+                 untrained: bool = False) -> TrainedRun:
+    """Rebuild the network of the run in ``path`` and load its checkpoint, in eval mode.
+
+    ``untrained=True`` skips the checkpoint: the same network at its seeded initialisation
+    (what the metrics "at initialisation" are measured on).
+    """
+    path = Path(path)
+    cfg = run_directory.read_config(path)
+    dev = resolve_device(device or cfg.train.device)
+    train_set = load_split(cfg.data, "train")
+    test_set = load_split(cfg.data, "test")
+    mean, std = normalization(cfg.data, train_set)
+    torch.manual_seed(cfg.train.seed)
+    net = BayesNCL(cfg)
+    classifier = nn.Linear(net.feature_dim, train_set.num_classes)
+    step = 0
+    if not untrained:
+        state = checkpoints.load(path / checkpoint_name, cfg.to_dict())
+        checkpoints.restore_modules(state, {"net": net, "classifier": classifier}, path / checkpoint_name)
+        step = int(state["step"])
+    net.to(dev).eval()
+    classifier.to(dev).eval()
+    return TrainedRun(path, cfg, dev, net, classifier, EvalTransform(cfg.data.image_size, mean, std).to(dev),
+                      train_set, test_set, step)

@@ -1,0 +1,236 @@
+"""Ablation grids: priors × estimators × seeds (× any other config key) from one YAML file.
+
+The file names a base config, overrides for every cell, and the grid axes::
+
+    base: scenes_quick.yaml          # relative to this file (or absolute); omit for the defaults
+    out_dir: runs/ablation_quick     # one sub-directory per cell
+    overrides: [train.epochs=1]      # applied to every cell
+    grid:                            # dotted config key -> list of values; cells = the product
+      gate.prior: [bernoulli, beta_bernoulli, hard_concrete]
+      gate.estimator: [ste, concrete, soft, score]
+      train.seed: [0, 1, 2]
+    true_elbo: {samples: 64, seed: 0}
+
+Each cell is an ordinary training run in its own directory, followed by the Monte-Carlo true
+negative ELBO on a fixed held-out batch (:mod:`.cells`). A cell whose config does not validate
+(e.g. ``gate.estimator=score`` with ``gate.prior=hard_concrete``: only Bernoulli gates have
+estimators) is skipped, and the report says why. A finished cell is not trained again
+(re-running resumes the grid); a run interrupted after a checkpoint resumes from it. Cells run
+in this process, or ``jobs`` at a time as subprocesses. The reports are :mod:`.ablation_report`.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from bayesncl_pyro.config import load_config
+from bayesncl_pyro.config.errors import ConfigError
+from bayesncl_pyro.experiments.ablation_report import write_reports
+from bayesncl_pyro.experiments.cells import (
+    TRUE_ELBO_FILE,
+    cell_name,
+    ensure_trained,
+    ensure_true_elbo,
+    point_overrides,
+)
+from bayesncl_pyro.experiments.grid_file import GridFile, TrueElboSettings
+from bayesncl_pyro.experiments.run_results import final_loss, read_json
+from bayesncl_pyro.storage.atomic import atomic_write_json, atomic_write_text
+from bayesncl_pyro.training.loop import SUMMARY_FILE
+
+CELL_FILE = "cell.json"
+ERROR_FILE = "error.txt"
+LOG_FILE = "log.txt"
+ALLOWED_KEYS = ("base", "out_dir", "overrides", "grid", "true_elbo")
+
+
+@dataclass
+class AblationSpec:
+    """What the YAML file says, with paths resolved."""
+
+    base: Path | None
+    out_dir: Path
+    overrides: list[str] = field(default_factory=list)
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    true_elbo: TrueElboSettings = field(default_factory=TrueElboSettings)
+
+
+@dataclass
+class Cell:
+    name: str
+    axes: dict[str, Any]
+    directory: Path
+    overrides: list[str]
+    skip_reason: str | None = None
+
+
+def load_spec(path: str | Path, out_dir: str | Path | None = None, overrides: Sequence[str] = ()) -> AblationSpec:
+    """Read and check an ablation YAML file; ``out_dir`` replaces the file's ``out_dir`` and
+    ``overrides`` (``key=value``, e.g. from the command line) are applied to every cell after
+    the file's own."""
+    file = GridFile(path, "ablation file", ALLOWED_KEYS)
+    return AblationSpec(
+        base=file.base(),
+        out_dir=file.out_dir(out_dir),
+        overrides=[*file.overrides(file.tree.get("overrides"), "overrides"),
+                   *file.overrides(list(overrides), "command-line overrides")],
+        grid=file.axes(file.tree.get("grid"), "grid"),
+        true_elbo=file.true_elbo(),
+    )
+
+
+def plan_cells(spec: AblationSpec) -> list[Cell]:
+    """Every cell of the grid, in grid order, with its overrides; invalid configs carry the reason."""
+    cells = []
+    for values in itertools.product(*spec.grid.values()):
+        axes = dict(zip(spec.grid, values))
+        directory = spec.out_dir / cell_name(axes)
+        overrides = [*spec.overrides, *point_overrides(axes), f"train.out_dir={directory}"]
+        cell = Cell(cell_name(axes), axes, directory, overrides)
+        try:
+            load_config(spec.base, overrides)
+        except ConfigError as exc:
+            cell.skip_reason = str(exc)
+        cells.append(cell)
+    return cells
+
+
+def is_finished(directory: Path) -> bool:
+    return (directory / SUMMARY_FILE).is_file() and (directory / TRUE_ELBO_FILE).is_file()
+
+
+# ----------------------------------------------------------------------------- one cell
+
+def run_cell(directory: str | Path) -> None:
+    """Train the cell in ``directory`` (unless it has a summary) and measure its true ELBO; the
+    cell's overrides are in its ``cell.json``."""
+    directory = Path(directory)
+    cell = json.loads((directory / CELL_FILE).read_text())
+    cfg = load_config(cell["base"], cell["overrides"])
+    ensure_trained(cfg)
+    ensure_true_elbo(cfg, cell["true_elbo_samples"], cell["true_elbo_seed"])
+
+
+def _prepare_cell(spec: AblationSpec, cell: Cell) -> None:
+    cell.directory.mkdir(parents=True, exist_ok=True)
+    (cell.directory / ERROR_FILE).unlink(missing_ok=True)
+    atomic_write_json(cell.directory / CELL_FILE, {
+        "base": None if spec.base is None else str(spec.base),
+        "overrides": cell.overrides, "axes": cell.axes,
+        "true_elbo_samples": spec.true_elbo.samples, "true_elbo_seed": spec.true_elbo.seed,
+    })
+
+
+def record_failure(directory: Path, exc: BaseException) -> None:
+    """The one line a failed cell leaves for the report."""
+    atomic_write_text(directory / ERROR_FILE, f"{type(exc).__name__}: {exc}\n")
+
+
+def _run_in_process(cells: list[Cell], finished: Callable[[Cell, float], None]) -> None:
+    for cell in cells:
+        started = time.perf_counter()
+        try:
+            run_cell(cell.directory)
+        except Exception as exc:  # one failed cell must not stop the grid; the report names it
+            record_failure(cell.directory, exc)
+        finished(cell, time.perf_counter() - started)
+
+
+def _run_in_subprocesses(cells: list[Cell], jobs: int, finished: Callable[[Cell, float], None]) -> None:
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+    pending, running = list(cells), []
+    while pending or running:
+        while pending and len(running) < jobs:
+            cell = pending.pop(0)
+            log = open(cell.directory / LOG_FILE, "w")
+            command = [sys.executable, "-m", "bayesncl_pyro.cli.ablate", "--run-cell", str(cell.directory)]
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+            running.append((cell, log, process, time.perf_counter()))
+        time.sleep(0.2)
+        still = []
+        for cell, log, process, started in running:
+            if process.poll() is None:
+                still.append((cell, log, process, started))
+                continue
+            log.close()
+            if process.returncode != 0 and not (cell.directory / ERROR_FILE).is_file():
+                lines = (cell.directory / LOG_FILE).read_text().strip().splitlines()
+                atomic_write_text(cell.directory / ERROR_FILE,
+                                  (lines[-1] if lines else f"exit code {process.returncode}") + "\n")
+            finished(cell, time.perf_counter() - started)
+        running = still
+
+
+# ----------------------------------------------------------------------------- the grid
+
+@dataclass
+class AblationResult:
+    rows: list[dict[str, Any]]
+    ran: list[str]
+    skipped_finished: list[str]
+    csv_path: Path
+    md_path: Path
+    png_path: Path
+
+
+def run_ablation(spec: AblationSpec, jobs: int = 1,
+                 finished: Callable[[dict[str, Any], float], None] | None = None) -> AblationResult:
+    """Run every unfinished valid cell (in this process, or ``jobs`` subprocesses at a time), then
+    write the csv, markdown and png reports into ``spec.out_dir``. ``finished(row, seconds)`` is
+    called as each cell ends, with its report row."""
+    if jobs < 1:
+        raise ConfigError(f"--jobs={jobs!r} is not allowed; allowed: an integer >= 1")
+    cells = plan_cells(spec)
+    todo = [c for c in cells if c.skip_reason is None and not is_finished(c.directory)]
+    finished_before = [c.name for c in cells if c.skip_reason is None and is_finished(c.directory)]
+    for cell in todo:
+        _prepare_cell(spec, cell)
+
+    def done(cell: Cell, seconds: float) -> None:
+        if finished is not None:
+            finished(cell_row(cell), seconds)
+
+    if jobs == 1:
+        _run_in_process(todo, done)
+    else:
+        _run_in_subprocesses(todo, jobs, done)
+    rows = [cell_row(c) for c in cells]
+    spec.out_dir.mkdir(parents=True, exist_ok=True)
+    paths = write_reports(spec, rows)
+    return AblationResult(rows, [c.name for c in todo], finished_before, *paths)
+
+
+def cell_row(cell: Cell) -> dict[str, Any]:
+    """One report row: the axes, status, note and metrics (None where missing)."""
+    row: dict[str, Any] = {"cell": cell.name, **cell.axes}
+    summary = read_json(cell.directory / SUMMARY_FILE) or {}
+    elbo = read_json(cell.directory / TRUE_ELBO_FILE) or {}
+    if cell.skip_reason is not None:
+        row.update(status="skipped", note=cell.skip_reason)
+    elif summary and elbo:
+        row.update(status="done", note="")
+    else:
+        error = cell.directory / ERROR_FILE
+        row.update(status="failed", note=error.read_text().strip() if error.is_file() else "did not finish")
+    row.update({
+        "final_loss": final_loss(cell.directory, summary) if summary else None,
+        "surrogate_negative_elbo": elbo.get("surrogate"),
+        "true_negative_elbo": elbo.get("negative_elbo"),
+        "true_negative_elbo_stderr": elbo.get("stderr"),
+        "true_infonce": elbo.get("infonce"),
+        "true_kl": elbo.get("kl"),
+        "open_rate": summary.get("open_rate"),
+        "semantic_consistency": summary.get("semantic_consistency"),
+        "probe_top1": summary.get("probe_top1"),
+        "sparsity": summary.get("sparsity"),
+        "steps": summary.get("steps"),
+    })
+    return row

@@ -1,0 +1,104 @@
+"""The reports of an ablation grid: ``ablation.csv``, ``ablation.md`` and ``ablation.png``.
+
+Rows are dictionaries of axis values, ``status`` (done, skipped, failed), ``note`` and metrics
+(None where missing), one per cell, as :func:`bayesncl_pyro.experiments.ablation.cell_row` makes them. The
+markdown lists the cells, then mean ± sd over ``train.seed`` for every other combination of axes,
+then the skipped and failed cells with the reason; the figure shows the same aggregates.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any, Sequence
+
+from bayesncl_pyro.experiments.figures import plot_metrics
+from bayesncl_pyro.experiments.stats import finite_values, format_mean_sd
+from bayesncl_pyro.storage.atomic import atomic_write_text
+
+SEED_KEY = "train.seed"
+METRICS = ("final_loss", "surrogate_negative_elbo", "true_negative_elbo", "open_rate", "semantic_consistency")
+CSV_METRICS = ("final_loss", "surrogate_negative_elbo", "true_negative_elbo", "true_negative_elbo_stderr", "true_infonce", "true_kl",
+               "open_rate", "semantic_consistency", "probe_top1", "sparsity", "steps")
+
+
+def group_over_seeds(rows: list[dict[str, Any]], axes: Sequence[str]) -> list[tuple[tuple, dict[str, list[float]]]]:
+    """Finished rows grouped by every axis but ``train.seed``: [(axis values, metric -> values)]."""
+    group_axes = [a for a in axes if a != SEED_KEY]
+    groups: dict[tuple, dict[str, list[float]]] = {}
+    for row in rows:
+        if row["status"] != "done":
+            continue
+        metrics = groups.setdefault(tuple(row[a] for a in group_axes), {m: [] for m in METRICS})
+        for m in METRICS:
+            metrics[m].extend(finite_values([row[m]]))
+    return list(groups.items())
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown_report(spec, rows: list[dict[str, Any]]) -> str:
+    """``spec``: the :class:`bayesncl_pyro.ablation.AblationSpec` the rows come from."""
+    axes = list(spec.grid)
+    group_axes = [a for a in axes if a != SEED_KEY]
+    lines = ["# Ablation", "",
+             f"base config: `{spec.base if spec.base is not None else '(defaults)'}`; "
+             f"overrides: `{' '.join(spec.overrides) or '(none)'}`; "
+             f"true negative ELBO: {spec.true_elbo.samples} exact gate samples on the first data.batch_size "
+             f"test images, seed {spec.true_elbo.seed}. Mean ± sd over seeds uses the sample sd; a "
+             f"single seed shows the mean alone.", "",
+             "## Cells", ""]
+    header = [*axes, "status", "final loss", "surrogate neg. ELBO", "true neg. ELBO (± s.e.)", "open rate",
+              "semantic consistency"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        if row["status"] == "skipped":
+            continue
+        elbo = "-" if row["true_negative_elbo"] is None else \
+            f"{row['true_negative_elbo']:.4f} ± {row['true_negative_elbo_stderr']:.4f}"
+        cells = [*(_fmt(row[a]) for a in axes), row["status"], _fmt(row["final_loss"]),
+                 _fmt(row.get("surrogate_negative_elbo")), elbo,
+                 _fmt(row["open_rate"]), _fmt(row["semantic_consistency"], 2)]
+        lines.append("| " + " | ".join(cells) + " |")
+    grouped = group_over_seeds(rows, axes)
+    if grouped:
+        lines += ["", f"## Mean ± sd over {SEED_KEY}", ""]
+        header = [*group_axes, "runs", *METRICS]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for key, metrics in grouped:
+            runs = max(len(v) for v in metrics.values())
+            lines.append("| " + " | ".join([*(_fmt(k) for k in key), str(runs),
+                                            *(format_mean_sd(metrics[m], missing="-") for m in METRICS)]) + " |")
+    problems = [r for r in rows if r["status"] != "done"]
+    if problems:
+        lines += ["", "## Skipped and failed cells", ""]
+        lines += [f"- `{r['cell']}` ({r['status']}): {r['note']}" for r in problems]
+    return "\n".join(lines) + "\n"
+
+
+def csv_report(rows: list[dict[str, Any]], axes: Sequence[str]) -> str:
+    columns = ["cell", *axes, "status", "note", *CSV_METRICS]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: ("" if row.get(c) is None else row.get(c)) for c in columns})
+    return buffer.getvalue()
+
+
+def write_reports(spec, rows: list[dict[str, Any]]) -> tuple[Path, Path, Path]:
+    """Write the three reports into ``spec.out_dir``; returns their paths (csv, md, png)."""
+    axes = list(spec.grid)
+    csv_path = atomic_write_text(spec.out_dir / "ablation.csv", csv_report(rows, axes))
+    md_path = atomic_write_text(spec.out_dir / "ablation.md", markdown_report(spec, rows))
+    grouped = group_over_seeds(rows, axes)
+    labels = ["/".join(_fmt(k) for k in key) or "all" for key, _ in grouped]
+    png_path = plot_metrics(labels, {m: [metrics[m] for _, metrics in grouped] for m in METRICS},
+                            spec.out_dir / "ablation.png")
+    return csv_path, md_path, png_path

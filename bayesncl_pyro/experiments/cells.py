@@ -1,0 +1,90 @@
+"""One point of a grid: its name and directory, and the steps every grid point runs — train the
+run unless it is finished, then measure its true negative ELBO on a fixed held-out batch.
+
+A cell is named by its axis values, ``axis=value`` joined by ``__``, where an axis is shown by
+the last part of its dotted key unless two axes share it; characters that do not belong in a
+directory name become ``-``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import yaml
+
+from bayesncl_pyro.config import Config
+from bayesncl_pyro.data.augment import BatchAugment
+from bayesncl_pyro.data.sources import normalization
+from bayesncl_pyro.evaluation.trained_run import load_trained
+from bayesncl_pyro.inference.true_elbo import surrogate_negative_elbo, true_negative_elbo
+from bayesncl_pyro.storage import run_directory
+from bayesncl_pyro.storage.atomic import atomic_write_json
+from bayesncl_pyro.training.loop import train_unless_finished
+
+TRUE_ELBO_FILE = "true_elbo.json"
+
+
+def yaml_value(value: Any) -> str:
+    """A grid value as it is written in an override (``3e-05``, ``true``, ``[1, 2]``)."""
+    if isinstance(value, str):
+        return value
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def axis_labels(keys: Sequence[str]) -> dict[str, str]:
+    """Short labels for cell names: the last part of a dotted key, unless two axes share it."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (short if last.count(short) == 1 else k) for k, short in zip(keys, last)}
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.=" else "-" for c in text)
+
+
+def cell_name(point: dict[str, Any]) -> str:
+    """The name of a grid point (axis key -> value), usable as a directory name."""
+    labels = axis_labels(list(point))
+    return "__".join(_safe(f"{labels[k]}={yaml_value(v)}") for k, v in point.items())
+
+
+def point_overrides(point: dict[str, Any]) -> list[str]:
+    """The ``key=value`` overrides of a grid point."""
+    return [f"{k}={yaml_value(v)}" for k, v in point.items()]
+
+
+def ensure_trained(cfg: Config, progress: bool = False) -> None:
+    """Train the run of ``cfg`` unless its directory holds a finished one; a directory holding a
+    run of another config is refused (a changed grid file must not relabel old runs)."""
+    run_directory.check_same_config(Path(cfg.train.out_dir), cfg)
+    train_unless_finished(cfg, progress=progress)
+
+
+def held_out_views(run, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed held-out batch of a loaded run: its first ``data.batch_size`` test images, two
+    augmented views drawn with ``seed`` (the global random state is left untouched), on the CPU."""
+    cfg = run.cfg
+    mean, std = normalization(cfg.data, run.train_set)
+    augment = BatchAugment(cfg.data.augment, cfg.data.image_size, mean, std)
+    images = run.test_set.images[: min(cfg.data.batch_size, len(run.test_set))]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return augment(images), augment(images)
+
+
+def measure_true_elbo(cfg: Config, samples: int, seed: int) -> dict[str, float]:
+    """The Monte-Carlo true negative ELBO of the trained network of the run in
+    ``cfg.train.out_dir`` and, beside it, the surrogate its estimator trains on, both on the
+    fixed held-out batch."""
+    run = load_trained(cfg.train.out_dir, device=cfg.train.device)
+    x1, x2 = (x.to(run.device) for x in held_out_views(run, seed))
+    result = true_negative_elbo(run.net, x1, x2, samples=samples, seed=seed)
+    result["surrogate"] = surrogate_negative_elbo(run.net, x1, x2, seed=seed)
+    return result
+
+
+def ensure_true_elbo(cfg: Config, samples: int, seed: int) -> None:
+    """Write ``true_elbo.json`` into the run directory unless it is there."""
+    path = Path(cfg.train.out_dir) / TRUE_ELBO_FILE
+    if not path.is_file():
+        atomic_write_json(path, measure_true_elbo(cfg, samples, seed))

@@ -1,0 +1,280 @@
+"""Named result suites (``configs/suites/*.yaml``): train every method × seed on every dataset,
+evaluate at initialisation and after training, inspect, sweep, and write tables and figures.
+
+A suite file::
+
+    out_dir: runs/suites/cpu
+    prepare:                                  # archives unpacked once (skipped when present)
+      - {archive: ../shared/data/cifar10-jpeg.tar.gz, into: ~/.cache/bayesncl_pyro/datasets/cifar10-jpeg}
+    base: ../scenes_quick.yaml                # relative to the suite file
+    overrides: [train.epochs=10]              # every run
+    datasets:                                 # name -> overrides
+      scenes: [data.name=scenes]
+    methods:                                  # name -> overrides (a method is a bundle of keys)
+      simclr: [gate.prior=none, model.nonneg=none]
+      bayesncl_ste: [gate.prior=bernoulli, gate.estimator=ste]
+    seeds: [0, 1]
+    inspect: {draws: 100, seeds: [0]}         # ArviZ export for these seeds of gated methods
+    true_elbo: {samples: 64, seed: 0}
+    sweep:                                    # optional: a grid of one method on one dataset
+      dataset: scenes
+      method: bayesncl_ste
+      overrides: [train.epochs=3]
+      grid: {gate.kl_weight: [3e-5, 1e-3], gate.prior_prob: [0.5, 0.8]}
+
+The fields shared with ablation grids are read and checked by :mod:`.grid_file`; each run is a
+grid point of :mod:`.cells`. Every step of every run is skipped when its output file exists, so
+re-running a suite resumes it (a run interrupted after a checkpoint resumes from that checkpoint).
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import platform
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from tqdm.auto import tqdm
+
+from bayesncl_pyro.config import Config, load_config
+from bayesncl_pyro.config.errors import DataError
+from bayesncl_pyro.evaluation.evaluate import evaluate_run, result_files
+from bayesncl_pyro.evaluation.gate_posterior import NETCDF_FILE, inspect_run
+from bayesncl_pyro.experiments.cells import (
+    TRUE_ELBO_FILE,
+    cell_name,
+    ensure_trained,
+    ensure_true_elbo,
+    point_overrides,
+)
+from bayesncl_pyro.experiments.grid_file import GridFile, TrueElboSettings
+from bayesncl_pyro.experiments.run_results import final_loss, kl_share, read_json
+from bayesncl_pyro.experiments.suite_report import write_results
+from bayesncl_pyro.training.loop import SUMMARY_FILE
+
+ALLOWED_KEYS = ("out_dir", "prepare", "base", "overrides", "datasets", "methods", "seeds", "inspect",
+                "true_elbo", "sweep")
+
+
+@dataclass
+class Sweep:
+    dataset: str
+    method: str
+    overrides: list[str]
+    grid: dict[str, list[Any]]
+
+
+@dataclass
+class SuiteSpec:
+    path: Path
+    out_dir: Path
+    base: Path | None
+    overrides: list[str]
+    datasets: dict[str, list[str]]
+    methods: dict[str, list[str]]
+    seeds: list[int]
+    prepare: list[dict[str, str]] = field(default_factory=list)
+    inspect_draws: int = 100
+    inspect_seeds: list[int] = field(default_factory=lambda: [0])
+    true_elbo: TrueElboSettings = field(default_factory=TrueElboSettings)
+    sweep: Sweep | None = None
+
+
+@dataclass
+class Job:
+    """One training run of the suite and the steps that follow it."""
+
+    name: str
+    directory: Path
+    cfg: Config
+    dataset: str
+    method: str
+    seed: int
+    sweep_point: dict[str, Any] | None = None
+    inspect: bool = False
+
+    @property
+    def gated(self) -> bool:
+        return self.cfg.gate.prior != "none"
+
+    @property
+    def cost(self) -> float:
+        """Relative cost, for the suite's time-left estimate: training images seen."""
+        size = self.cfg.data.train_subset or (self.cfg.data.scenes.num_train if self.cfg.data.name == "scenes" else 50000)
+        return float(self.cfg.train.epochs * size)
+
+
+# ----------------------------------------------------------------------------- the file
+
+def load_suite(path: str | Path, out_dir: str | Path | None = None) -> SuiteSpec:
+    """Read and check a suite file; every run's config is validated by :func:`plan`."""
+    file = GridFile(path, "suite file", ALLOWED_KEYS)
+    tree = file.tree
+    seeds = file.seeds(tree.get("seeds", [0]), "seeds")
+    prepare = tree.get("prepare") or []
+    if not isinstance(prepare, list) or not all(isinstance(p, dict) and set(p) == {"archive", "into"} for p in prepare):
+        raise file.error(f"prepare must be a list of {{archive, into}} mappings; got {prepare!r}")
+    inspect = tree.get("inspect") or {}
+    if not isinstance(inspect, dict) or set(inspect) - {"draws", "seeds"}:
+        raise file.error(f"inspect takes draws and seeds; got {inspect!r}")
+    draws = inspect.get("draws", 100)
+    if not isinstance(draws, int) or isinstance(draws, bool) or draws < 1:
+        raise file.error(f"inspect.draws={draws!r} is not allowed; allowed: an integer >= 1")
+    inspect_seeds = file.seeds(inspect.get("seeds", [seeds[0]]), "inspect.seeds")
+    datasets = file.named_overrides(tree.get("datasets"), "datasets")
+    methods = file.named_overrides(tree.get("methods"), "methods")
+    sweep = None
+    if tree.get("sweep"):
+        s = tree["sweep"]
+        if not isinstance(s, dict) or set(s) - {"dataset", "method", "overrides", "grid"}:
+            raise file.error(f"sweep takes dataset, method, overrides, grid; got {s!r}")
+        sweep = Sweep(str(s.get("dataset")), str(s.get("method")), file.overrides(s.get("overrides"), "sweep.overrides"),
+                      file.axes(s.get("grid"), "sweep.grid"))
+        if sweep.dataset not in datasets or sweep.method not in methods:
+            raise file.error(f"sweep.dataset={sweep.dataset!r} and sweep.method={sweep.method!r} must name a "
+                             f"dataset ({', '.join(datasets)}) and a method ({', '.join(methods)})")
+    return SuiteSpec(
+        path=file.path,
+        out_dir=file.out_dir(out_dir, default=f"runs/suites/{file.path.stem}"),
+        base=file.base(),
+        overrides=file.overrides(tree.get("overrides"), "overrides"),
+        datasets=datasets,
+        methods=methods,
+        seeds=seeds,
+        prepare=[{k: str(v) for k, v in p.items()} for p in prepare],
+        inspect_draws=draws,
+        inspect_seeds=inspect_seeds,
+        true_elbo=file.true_elbo(),
+        sweep=sweep,
+    )
+
+
+def plan(spec: SuiteSpec) -> list[Job]:
+    """Every run of the suite: datasets × methods × seeds, then the sweep points."""
+    jobs = []
+    for (dataset, data_over), (method, method_over), seed in itertools.product(
+            spec.datasets.items(), spec.methods.items(), spec.seeds):
+        directory = spec.out_dir / "runs" / dataset / method / f"seed{seed}"
+        cfg = load_config(spec.base, [*spec.overrides, *data_over, *method_over, f"train.seed={seed}",
+                                      f"train.out_dir={directory}"])
+        jobs.append(Job(f"{dataset}/{method}/seed{seed}", directory, cfg, dataset, method, seed,
+                        inspect=seed in spec.inspect_seeds and cfg.gate.prior != "none"))
+    if spec.sweep is not None:
+        sw = spec.sweep
+        for values in itertools.product(*sw.grid.values()):
+            point = dict(zip(sw.grid, values))
+            label = cell_name(point)
+            directory = spec.out_dir / "sweep" / label
+            cfg = load_config(spec.base, [*spec.overrides, *spec.datasets[sw.dataset], *spec.methods[sw.method],
+                                          *sw.overrides, *point_overrides(point),
+                                          f"train.seed={spec.seeds[0]}", f"train.out_dir={directory}"])
+            jobs.append(Job(f"sweep/{label}", directory, cfg, sw.dataset, sw.method, spec.seeds[0], sweep_point=point))
+    return jobs
+
+
+# ----------------------------------------------------------------------------- running
+
+def prepare_archives(spec: SuiteSpec) -> None:
+    """Unpack each archive into its folder once (into a temporary sibling, then renamed)."""
+    for item in spec.prepare:
+        archive = Path(item["archive"]).expanduser()
+        archive = archive if archive.is_absolute() else (spec.path.parent / archive).resolve()
+        into = Path(os.path.expanduser(item["into"]))
+        if into.is_dir():
+            continue
+        if not archive.is_file():
+            raise DataError(f"suite {spec.path}: archive {archive} does not exist (needed to fill {into})")
+        partial = into.with_name(into.name + ".partial")
+        partial.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            for member in tqdm(members, desc=f"unpack {archive.name}", unit="file", leave=False):
+                tar.extract(member, partial, filter="data")
+        os.replace(partial, into)
+
+
+def run_job(job: Job, spec: SuiteSpec, progress: bool = False) -> None:
+    """Train (or resume), evaluate at init and after training, true ELBO, inspect; each step once."""
+    directory = job.directory
+    ensure_trained(job.cfg, progress=progress)
+    for init in (True, False):
+        if not (directory / result_files(init)[0]).is_file():
+            evaluate_run(directory, init=init, progress=False)
+    if job.gated:
+        ensure_true_elbo(job.cfg, spec.true_elbo.samples, spec.true_elbo.seed)
+    if job.inspect and not (directory / NETCDF_FILE).is_file():
+        inspect_run(directory, draws=spec.inspect_draws, progress=False)
+
+
+def run_suite(spec: SuiteSpec, progress: bool = True, only: Callable[[Job], bool] | None = None) -> dict[str, Any]:
+    """Run every unfinished job, one progress bar over the suite (weighted by training images),
+    then write ``results.md``, ``results.json`` and the figures into ``spec.out_dir``."""
+    prepare_archives(spec)
+    jobs = [job for job in plan(spec) if only is None or only(job)]
+    started = time.perf_counter()
+    bar = tqdm(total=sum(j.cost for j in jobs), disable=not progress, desc=f"suite {spec.path.stem}",
+               unit="img", unit_scale=True, dynamic_ncols=True)
+    try:
+        for job in jobs:
+            bar.set_postfix_str(job.name)
+            run_job(job, spec, progress=False)
+            bar.update(job.cost)
+    finally:
+        bar.close()
+    results = collect(spec, jobs)
+    results["suite_seconds_this_call"] = time.perf_counter() - started
+    write_results(spec, results)
+    return results
+
+
+# ----------------------------------------------------------------------------- results
+
+def job_row(job: Job) -> dict[str, Any]:
+    """The numbers of one run that the tables show."""
+    d = job.directory
+    trained = read_json(d / result_files(False)[0]) or {}
+    init = read_json(d / result_files(True)[0]) or {}
+    summary, elbo = read_json(d / SUMMARY_FILE) or {}, read_json(d / TRUE_ELBO_FILE) or {}
+
+    def gated(result: dict, key: str) -> float | None:
+        return ((result.get("metrics") or {}).get("gated") or {}).get(key)
+
+    row: dict[str, Any] = {
+        "name": job.name, "dataset": job.dataset, "method": job.method, "seed": job.seed,
+        "sc_init": gated(init, "semantic_consistency"),
+        "sc": gated(trained, "semantic_consistency"),
+        "entropy_freq": gated(trained, "semantic_entropy_frequency"),
+        "entropy_sum": gated(trained, "semantic_entropy_sum"),
+        "entropy_mean": gated(trained, "semantic_entropy_mean"),
+        "sparsity": gated(trained, "sparsity"),
+        "active_dims": gated(trained, "active_dims"),
+        "open_rate": (trained.get("gates") or {}).get("open_rate"),
+        "linear_top1": (trained.get("linear_probe") or {}).get("top1"),
+        "linear_top1_init": (init.get("linear_probe") or {}).get("top1"),
+        "knn_top1": ((trained.get("metrics") or {}).get("h") or {}).get("knn_top1"),
+        "true_neg_elbo": elbo.get("negative_elbo"),
+        "surrogate_neg_elbo": elbo.get("surrogate"),
+        "kl_share": kl_share(d) if job.gated else None,
+        "train_seconds": summary.get("train_seconds"),
+        "final_loss": final_loss(d, summary) if summary else None,
+    }
+    fc = trained.get("factor_check") or {}
+    row["background_closed"] = fc.get("background_closed_share")
+    row["object_open"] = fc.get("object_open_share")
+    if row["sc"] is not None and row["sc_init"] is not None:
+        row["sc_gain"] = row["sc"] - row["sc_init"]
+    if job.sweep_point is not None:
+        row.update({f"sweep:{k}": v for k, v in job.sweep_point.items()})
+    return row
+
+
+def collect(spec: SuiteSpec, jobs: Sequence[Job] | None = None) -> dict[str, Any]:
+    jobs = plan(spec) if jobs is None else jobs
+    return {"rows": [job_row(j) for j in jobs], "machine": machine_description()}
+
+
+def machine_description() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}"

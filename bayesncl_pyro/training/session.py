@@ -1,0 +1,118 @@
+"""A training session: the data, network, step module, optimizer and schedule of one run, built
+from its config, and how they are saved to and restored from the run's checkpoint."""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+from torch import nn
+
+from bayesncl_pyro.config import Config
+from bayesncl_pyro.config.choices import OPTIMIZERS
+from bayesncl_pyro.config.device import resolve_device
+from bayesncl_pyro.config.errors import BayesNCLError
+from bayesncl_pyro.data.augment import BatchAugment, EvalTransform
+from bayesncl_pyro.data.sources import load_split, normalization
+from bayesncl_pyro.inference.bayesncl import BayesNCL
+from bayesncl_pyro.storage import checkpoints
+from bayesncl_pyro.storage.run_directory import LAST_CHECKPOINT
+from bayesncl_pyro.training.batches import steps_per_epoch
+from bayesncl_pyro.training.distributed import DistributedContext, wrap_ddp
+from bayesncl_pyro.training.optimizers import param_groups
+from bayesncl_pyro.training.schedules import make_scheduler
+
+
+@dataclass
+class Session:
+    """Everything one run trains and steps, built from the config."""
+
+    cfg: Config
+    ctx: DistributedContext
+    net: BayesNCL
+    classifier: nn.Linear
+    step_module: nn.Module
+    augment: BatchAugment
+    eval_transform: EvalTransform
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None
+    train_set: Any
+    test_set: Any
+    steps_per_epoch: int
+    total_steps: int
+
+    @property
+    def device(self) -> torch.device:
+        return self.ctx.device
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"net": self.net, "classifier": self.classifier}
+
+    def save(self, run: Path, step: int) -> None:
+        """Write ``last.pt``: every module, the optimizer, schedule, gradient scaler, RNG and step."""
+        checkpoints.save(run / LAST_CHECKPOINT, modules=self.modules(), optimizer=self.optimizer,
+                         scheduler=self.scheduler, scaler=self.scaler, step=step,
+                         epoch=step // self.steps_per_epoch, config=self.cfg.to_dict())
+
+    def restore(self, run: Path) -> int:
+        """Load ``last.pt`` of ``run`` into this session; returns the step it was saved at."""
+        path = run / LAST_CHECKPOINT
+        state = checkpoints.load(path, self.cfg.to_dict())
+        checkpoints.restore_modules(state, self.modules(), path)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        checkpoints.set_rng_state(state["rng"])
+        return int(state["step"])
+
+
+def build(cfg: Config, ctx: DistributedContext | None = None) -> Session:
+    """Data, network, step module (DDP-wrapped under torchrun), optimizer and schedule.
+
+    Under torchrun each rank takes ``data.batch_size`` images of a global batch of
+    ``world_size × data.batch_size``; the learning rate scales with the global batch.
+    """
+    t = cfg.train
+    ctx = ctx or DistributedContext(device=resolve_device(t.device))
+    device = ctx.device
+    pyro.set_rng_seed(t.seed)
+    train_set = load_split(cfg.data, "train")
+    test_set = load_split(cfg.data, "test")
+    mean, std = normalization(cfg.data, train_set)
+    net = BayesNCL(cfg, negatives=ctx.negatives).to(device)
+    if t.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    classifier = nn.Linear(net.feature_dim, train_set.num_classes).to(device)
+    step_module = wrap_ddp(net, ctx, t.sync_bn, classifier)
+    if t.compile:
+        net.backbone.compile()
+    global_batch = ctx.world_size * cfg.data.batch_size
+    groups = param_groups(
+        encoder=itertools.chain(net.backbone.parameters(), net.projector.parameters()),
+        gate=net.guide.parameters(), classifier=classifier.parameters(),
+        cfg=cfg.optim, batch_size=global_batch,
+    )
+    optimizer = OPTIMIZERS.get(cfg.optim.name)(groups, cfg.optim)
+    per_epoch = steps_per_epoch(len(train_set), global_batch)
+    if per_epoch == 0:
+        raise BayesNCLError(
+            f"data.batch_size={cfg.data.batch_size} × {ctx.world_size} process(es) is larger than the "
+            f"training set ({len(train_set)} images)"
+        )
+    scheduled = t.epochs * per_epoch
+    total = min(scheduled, t.steps) if t.steps else scheduled
+    scheduler = make_scheduler(optimizer, cfg.optim, scheduled, per_epoch)
+    scaler = torch.amp.GradScaler(device.type) if t.precision == "16" else None
+    if ctx.active:  # ranks must not crop alike
+        pyro.set_rng_seed(ctx.seed(t.seed))
+    return Session(
+        cfg, ctx, net, classifier, step_module,
+        BatchAugment(cfg.data.augment, cfg.data.image_size, mean, std).to(device),
+        EvalTransform(cfg.data.image_size, mean, std).to(device),
+        optimizer, scheduler, scaler, train_set, test_set, per_epoch, total,
+    )

@@ -1,0 +1,41 @@
+"""The end-of-run summary: the few numbers a person looks at first."""
+from __future__ import annotations
+
+import torch
+
+from bayesncl_pyro.evaluation.features import extract
+from bayesncl_pyro.evaluation.metrics import semantic_consistency, sparsity
+
+
+def test_summary(session, final_loss: float | None) -> dict[str, float | None]:
+    """:func:`summarize` of a training session's network (and online probe) on its test split."""
+    features = extract(session.net, session.eval_transform, session.test_set, session.device,
+                       session.cfg.data.eval_batch_size, session.classifier)
+    return summarize(features, final_loss)
+
+
+def summarize(features: dict[str, torch.Tensor], final_loss: float | None) -> dict[str, float | None]:
+    """``features`` from :func:`bayesncl_pyro.evaluation.features.extract` on the test split."""
+    labels = features["labels"]
+    summary: dict[str, float | None] = {"final_loss": final_loss}
+    if "logits" in features:
+        summary["probe_top1"] = 100.0 * (features["logits"].argmax(1) == labels).float().mean().item()
+    summary["open_rate"] = features["gate"].mean().item() if "gate" in features else None
+    summary["semantic_consistency"] = semantic_consistency(features["gated"], labels)
+    summary["sparsity"] = sparsity(features["gated"])
+    return summary
+
+
+def format_summary(summary: dict[str, float | None]) -> str:
+    labels = {
+        "final_loss": "final loss (negative ELBO)",
+        "probe_top1": "online-probe top-1 (test, %)",
+        "open_rate": "share of gates open (test)",
+        "semantic_consistency": "semantic consistency of gated features (test, %)",
+        "sparsity": "sparsity of gated features (test)",
+    }
+    lines = []
+    for key, label in labels.items():
+        value = summary.get(key)
+        lines.append(f"{label:<50} {'-' if value is None else f'{value:.4f}'}")
+    return "\n".join(lines)
