@@ -85,9 +85,9 @@ def test_non_finite_batches_are_skipped_then_stop(tiny_config, monkeypatch):
     original = BatchAugment.forward
     calls = {"n": 0}
 
-    def poisoned(self, images):
+    def poisoned(self, images, generator=None):
         calls["n"] += 1
-        out = original(self, images)
+        out = original(self, images, generator)
         # steps 3 and onwards (two views per step) get a NaN pixel
         return out.index_put((torch.tensor([0]),), torch.tensor(float("nan"))) if calls["n"] > 4 else out
 
@@ -178,3 +178,31 @@ def test_eval_every_logs_the_test_check_without_changing_training(tiny_config):
         assert 0 <= r["test_probe_top1"] <= 100
     assert [r for r in records if "loss" in r] == read_metrics(plain.train.out_dir)
     assert summary["semantic_consistency"] >= 0
+
+
+def test_runs_of_one_seed_pair_across_methods(tiny_config, monkeypatch):
+    """NCL and BayesNCL (score, which draws random gates every step) with one seed start from the
+    same backbone, projector and online classifier and see the same augmented views."""
+    from bayesncl_pyro.training.session import build
+
+    ncl = tiny_config("gate.prior=none", "train.steps=3")
+    bayes = tiny_config("gate.prior=bernoulli", "gate.estimator=score", "train.steps=3")
+    a, b = build(ncl), build(bayes)
+    for part in ("backbone", "projector"):
+        sa, sb = getattr(a.net, part).state_dict(), getattr(b.net, part).state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert all(torch.equal(x, y) for x, y in zip(a.classifier.parameters(), b.classifier.parameters()))
+
+    seen: dict[str, list[torch.Tensor]] = {}
+    original = BatchAugment.forward
+
+    def recording(self, images, generator=None):
+        out = original(self, images, generator)
+        seen.setdefault(current, []).append(out.clone())
+        return out
+
+    monkeypatch.setattr(BatchAugment, "forward", recording)
+    for current, cfg in (("ncl", ncl), ("bayes", bayes)):
+        train(cfg, progress=False)
+    assert len(seen["ncl"]) == len(seen["bayes"]) >= 6
+    assert all(torch.equal(x, y) for x, y in zip(seen["ncl"], seen["bayes"]))

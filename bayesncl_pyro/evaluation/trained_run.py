@@ -13,6 +13,7 @@ from bayesncl_pyro.data.augment import EvalTransform
 from bayesncl_pyro.data.dataset import ImageDataset
 from bayesncl_pyro.data.sources import load_split, normalization
 from bayesncl_pyro.inference.bayesncl import BayesNCL
+from bayesncl_pyro.networks.classifier import online_classifier
 from bayesncl_pyro.storage import checkpoints, run_directory
 
 
@@ -44,7 +45,7 @@ def load_trained(path: str | Path, device: str | None = None, checkpoint_name: s
     mean, std = normalization(cfg.data, train_set)
     torch.manual_seed(cfg.train.seed)
     net = BayesNCL(cfg)
-    classifier = nn.Linear(net.feature_dim, train_set.num_classes)
+    classifier = online_classifier(net.feature_dim, train_set.num_classes, cfg.train.seed)
     step = 0
     if not untrained:
         state = checkpoints.load(path / checkpoint_name, cfg.to_dict())

@@ -31,30 +31,37 @@ def config_mismatches(saved: dict[str, Any], current: dict[str, Any]) -> list[st
             if key not in MAY_CHANGE_ON_RESUME and old.get(key) != new.get(key)]
 
 
-def rng_state() -> dict[str, Any]:
+def rng_state(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
+    """The global RNG states (torch, numpy, python, this process's CUDA device) and those of the
+    run's own ``generators`` (e.g. the augmentation generator), by name."""
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state()  # this process's device only
+    state["generators"] = {name: g.get_state() for name, g in (generators or {}).items()}
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator] | None = None) -> None:
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
+    saved = state.get("generators", {})
+    for name, generator in (generators or {}).items():
+        if name in saved:
+            generator.set_state(saved[name])
 
 
 def save(path: Path, *, modules: dict[str, torch.nn.Module], optimizer, scheduler, scaler,
-         step: int, epoch: int, config: dict[str, Any]) -> Path:
+         step: int, epoch: int, config: dict[str, Any], generators: dict[str, torch.Generator] | None = None) -> Path:
     state = {
         "format_version": FORMAT_VERSION,
         "modules": {name: m.state_dict() for name, m in modules.items()},
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
-        "rng": rng_state(),
+        "rng": rng_state(generators),
         "step": step,
         "epoch": epoch,
         "config": config,

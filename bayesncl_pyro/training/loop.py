@@ -66,6 +66,7 @@ def _train(cfg: Config, ctx: DistributedContext, resume: bool, progress: bool) -
         run_directory.write_config(run, cfg)
     if resume and ctx.active:  # the checkpoint holds rank 0's RNG; give each rank its own again
         pyro.set_rng_seed(ctx.seed(t.seed) + step)
+        s.seed_streams(step)
     log = MetricsLog(run / METRICS_FILE, resume_step=step if resume else None) if ctx.is_main else None
     bar = tqdm(total=s.total_steps, initial=step, disable=not (progress and ctx.is_main),
                desc=f"train {run.name}", unit="step", dynamic_ncols=True)

@@ -18,12 +18,16 @@ from bayesncl_pyro.config.errors import BayesNCLError
 from bayesncl_pyro.data.augment import BatchAugment, EvalTransform
 from bayesncl_pyro.data.sources import load_split, normalization
 from bayesncl_pyro.inference.bayesncl import BayesNCL
+from bayesncl_pyro.networks.classifier import online_classifier
 from bayesncl_pyro.storage import checkpoints
 from bayesncl_pyro.storage.run_directory import LAST_CHECKPOINT
 from bayesncl_pyro.training.batches import steps_per_epoch
 from bayesncl_pyro.training.distributed import DistributedContext, wrap_ddp
 from bayesncl_pyro.training.optimizers import param_groups
 from bayesncl_pyro.training.schedules import make_scheduler
+
+AUGMENT_STREAM = 1 << 40
+"""Offset of the augmentation generator's seed from ``train.seed`` (a stream apart from the global one)."""
 
 
 @dataclass
@@ -44,6 +48,17 @@ class Session:
     test_set: Any
     steps_per_epoch: int
     total_steps: int
+    augment_generator: torch.Generator
+
+    def generators(self) -> dict[str, torch.Generator]:
+        """The run's own random streams, saved with the checkpoint."""
+        return {"augment": self.augment_generator}
+
+    def seed_streams(self, step: int) -> None:
+        """Seed the augmentation stream from ``train.seed``, this rank and ``step``. It is its own
+        generator, so the views of a seed are the same for every method (whatever random numbers
+        the gate estimator or the network's initialisation consume): runs pair by seed."""
+        self.augment_generator.manual_seed(self.ctx.seed(self.cfg.train.seed) + AUGMENT_STREAM + step)
 
     @property
     def device(self) -> torch.device:
@@ -56,7 +71,8 @@ class Session:
         """Write ``last.pt``: every module, the optimizer, schedule, gradient scaler, RNG and step."""
         checkpoints.save(run / LAST_CHECKPOINT, modules=self.modules(), optimizer=self.optimizer,
                          scheduler=self.scheduler, scaler=self.scaler, step=step,
-                         epoch=step // self.steps_per_epoch, config=self.cfg.to_dict())
+                         epoch=step // self.steps_per_epoch, config=self.cfg.to_dict(),
+                         generators=self.generators())
 
     def restore(self, run: Path) -> int:
         """Load ``last.pt`` of ``run`` into this session; returns the step it was saved at."""
@@ -67,7 +83,7 @@ class Session:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
-        checkpoints.set_rng_state(state["rng"])
+        checkpoints.set_rng_state(state["rng"], self.generators())
         return int(state["step"])
 
 
@@ -87,7 +103,7 @@ def build(cfg: Config, ctx: DistributedContext | None = None) -> Session:
     net = BayesNCL(cfg, negatives=ctx.negatives).to(device)
     if t.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    classifier = nn.Linear(net.feature_dim, train_set.num_classes).to(device)
+    classifier = online_classifier(net.feature_dim, train_set.num_classes, t.seed).to(device)
     step_module = wrap_ddp(net, ctx, t.sync_bn, classifier)
     if t.compile:
         net.backbone.compile()
@@ -108,11 +124,14 @@ def build(cfg: Config, ctx: DistributedContext | None = None) -> Session:
     total = min(scheduled, t.steps) if t.steps else scheduled
     scheduler = make_scheduler(optimizer, cfg.optim, scheduled, per_epoch)
     scaler = torch.amp.GradScaler(device.type) if t.precision == "16" else None
-    if ctx.active:  # ranks must not crop alike
+    if ctx.active:  # ranks must not draw alike
         pyro.set_rng_seed(ctx.seed(t.seed))
-    return Session(
+    session = Session(
         cfg, ctx, net, classifier, step_module,
         BatchAugment(cfg.data.augment, cfg.data.image_size, mean, std).to(device),
         EvalTransform(cfg.data.image_size, mean, std).to(device),
         optimizer, scheduler, scaler, train_set, test_set, per_epoch, total,
+        torch.Generator(device=device),
     )
+    session.seed_streams(0)
+    return session

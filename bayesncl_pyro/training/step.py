@@ -54,7 +54,7 @@ def train_step(s: Session, images: torch.Tensor, labels: torch.Tensor) -> StepRe
     """
     x = images.to(s.device, non_blocking=True)
     y = labels.to(s.device, non_blocking=True)
-    view1, view2 = s.augment(x), s.augment(x)
+    view1, view2 = s.augment(x, s.augment_generator), s.augment(x, s.augment_generator)
     if s.cfg.train.channels_last:
         view1 = view1.contiguous(memory_format=torch.channels_last)
         view2 = view2.contiguous(memory_format=torch.channels_last)
