@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEMO_DIR ?= runs/demo
 
-.PHONY: demo test venv clean-demo
+.PHONY: demo test venv clean-demo browser
 
 venv: $(STAMP)
 
@@ -24,7 +24,14 @@ demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
 	$(VENV)/bin/bayesncl-train --config configs/scenes_quick.yaml train.out_dir=$(DEMO_DIR)
 
-test: $(STAMP)
+# Headless Chromium for the tests of the HTML pages (Debian's packages; installed when missing).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	    else echo "install Debian's chromium and chromium-driver (as root: apt-get install chromium chromium-driver)"; exit 1; fi; }
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q
 
 clean-demo:

@@ -9,6 +9,8 @@ import torch
 
 from bayesncl_pyro.config import load_config
 
+from .browser import browser  # noqa: F401  (the headless-Chromium fixture)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
