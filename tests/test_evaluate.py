@@ -232,9 +232,34 @@ def test_eval_of_a_tiny_run_writes_every_key(gated_run, gated_eval):
     assert set(result["gates"]) == {"open_rate", "mean_gate_prob", "dims_never_open", "dims_always_open"}
     check = result["factor_check"]
     assert len(check["dim_labels"]) == 16 and set(check["scores"]) == set(check["factor_names"])
+    assert result["output_dims"] == 16
     text = md_path.read_text()
-    for heading in ("## Downstream", "## Metrics on h, z and gated z", "## Gates", "## Ground-truth factor check"):
+    for heading in ("## Downstream", "## Metrics on h, z and gated z", "## Dimensions", "## Gates",
+                    "## Ground-truth factor check"):
         assert heading in text
+
+
+def test_every_count_of_dimensions_says_what_it_is_taken_on_and_they_agree(gated_run, gated_eval):
+    """dead (z), never open (gate), always open (gate) and never active (gated z), as the README's
+    Glossary defines them, counted from the features directly; the factor check's "dead" is the same
+    set as eval.md's dead dims; shares are shown in %."""
+    result, _, md_path = gated_eval
+    ref = reference_features(gated_run)
+    dead = int((ref["z"] == 0).all(dim=0).sum())
+    never_open = int((ref["gate"] == 0).all(dim=0).sum())
+    always_open = int((ref["gate"] == 1).all(dim=0).sum())
+    never_active = int((ref["gated"] == 0).all(dim=0).sum())
+    text = md_path.read_text()
+    for label, count in (("dead dims (z)", dead), ("dims never open (gate)", never_open),
+                         ("dims always open (gate)", always_open), ("dims never active (gated z)", never_active)):
+        assert f"| {label} | {count} |" in text, label
+    labels = result["factor_check"]["dim_labels"]
+    assert labels.count("dead") == dead
+    if dead:
+        assert f"| dead (z) | {dead} |" in text
+    share = f"{100 * result['gates']['open_rate']:.2f}".rstrip("0").rstrip(".")
+    assert f"| share of gates open (open_rate, %) | {share} |" in text
+    assert "| sparsity (%) |" in text and "| semantic_entropy_sum (nats) |" in text
 
 
 def test_eval_uses_the_hard_test_time_gate_of_spec_6(gated_run, gated_eval):

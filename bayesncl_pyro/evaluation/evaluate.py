@@ -19,7 +19,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from bayesncl_pyro.data.dataset import ImageDataset
-from bayesncl_pyro.evaluation import metrics
+from bayesncl_pyro.evaluation import glossary, metrics
 from bayesncl_pyro.evaluation.factor_check import check_factors, scene_factor_codes
 from bayesncl_pyro.evaluation.features import extract
 from bayesncl_pyro.evaluation.linear_probe import RECIPE, probe_accuracy
@@ -43,13 +43,17 @@ def result_files(init: bool) -> tuple[str, str]:
 
 
 def extract_split(run: TrainedRun, data: ImageDataset, desc: str, progress: bool) -> dict[str, Tensor]:
-    """``features.extract`` over a whole split in chunks, with a progress bar; CPU tensors."""
+    """``features.extract`` over a whole split in chunks, with a progress bar counting images;
+    CPU tensors."""
     chunk = run.cfg.data.eval_batch_size * EXTRACT_CHUNK_BATCHES
     parts: list[dict[str, Tensor]] = []
-    for start in tqdm(range(0, len(data), chunk), disable=not progress, desc=desc, unit="chunk", leave=False):
-        index = torch.arange(start, min(start + chunk, len(data)))
-        parts.append(extract(run.net, run.eval_transform, data.subset(index), run.device,
-                             run.cfg.data.eval_batch_size, run.classifier))
+    with tqdm(total=len(data), disable=not progress, desc=f"{desc} (h, z, gates)", unit="img", unit_scale=True,
+              leave=False) as bar:
+        for start in range(0, len(data), chunk):
+            index = torch.arange(start, min(start + chunk, len(data)))
+            parts.append(extract(run.net, run.eval_transform, data.subset(index), run.device,
+                                 run.cfg.data.eval_batch_size, run.classifier))
+            bar.update(len(index))
     return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
 
 
@@ -104,14 +108,15 @@ def gate_statistics(gate: Tensor, gate_probs: Tensor) -> dict[str, float]:
 def evaluate(run: TrainedRun, untrained: bool = False, progress: bool = True) -> dict[str, Any]:
     """The whole evaluation of a loaded run (``untrained``: loaded at its initialisation), as a
     dict of floats (nan where a metric is undefined)."""
-    train = extract_split(run, run.train_set, "features (train)", progress)
-    test = extract_split(run, run.test_set, "features (test)", progress)
+    train = extract_split(run, run.train_set, "train features", progress)
+    test = extract_split(run, run.test_set, "test features", progress)
     device = run.device
     labels, train_labels = test["labels"].to(device), train["labels"].to(device)
     probe = probe_accuracy(train["h"].to(device), train_labels, test["h"].to(device), labels,
                            run.train_set.num_classes, progress=progress)
     feature_results = {}
-    for name in tqdm(FEATURE_SETS, disable=not progress, desc="metrics", leave=False):
+    for name in tqdm(FEATURE_SETS, disable=not progress, desc=f"metrics on {', '.join(FEATURE_SETS)}",
+                     unit="feature set", leave=False):
         feature_results[name] = feature_metrics(test[name].to(device), labels, train[name].to(device), train_labels)
     result: dict[str, Any] = {
         "run": str(run.path),
@@ -123,6 +128,7 @@ def evaluate(run: TrainedRun, untrained: bool = False, progress: bool = True) ->
         "nonneg": run.cfg.model.nonneg,
         "num_train": len(run.train_set),
         "num_test": len(run.test_set),
+        "output_dims": int(test["z"].shape[1]),
         "linear_probe": {**probe, "recipe": RECIPE},
         "online_probe_top1": float((test["logits"].argmax(1) == test["labels"]).double().mean() * 100),
         "knn": {"k": min(KNN_K, len(run.train_set)), "temperature": KNN_TEMPERATURE, "on": "each feature set"},
@@ -151,46 +157,72 @@ def _json_ready(value: Any) -> Any:
 
 def format_markdown(result: dict[str, Any]) -> str:
     """eval.json as a page a person reads: downstream numbers, metrics per feature set, gates,
-    factor check."""
+    factor check. Shares are shown in %, each count of dimensions names the features it is taken
+    on, in the words of :mod:`.glossary`."""
     state = "at initialisation (untrained)" if result["untrained"] else f"after {result['step']} steps"
     probe = result["linear_probe"]
+    gates = result["gates"]
+    counts = glossary.dimension_counts(result.get("output_dims"), _get(result, "metrics", "z", "active_dims"),
+                                       _get(result, "metrics", "gated", "active_dims"), gates)
     parts = [
         f"# Evaluation of `{result['run']}` {state}\n",
         f"dataset `{result['dataset']}` (train {result['num_train']}, test {result['num_test']}), "
-        f"prior `{result['prior']}`, estimator `{result['estimator']}`, nonneg `{result['nonneg']}`\n",
+        f"prior `{result['prior']}`, estimator `{result['estimator']}`, nonneg `{result['nonneg']}`; "
+        f"shares in %; the words (dead, never open, never active, ...) as in the README's Glossary\n",
         "## Downstream (test split)\n",
         markdown_table(["measure", "value"], [
             ["linear probe top-1 (h, %)", probe["top1"]],
             ["linear probe top-5 (h, %)", probe["top5"]],
-            ["linear probe L-BFGS iterations", probe["iterations"]],
+            ["linear probe L-BFGS iterations", probe.get("iterations")],
             ["online probe top-1 (h, %)", result["online_probe_top1"]],
             [f"k-NN top-1 (h, k={result['knn']['k']}, %)", result["metrics"]["h"]["knn_top1"]],
         ]),
         f"## Metrics on h, z and gated z (test split; top-dims retrieval keeps {result['retrieval_top_dims']} dims)\n",
         markdown_table(["metric", *FEATURE_SETS],
-                       [[name, *(result["metrics"][s].get(name) for s in FEATURE_SETS)]
+                       [[glossary.metric_label(name), *(glossary.shown_value(name, result["metrics"][s].get(name))
+                                                        for s in FEATURE_SETS)]
                         for name in metric_names()]),
+        "## Dimensions (test split)\n",
+        markdown_table(["count", "dims"], [["output dimensions (z)", counts["dims"]],
+                                           *([label, counts[key]] for key, label in glossary.COUNT_LABELS.items()
+                                             if counts[key] is not None)]),
     ]
-    if result["gates"] is not None:
+    if gates is not None:
         parts += ["## Gates (hard test-time gate)\n",
-                  markdown_table(["measure", "value"], [[k, v] for k, v in result["gates"].items()])]
+                  markdown_table(["measure", "value"], [
+                      ["share of gates open (open_rate, %)", glossary.shown_value("open_rate", gates["open_rate"])],
+                      ["mean q(gate = 1 | x) (mean_gate_prob, %)",
+                       glossary.shown_value("mean_gate_prob", gates["mean_gate_prob"])],
+                  ])]
     check = result["factor_check"]
     if check is not None:
-        has_gate = result["gates"] is not None
-        rows = [[label, int(entry["dims"]), entry.get("mean_open_rate"), entry.get("share_kept_open")]
+        has_gate = gates is not None
+        rows = [[_factor_label(label), int(entry["dims"]),
+                 glossary.shown_value("mean_open_rate", entry.get("mean_open_rate")),
+                 glossary.shown_value("share_kept_open", entry.get("share_kept_open"))]
                 for label, entry in check["by_label"].items()]
         parts += ["## Ground-truth factor check (what each dimension of z encodes)\n",
-                  markdown_table(["label", "dims", "mean open rate", "share kept open"], rows)]
+                  markdown_table(["label", "dims", "mean open rate (%)", "share kept open (%)"], rows)]
         if has_gate:
-            parts.append(f"Background dimensions the gate closes: {_share(check['background_closed_share'])}; "
-                         f"class dimensions it keeps open: {_share(check['class_open_share'])}; "
+            parts.append("Background dimensions the gate closes: "
+                         f"{glossary.percent(check['background_closed_share'])}; "
+                         f"class dimensions it keeps open: {glossary.percent(check['class_open_share'])}; "
                          f"object dimensions (class, colour, position, scale, rotation) it keeps open: "
-                         f"{_share(check['object_open_share'])}.\n")
+                         f"{glossary.percent(check['object_open_share'])}.\n")
     return "\n".join(parts)
 
 
-def _share(value: float | None) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f} %"
+def _factor_label(label: str) -> str:
+    """A factor-check label as tables show it (``dead`` says that it is a dimension of z)."""
+    return "dead (z)" if label == "dead" else label
+
+
+def _get(tree: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(tree, dict):
+            return None
+        tree = tree.get(key)
+    return tree
 
 
 def evaluate_run(path: str | Path, device: str | None = None, init: bool = False,

@@ -9,11 +9,12 @@ does not win by chance: a dimension unrelated to a factor scores about 0, one th
 of it scores 1. Continuous factors are cut into quantile bins first; the object position is one
 factor, a bins × bins grid of (x, y).
 
-Each dimension gets the label of the factor with the highest score, ``dead`` when its activation
-is constant over the test set (e.g. a ReLU unit that never fires), or ``unexplained`` when no factor
-reaches ``min_score``. The gate check then compares the gate's open rate on the dimensions of each
-label: BayesNCL should close the dimensions that encode the shared background and keep those that
-encode the object's class open.
+Each dimension gets the label of the factor with the highest score, ``dead`` when it is zero on
+every test image (a ReLU unit that never fires: the README's Glossary, the same dimensions that
+``active_dims`` of z leaves out), or ``unexplained`` when no factor reaches ``min_score`` (or the
+activation is a non-zero constant, which no factor explains). The gate check then compares the
+gate's open rate on the dimensions of each label: BayesNCL should close the dimensions that encode
+the shared background and keep those that encode the object's class open.
 
 All functions are pure functions of tensors; ``activations`` are [N, D], codes are int64 [N].
 """
@@ -93,13 +94,19 @@ def factor_scores(activations: Tensor, codes: dict[str, Tensor]) -> Tensor:
     return torch.stack([correlation_ratio(activations, code) for code in codes.values()])
 
 
-def label_dimensions(scores: Tensor, factor_names: list[str], min_score: float = MIN_SCORE) -> list[str]:
-    """One label per dimension from scores [F, D]: the best factor's name, ``dead`` for a constant
-    dimension (all scores nan), ``unexplained`` when the best score is below ``min_score``."""
+def label_dimensions(scores: Tensor, factor_names: list[str], min_score: float = MIN_SCORE,
+                     dead: Tensor | None = None) -> list[str]:
+    """One label per dimension from scores [F, D]: ``dead`` where ``dead`` [D] (bool) says so, the
+    best factor's name, or ``unexplained`` when the best score is below ``min_score`` or there is
+    none (a constant dimension: all scores nan). Without ``dead``, a constant dimension is dead."""
     labels = []
-    for column in scores.T:
-        if bool(torch.isnan(column).all()):
+    for d, column in enumerate(scores.T):
+        constant = bool(torch.isnan(column).all())
+        if (bool(dead[d]) if dead is not None else constant):
             labels.append(DEAD)
+            continue
+        if constant:
+            labels.append(UNEXPLAINED)
             continue
         best = int(torch.nan_to_num(column, nan=-math.inf).argmax())
         labels.append(factor_names[best] if float(column[best]) >= min_score else UNEXPLAINED)
@@ -159,7 +166,7 @@ def check_factors(activations: Tensor, codes: dict[str, Tensor], open_rate: Tens
     ``open_rate`` [D] (or None for an ungated run) across labels."""
     names = list(codes)
     scores = factor_scores(activations, codes)
-    dim_labels = label_dimensions(scores, names, min_score)
+    dim_labels = label_dimensions(scores, names, min_score, dead=(activations == 0).all(dim=0).cpu())
     by_label = gate_check(dim_labels, open_rate)
 
     def share(label: str, key: str, closed: bool) -> float:

@@ -147,14 +147,22 @@ def semantic_consistency(features: Tensor, labels: Tensor) -> float:
     features: [N, D]; labels: [N] integers. Returns a float in [0, 100], ``nan`` if no dimension
     is kept.
     """
+    per_dim = semantic_consistency_per_dim(features, labels)
+    kept = ~torch.isnan(per_dim)
+    if not bool(kept.any()):
+        return math.nan
+    return float(per_dim[kept].mean())
+
+
+def semantic_consistency_per_dim(features: Tensor, labels: Tensor) -> Tensor:
+    """The per-dimension terms of :func:`semantic_consistency`: [D] float64, the majority-label
+    share (%) among each kept dimension's active samples, ``nan`` for a dimension that is not kept.
+    features: [N, D]; labels: [N] integers."""
     f, active, class_index, n_classes = _activity(features, labels)
     counts = _class_counts(active, class_index, n_classes)
     kept = (f.sum(dim=0) != 0) & (counts.sum(dim=0) > 0)
-    if not bool(kept.any()):
-        return math.nan
-    counts = counts[:, kept]
-    share = counts.max(dim=0).values / counts.sum(dim=0)
-    return float(share.mean() * 100.0)
+    share = counts.max(dim=0).values / counts.sum(dim=0).clamp_min(1.0)
+    return torch.where(kept, share * 100.0, torch.full_like(share, math.nan))
 
 
 def _mean_entropy_over_active_dims(weights: Tensor, active: Tensor) -> float:

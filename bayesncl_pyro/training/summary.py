@@ -27,15 +27,17 @@ def summarize(features: dict[str, torch.Tensor], final_loss: float | None) -> di
 
 
 def format_summary(summary: dict[str, float | None]) -> str:
+    """The summary as aligned lines, shares in % (``summary.json`` keeps ``open_rate`` and
+    ``sparsity`` as fractions, ``probe_top1`` and ``semantic_consistency`` in %)."""
     labels = {
-        "final_loss": "final loss (negative ELBO)",
-        "probe_top1": "online-probe top-1 (test, %)",
-        "open_rate": "share of gates open (test)",
-        "semantic_consistency": "semantic consistency of gated features (test, %)",
-        "sparsity": "sparsity of gated features (test)",
+        "final_loss": ("final loss (negative ELBO, nats per row)", 1.0, 4),
+        "probe_top1": ("online-probe top-1 (h, test, %)", 1.0, 2),
+        "open_rate": ("share of gates open (test, %)", 100.0, 2),
+        "semantic_consistency": ("semantic consistency of gated z (test, %)", 1.0, 2),
+        "sparsity": ("sparsity of gated z (test, %)", 100.0, 2),
     }
     lines = []
-    for key, label in labels.items():
+    for key, (label, factor, digits) in labels.items():
         value = summary.get(key)
-        lines.append(f"{label:<50} {'-' if value is None else f'{value:.4f}'}")
+        lines.append(f"{label:<50} {'-' if value is None else f'{value * factor:.{digits}f}'}")
     return "\n".join(lines)

@@ -1,0 +1,101 @@
+"""The words and units that every page, table and figure of the project uses for its numbers.
+
+The terms are defined once here and in the README's Glossary (which says the same); eval.md,
+gates_summary.md, the HTML report, the end-of-run summary and the suite and ablation tables take
+their wording from this module. **Pages, tables and figures show shares as percentages**; the
+JSON, CSV and NetCDF files keep the values as computed, and the keys say which is which
+(:data:`PERCENT_KEYS` are stored in %, :data:`FRACTION_KEYS` as fractions 0–1).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+TERMS = {
+    "active": "a dimension is active on an image when its value there is non-zero; an active dimension "
+              "(of h, z or gated z) is active on at least one test image (the active_dims metric)",
+    "dead": "a dimension of z that is zero on every test image (its unit never fires); said of z only",
+    "never active": "a dimension of gated z that is zero on every test image: dead in z, or its gate never "
+                    "open, or never open where z fires",
+    "open": "a gate is open when the hard test-time gate is 1 (q(gate = 1 | x) above gate.threshold); "
+            "the share of gates open (open_rate) counts (image, dimension) pairs",
+    "never open": "a dimension whose gate is closed on every test image",
+    "always open": "a dimension whose gate is open on every test image",
+    "kept open": "a dimension whose gate is open on at least half of the test images (factor check)",
+}
+"""Term -> its one definition, as the README's Glossary states it."""
+
+PERCENT_KEYS = ("semantic_consistency", "knn_top1", "top1", "top5", "online_probe_top1", "probe_top1",
+                "retrieval_p1", "retrieval_p5", "retrieval_p10", "retrieval_topdims_p1", "retrieval_topdims_p5",
+                "retrieval_topdims_p10")
+"""Keys whose stored value is already a percentage (0–100)."""
+
+FRACTION_KEYS = ("open_rate", "mean_gate_prob", "sparsity", "probe_acc", "background_closed_share",
+                 "class_open_share", "object_open_share", "mean_open_rate", "share_kept_open", "kl_share")
+"""Keys whose stored value is a fraction (0–1); shown ×100 with a % sign."""
+
+METRIC_UNITS = {
+    "semantic_consistency": "%",
+    "semantic_entropy_sum": "nats",
+    "semantic_entropy_mean": "nats",
+    "semantic_entropy_frequency": "nats",
+    "sparsity": "%",
+    "active_dims": "count",
+    "effective_rank": "nats",
+    "orthogonality": "mean |CᵀC − I|",
+    "knn_top1": "%",
+}
+"""Unit of each per-feature-set metric of ``bayesncl-eval`` as a table shows it (retrieval: %)."""
+
+
+def metric_unit(name: str) -> str:
+    """The unit a table shows for metric ``name`` (retrieval precision is a percentage)."""
+    return "%" if name.startswith("retrieval") else METRIC_UNITS.get(name, "")
+
+
+def metric_label(name: str) -> str:
+    """``name (unit)``: the metric's key, as in eval.json, with the unit its table shows."""
+    unit = metric_unit(name)
+    return f"{name} ({unit})" if unit else name
+
+
+def shown_value(name: str, value: Any) -> Any:
+    """``value`` of key ``name`` as tables show it: fractions ×100 (to 0.01), everything else as stored."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and name in FRACTION_KEYS:
+        return round(100.0 * value, 2)
+    return value
+
+
+def percent(value: float | None, digits: int = 1) -> str:
+    """A fraction 0–1 as ``"12.3 %"``; None or nan as ``"–"``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{100.0 * value:.{digits}f} %"
+
+
+def dimension_counts(dims: int | None, active_z: float | None, active_gated: float | None,
+                     gates: dict[str, float] | None) -> dict[str, int | None]:
+    """The counts of dimensions a reader compares, each on the features it is taken on:
+    ``dead_z`` (dead dimensions of z), ``never_active_gated`` (never active in gated z),
+    ``never_open`` and ``always_open`` (the gate). From the number of output dimensions, the
+    ``active_dims`` metric of z and gated z, and the gate statistics of eval.json (None when
+    ungated). A count whose inputs are missing is None."""
+    def rest(active: float | None) -> int | None:
+        return None if dims is None or active is None else int(dims - active)
+
+    return {
+        "dims": dims,
+        "dead_z": rest(active_z),
+        "never_active_gated": rest(active_gated) if gates is not None else None,
+        "never_open": None if gates is None else int(gates["dims_never_open"]),
+        "always_open": None if gates is None else int(gates["dims_always_open"]),
+    }
+
+
+COUNT_LABELS = {
+    "dead_z": "dead dims (z)",
+    "never_open": "dims never open (gate)",
+    "always_open": "dims always open (gate)",
+    "never_active_gated": "dims never active (gated z)",
+}
+"""How tables name the counts of :func:`dimension_counts`."""
