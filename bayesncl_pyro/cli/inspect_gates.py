@@ -10,8 +10,10 @@ from bayesncl_pyro.cli.guard import add_run_arguments, guarded, positive_int
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bayesncl-inspect",
-        description="Draw from the variational gate posterior of a run into an ArviZ InferenceData (gates.nc), "
-                    "summarise it (gates_summary.csv/.md) and plot it (gates_*.png), all in the run directory.")
+        description="Draw from the variational gate posterior and the prior of a run into an ArviZ "
+                    "InferenceData (gates.nc), summarise it (gates_summary.csv/.md) and plot it (gates_*.png); "
+                    "rank the dimensions by class specificity (dims.json, dims_best_worst.png). All in the "
+                    "run directory; an ungated run gets the ranking only.")
     add_run_arguments(p)
     p.add_argument("--draws", type=positive_int, default=200, help="draws per chain (default 200)")
     p.add_argument("--chains", type=positive_int, default=2,
@@ -31,7 +33,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     result = inspect_run(args.run_dir, draws=args.draws, chains=args.chains, device=args.device, seed=args.seed,
                          top_dims=args.top_dims, top_images=args.top_images, progress=not args.no_progress)
-    print(f"wrote {result.netcdf}, {result.summary_csv}, {result.summary_md}")
+    if result.idata is None:
+        print(f"no gates in {args.run_dir} (gate.prior=none): wrote only what needs no gates")
+    else:
+        print(f"wrote {result.netcdf} (groups: {', '.join(result.idata.groups())})")
+        print(f"wrote {result.summary_csv} and {result.summary_md} (az.summary kind=stats: the draws are "
+              "independent, so r-hat and ESS do not apply and are left out)")
+    print(f"wrote {result.dims_json}")
     for path in result.figures.values():
         print(f"wrote {path}")
     return 0

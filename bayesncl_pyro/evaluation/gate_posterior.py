@@ -1,25 +1,35 @@
-"""Draws from the variational gate posterior of a run, as an ArviZ ``InferenceData`` in ``gates.nc``.
+"""Draws from the variational gate posterior of a run, and from its prior, as an ArviZ
+``InferenceData`` in ``gates.nc``; the summary table and the figures of ``bayesncl-inspect``.
 
-Groups and variables (dims in brackets):
+Groups and variables (dims in brackets), in ArviZ's schema:
 
-- ``posterior``: ``open_rate`` [chain, draw, dim], the test-set gate-open rate: each draw samples
-  every test image's gates m ~ Bernoulli(q(gate = 1 | x)) and averages over images;
+- ``posterior``: ``open_rate`` [chain, draw, dim], the test-set gate-open rate (a fraction): each
+  draw samples every test image's gates m ~ Bernoulli(q(gate = 1 | x)) and averages over images;
   ``class_open_rate`` [chain, draw, class, dim], the same averaged within each class; and, for a
   prior with a global per-dimension rate (``beta_bernoulli``), ``pi`` [chain, draw, dim], draws of
   π_d from its Beta(α_d, β_d) posterior (the guide's ``relevance()``).
-- ``gate_probs``: ``gate_prob`` [image, dim] = q(gate = 1 | x) for every test image.
+- ``prior``: the same variables drawn from the prior p(gate) of the run's Pyro model (traced with
+  the test images' count and labels), so that ``az.plot_dist_comparison`` and prior-vs-posterior
+  forest plots work.
 - ``observed_data``: ``label`` [image]; ``constant_data``: the dataset's known factors [image]
   (on ``scenes``: background, color, x, y, scale, rotation), with the names of categorical codes
   as coordinates ``<factor>_name`` over ``<factor>_code``.
 
-The draws are independent (not a Markov chain): "chains" only split them into groups, so r-hat
-and ESS mean nothing and the summary is ``kind="stats"``. Gates are drawn from Bernoulli(probs)
+and one group that ArviZ's schema does not define (an extension, said so in its attributes):
+
+- ``local_posterior``: ``gate_prob`` [image, dim] = q(gate = 1 | x), the parameter of each test
+  image's local variational posterior (the amortized guide's output). It is not a draw, so it has
+  no ``chain``/``draw`` dims; its name follows the schema's pattern for variants of the posterior
+  (``unconstrained_posterior``).
+
+The draws are independent (not a Markov chain): "chains" only split them into groups, so r-hat,
+ESS and MCSE, which diagnose the mixing of Markov chains, do not apply; the summary is
+``az.summary(kind="stats")`` and its Markdown page says so. Gates are drawn from Bernoulli(probs)
 rather than with the estimator's ``sample()``: the straight-through estimator's sample is the
 deterministic hard gate, which would give every draw the same open rate.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -27,15 +37,17 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from torch import Tensor
+from pyro import poutine
+from pyro.poutine.util import site_is_subsample
 from tqdm.auto import tqdm
 
 from bayesncl_pyro.config.errors import ConfigError
 from bayesncl_pyro.evaluation import plots
+from bayesncl_pyro.evaluation.dimension_ranking import DIMS_FILE, MIN_ACTIVE_SHARE, DimensionRanking, rank_dimensions
 from bayesncl_pyro.evaluation.evaluate import extract_split
 from bayesncl_pyro.evaluation.markdown import markdown_table
-from bayesncl_pyro.evaluation.metrics import ACTIVITY_THRESHOLD
 from bayesncl_pyro.evaluation.trained_run import TrainedRun, load_trained
-from bayesncl_pyro.storage.atomic import atomic_write_file, atomic_write_text
+from bayesncl_pyro.storage.atomic import atomic_write_file, atomic_write_json, atomic_write_text
 
 NETCDF_FILE = "gates.nc"
 SUMMARY_CSV = "gates_summary.csv"
@@ -44,16 +56,26 @@ FOREST_PNG = "gates_forest.png"
 HEATMAP_PNG = "gates_class_heatmap.png"
 FREQUENCY_PNG = "gates_activation_frequency.png"
 TOP_IMAGES_PNG = "gates_top_images.png"
+BEST_WORST_PNG = "dims_best_worst.png"
 HDI_PROB = 0.94
 FOREST_DIMS = 20
+LOCAL_POSTERIOR = "local_posterior"
+"""The extension group of per-image q(gate = 1 | x)."""
+DIAGNOSTICS_NOTE = ("The draws are independent draws from the variational posterior (chains only split them "
+                    "into groups), so r-hat, ESS and MCSE, which diagnose the mixing of Markov chains, do not "
+                    "apply and are left out: the table is az.summary(kind=\"stats\").")
 
 
 def _arviz():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        import arviz
+    import arviz
 
     return arviz
+
+
+def _open_rates(gates: Tensor, labels: Tensor, class_sizes: Tensor) -> tuple[Tensor, Tensor]:
+    """Open gates [N, D] (1 = open) -> share open per dimension [D] and per (class, dimension) [C, D]."""
+    sums = torch.zeros(class_sizes.numel(), gates.shape[1], device=gates.device).index_add_(0, labels, gates)
+    return gates.mean(dim=0), sums / class_sizes[:, None]
 
 
 def open_rate_draws(gate_probs: Tensor, labels: Tensor, num_classes: int, draws: int, chains: int,
@@ -73,12 +95,49 @@ def open_rate_draws(gate_probs: Tensor, labels: Tensor, num_classes: int, draws:
     n, d = probs.shape
     rates = torch.empty(chains * draws, d, device=device)
     class_rates = torch.empty(chains * draws, num_classes, d, device=device)
-    for i in tqdm(range(chains * draws), disable=not progress, desc="posterior draws", unit="draw", leave=False):
-        gates = torch.bernoulli(probs, generator=generator)
-        rates[i] = gates.mean(dim=0)
-        sums = torch.zeros(num_classes, d, device=device).index_add_(0, labels, gates)
-        class_rates[i] = sums / class_sizes[:, None]
+    for i in tqdm(range(chains * draws), disable=not progress, desc="posterior draws of the open rate",
+                  unit="draw", leave=False):
+        rates[i], class_rates[i] = _open_rates(torch.bernoulli(probs, generator=generator), labels, class_sizes)
     return rates.reshape(chains, draws, d), class_rates.reshape(chains, draws, num_classes, d)
+
+
+def _no_likelihood(rows: Tensor) -> Tensor:
+    """A contrastive term of zero: tracing the model then draws its prior sites alone."""
+    return rows.new_zeros(())
+
+
+def prior_draws(model: Any, labels: Tensor, num_classes: int, dims: int, draws: int, chains: int,
+                seed: int = 0, progress: bool = False) -> dict[str, Tensor]:
+    """Draws from the prior of a run's Pyro model ``model(z, gate_logits, contrastive)``, of the
+    quantities that the posterior group holds, for N = len(labels) images of D = ``dims``.
+
+    Each draw traces the model once (on CPU, with a zero contrastive term): its ``gate`` site
+    [N, D] gives the open gates (a gate is open when it is non-zero, as for the posterior), hence
+    ``open_rate`` [chains, draws, D] and ``class_open_rate`` [chains, draws, C, D]; a latent site of
+    shape [D] (the Beta-Bernoulli prior's per-dimension rate) gives ``pi`` [chains, draws, D].
+    The global random state is left as it was.
+    """
+    labels = labels.cpu()
+    class_sizes = torch.bincount(labels, minlength=num_classes).float()
+    z = torch.zeros(labels.numel(), dims)
+    total = chains * draws
+    rates, class_rates = torch.empty(total, dims), torch.empty(total, num_classes, dims)
+    global_rates: list[Tensor] = []
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        for i in tqdm(range(total), disable=not progress, desc="prior draws of the open rate", unit="draw",
+                      leave=False):
+            trace = poutine.trace(model).get_trace(z, None, _no_likelihood)
+            gates = (trace.nodes["gate"]["value"] != 0).float()
+            rates[i], class_rates[i] = _open_rates(gates, labels, class_sizes)
+            global_rates += [site["value"].float() for name, site in trace.nodes.items()
+                             if site["type"] == "sample" and name != "gate" and not site["is_observed"]
+                             and not site_is_subsample(site) and tuple(site["value"].shape) == (dims,)][:1]
+    result = {"open_rate": rates.reshape(chains, draws, dims),
+              "class_open_rate": class_rates.reshape(chains, draws, num_classes, dims)}
+    if len(global_rates) == total:
+        result["pi"] = torch.stack(global_rates).reshape(chains, draws, dims)
+    return result
 
 
 GLOBAL_POSTERIOR_METHODS = ("relevance", "global_posterior")
@@ -104,44 +163,50 @@ def gate_inference_data(open_rate: Tensor, class_open_rate: Tensor, gate_probs: 
                         class_names: Sequence[str], pi: Tensor | None = None,
                         factors: dict[str, Tensor] | None = None,
                         factor_names: dict[str, list[str]] | None = None,
-                        attrs: dict[str, Any] | None = None):
+                        attrs: dict[str, Any] | None = None, prior: dict[str, Tensor] | None = None):
     """Assemble the ``InferenceData`` described in the module docstring from tensors of the shapes
-    ``open_rate_draws`` returns, gate_probs [N, D], labels [N], and optional π draws and factors."""
+    ``open_rate_draws`` returns, gate_probs [N, D], labels [N], and optional π draws, factors and
+    prior draws (``prior_draws``' dict)."""
+    import pyro
     import xarray as xr
-
-    az = _arviz()
+    from arviz.data.base import make_attrs
 
     def array(t: Tensor) -> np.ndarray:
         return t.detach().cpu().numpy()
 
-    chains, draws, d = open_rate.shape
-    n = gate_probs.shape[0]
-    coords = {"chain": np.arange(chains), "draw": np.arange(draws), "dim": np.arange(d)}
-    posterior_vars = {
-        "open_rate": (("chain", "draw", "dim"), array(open_rate)),
-        "class_open_rate": (("chain", "draw", "class", "dim"), array(class_open_rate)),
-    }
+    def draws_group(variables: dict[str, Tensor], extra: dict[str, Any] | None = None) -> xr.Dataset:
+        chains, draws, d = variables["open_rate"].shape
+        data = {name: (("chain", "draw", "class", "dim") if value.dim() == 4 else ("chain", "draw", "dim"),
+                       array(value)) for name, value in variables.items()}
+        coords = {"chain": np.arange(chains), "draw": np.arange(draws), "dim": np.arange(d),
+                  "class": list(class_names)}
+        return xr.Dataset(data, coords=coords, attrs=make_attrs({key: str(value) for key, value in
+                                                                 (extra or {}).items()}, library=pyro))
+
+    n, d = gate_probs.shape
+    posterior_vars = {"open_rate": open_rate, "class_open_rate": class_open_rate}
     if pi is not None:
-        posterior_vars["pi"] = (("chain", "draw", "dim"), array(pi))
-    posterior = xr.Dataset(posterior_vars, coords={**coords, "class": list(class_names)},
-                           attrs={key: str(value) for key, value in (attrs or {}).items()})
+        posterior_vars["pi"] = pi
+    groups = {"posterior": draws_group(posterior_vars, attrs)}
+    if prior is not None:
+        groups["prior"] = draws_group(prior, {"draws": "independent draws from the prior p(gate) of the run's model"})
     images = {"image": np.arange(n)}
-    gate_group = xr.Dataset({"gate_prob": (("image", "dim"), array(gate_probs))},
-                            coords={**images, "dim": np.arange(d)})
-    observed = xr.Dataset({"label": (("image",), array(labels))},
-                          coords={**images, "class": list(class_names)})
+    groups["observed_data"] = xr.Dataset({"label": (("image",), array(labels))},
+                                         coords={**images, "class": list(class_names)}, attrs=make_attrs())
     constant_vars, constant_coords = {}, dict(images)
     for name, values in (factors or {}).items():
         constant_vars[name] = (("image",), array(values))
         if factor_names and name in factor_names:
             constant_coords[f"{name}_code"] = np.arange(len(factor_names[name]))
             constant_coords[f"{name}_name"] = ((f"{name}_code",), list(factor_names[name]))
-    groups = {"posterior": posterior, "gate_probs": gate_group, "observed_data": observed}
     if constant_vars:
-        groups["constant_data"] = xr.Dataset(constant_vars, coords=constant_coords)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return az.InferenceData(**groups)
+        groups["constant_data"] = xr.Dataset(constant_vars, coords=constant_coords, attrs=make_attrs())
+    groups[LOCAL_POSTERIOR] = xr.Dataset(
+        {"gate_prob": (("image", "dim"), array(gate_probs))}, coords={**images, "dim": np.arange(d)},
+        attrs=make_attrs({"extension": "a group that the InferenceData schema does not define",
+                          "gate_prob": "q(gate = 1 | x) of each test image: the amortized guide's output, "
+                                       "the parameter of the image's local posterior (not a draw)"}, library=pyro))
+    return _arviz().InferenceData(**groups)
 
 
 def save_netcdf(idata, path: str | Path) -> Path:
@@ -159,28 +224,60 @@ def load_netcdf(path: str | Path):
 
 
 def gate_summary(idata, var_names: Sequence[str] | None = None):
-    """``az.summary(kind="stats")`` of the posterior: mean, sd and the 94 % HDI per entry."""
+    """``az.summary(kind="stats")`` of the posterior: mean, sd and the 94 % HDI per entry (fractions).
+    No r-hat, ESS or MCSE: the draws are independent (see :data:`DIAGNOSTICS_NOTE`)."""
     az = _arviz()
     return az.summary(idata, var_names=list(var_names) if var_names else None, kind="stats", hdi_prob=HDI_PROB,
                       round_to="none")
 
 
-def summary_markdown(table) -> str:
-    """The per-dimension rows (``open_rate``, ``pi``) of a summary DataFrame as Markdown; the
-    per-class rows stay in the CSV."""
-    rows = [[index, *row] for index, row in zip(table.index, table.itertuples(index=False))
-            if not str(index).startswith("class_open_rate")]
-    return markdown_table(["entry", *table.columns], rows)
+def prior_means(idata) -> dict[str, float]:
+    """Summary entry (``open_rate[3]``, ``pi[3]``) -> the prior's mean of it, from the ``prior`` group."""
+    if "prior" not in idata.groups():
+        return {}
+    means = {}
+    for name in ("open_rate", "pi"):
+        if name in idata.prior:
+            values = idata.prior[name].mean(dim=("chain", "draw")).values
+            means.update({f"{name}[{d}]": float(v) for d, v in enumerate(values)})
+    return means
+
+
+def summary_markdown(table, prior: dict[str, float] | None = None) -> str:
+    """The per-dimension rows (``open_rate``, ``pi``) of a summary DataFrame as a Markdown page in
+    % (the CSV keeps fractions and the per-class rows), with the prior's mean beside each row, and
+    why the chain diagnostics are left out."""
+    prior = prior or {}
+    low, high = (f"{100 * (1 - HDI_PROB) / 2:g}", f"{100 * (1 + HDI_PROB) / 2:g}")
+    headers = ["entry", "mean (%)", "sd (%)", f"HDI {low} % (%)", f"HDI {high} % (%)"]
+    if prior:
+        headers.append("prior mean (%)")
+    rows = []
+    for index, row in zip(table.index, table.itertuples(index=False)):
+        if str(index).startswith("class_open_rate"):
+            continue
+        cells = [index, *(100.0 * float(v) for v in row)]
+        if prior:
+            cells.append(100.0 * prior[index] if index in prior else None)
+        rows.append(cells)
+    intro = (f"# Gate posterior of `{table.attrs.get('run', '')}`\n\n" if table.attrs.get("run") else "") + (
+        "Per dimension: `open_rate[d]`, the share of test images whose gate d is open, and for a Beta-Bernoulli "
+        "prior `pi[d]`, the dimension's global open probability; posterior mean, sd and "
+        f"{int(round(100 * HDI_PROB))} % HDI, all in %. {DIAGNOSTICS_NOTE} The CSV holds the same table as "
+        "fractions (0-1), with the per-class rows.\n\n")
+    return intro + markdown_table(headers, rows)
 
 
 @dataclass
 class GateInspection:
-    """Paths of what ``inspect_run`` wrote, and the InferenceData itself."""
+    """Paths of what ``inspect_run`` wrote, and the InferenceData itself; an ungated run has no
+    InferenceData, summary or gate figures (those fields are None)."""
 
     idata: Any
-    netcdf: Path
-    summary_csv: Path
-    summary_md: Path
+    netcdf: Path | None
+    summary_csv: Path | None
+    summary_md: Path | None
+    dims_json: Path
     figures: dict[str, Path]
 
 
@@ -216,13 +313,10 @@ def class_dim_order(class_means: Tensor) -> Tensor:
 
 def inspect_run(path: str | Path, draws: int = 200, chains: int = 2, device: str | None = None,
                 seed: int = 0, top_dims: int = 8, top_images: int = 8, progress: bool = True) -> GateInspection:
-    """Export the gate posterior of the run in ``path`` and draw its figures, all into the run
-    directory. Raises ConfigError for a run without gates."""
-    run = load_trained(path, device=device)
-    if run.cfg.gate.prior == "none":
-        raise ConfigError(f"gate.prior='none' in {run.path}: an ungated run has no gate posterior to inspect; "
-                          "allowed: a run with a gated prior")
-    return inspect_loaded(run, draws, chains, seed, top_dims, top_images, progress)
+    """Export the gate posterior and prior of the run in ``path`` and draw its figures, all into the
+    run directory. An ungated run gets only what does not need gates: ``dims.json`` and the
+    figure of its best and worst dimensions."""
+    return inspect_loaded(load_trained(path, device=device), draws, chains, seed, top_dims, top_images, progress)
 
 
 def inspect_loaded(run: TrainedRun, draws: int, chains: int, seed: int, top_dims: int, top_images: int,
@@ -230,50 +324,119 @@ def inspect_loaded(run: TrainedRun, draws: int, chains: int, seed: int, top_dims
     """``inspect_run`` on a run that is already loaded."""
     if draws < 1 or chains < 1:
         raise ConfigError(f"draws={draws}, chains={chains}: both must be integers >= 1")
-    test = extract_split(run, run.test_set, "features (test)", progress)
+    test = extract_split(run, run.test_set, "test features", progress)
+    directory = Path(run.path)
+    gated = "gate" in test
+    ranking = rank_dimensions(test["gated"], test["labels"], test.get("gate"), "gated z" if gated else "normalize(z)")
+    dims_json = atomic_write_json(directory / DIMS_FILE, ranking.to_dict())
+    figures = {}
+    if ranking.best:
+        figures["best_worst"] = best_worst_figure(test["gated"], ranking, run.test_set.images, directory, top_images)
+    if not gated:
+        return GateInspection(None, None, None, None, dims_json, figures)
     classes = run.test_set.classes
     open_rate, class_open_rate = open_rate_draws(test["gate_probs"].to(run.device), test["labels"], len(classes),
                                                  draws, chains, seed, progress)
     pi = global_rate_draws(run.net.guide, draws, chains, seed)
+    prior = prior_draws(run.net.model, test["labels"], len(classes), test["gate_probs"].shape[1], draws, chains,
+                        seed, progress)
     attrs = {"run": run.path, "step": run.step, "prior": run.cfg.gate.prior, "estimator": run.cfg.gate.estimator,
              "draws": "independent draws from the variational posterior; chains are groups of draws"}
     idata = gate_inference_data(open_rate, class_open_rate, test["gate_probs"], test["labels"], classes, pi,
-                                run.test_set.factors, run.test_set.factor_names, attrs)
-    directory = Path(run.path)
+                                run.test_set.factors, run.test_set.factor_names, attrs, prior)
     netcdf = save_netcdf(idata, directory / NETCDF_FILE)
     table = gate_summary(idata)
     summary_csv = atomic_write_text(directory / SUMMARY_CSV, table.to_csv())
-    summary_md = atomic_write_text(directory / SUMMARY_MD, summary_markdown(table))
+    table.attrs["run"] = str(run.path)
+    summary_md = atomic_write_text(directory / SUMMARY_MD, summary_markdown(table, prior_means(idata)))
     posterior_draws = {"open_rate": open_rate.cpu()} | ({"pi": pi.cpu()} if pi is not None else {})
-    figures = draw_figures(test, posterior_draws, run.test_set.images, classes, directory, top_dims, top_images)
-    return GateInspection(idata, netcdf, summary_csv, summary_md, figures)
+    figures |= draw_figures(test, posterior_draws, run.test_set.images, classes, directory, top_dims, top_images,
+                            prior)
+    return GateInspection(idata, netcdf, summary_csv, summary_md, dims_json, figures)
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.0f} %"
+
+
+def best_worst_figure(features: Tensor, ranking: DimensionRanking, images: Tensor, directory: Path,
+                      top_images: int) -> Path:
+    """The most activating test images of the ranking's best and worst dimensions (one row each)."""
+    dims = [*ranking.best, *ranking.worst]
+    picks = most_activating(features, torch.tensor(dims), top_images)
+    labels = []
+    for kind, group in (("best", ranking.best), ("worst", ranking.worst)):
+        for place, d in enumerate(group, 1):
+            label = (f"{kind} {place}: d{d}\nSC {float(ranking.consistency[d]):.0f} %, "
+                     f"active on {_percent(float(ranking.active_share[d]))}")
+            if ranking.open_rate is not None:
+                label += f"\ngate open on {_percent(float(ranking.open_rate[d]))}"
+            labels.append(label)
+    title = (f"the {len(ranking.best)} most and {len(ranking.worst)} least class-specific dimensions of "
+             f"{ranking.features}\nby semantic consistency (SC) among dimensions active on "
+             f"≥ {MIN_ACTIVE_SHARE * 100:g} % of test images;\n"
+             f"each row: the test images on which the dimension is largest, largest first")
+    return plots.plot_top_images(images[picks].numpy(), labels, directory / BEST_WORST_PNG, title=title,
+                                 inches=0.66)
+
+
+def never_active_parts(test: dict[str, Tensor]) -> dict[str, int]:
+    """Why the dimensions that are never active in gated z are: dead in z, the gate never open
+    (z alive), or the gate never open where z fires."""
+    dead = (test["z"] == 0).all(dim=0)
+    never_open = (test["gate"] == 0).all(dim=0)
+    never_active = (test["gated"] == 0).all(dim=0)
+    return {"dead in z": int(dead.sum()), "gate never open": int((never_open & ~dead).sum()),
+            "never open where z fires": int((never_active & ~dead & ~never_open).sum())}
 
 
 def draw_figures(test: dict[str, Tensor], posterior_draws: dict[str, Tensor], images: Tensor,
-                 classes: Sequence[str], directory: Path, top_dims: int, top_images: int) -> dict[str, Path]:
+                 classes: Sequence[str], directory: Path, top_dims: int, top_images: int,
+                 prior: dict[str, Tensor] | None = None) -> dict[str, Path]:
     """The four gate figures from the test features of ``features.extract`` (gate_probs, gate,
-    gated, z, labels: [N, D] / [N]), posterior draws ([chains, draws, D] per variable) and the
-    test images uint8 [N, 3, H, W]."""
+    gated, z, labels: [N, D] / [N]), posterior draws ([chains, draws, D] per variable, fractions),
+    the prior's draws of the same (or None) and the test images uint8 [N, 3, H, W]. Figures show
+    shares in %."""
     gate_probs, labels, gated = test["gate_probs"], test["labels"], test["gated"]
+    d = gate_probs.shape[1]
     figures = {}
     selected = forest_dimensions(gate_probs, FOREST_DIMS)
-    forest = {name: values[:, :, selected].numpy() for name, values in posterior_draws.items()}
-    figures["forest"] = plots.plot_forest(forest, [f"d{i}" for i in selected.tolist()], directory / FOREST_PNG)
+    forest = {name: 100 * values[:, :, selected].numpy() for name, values in posterior_draws.items()}
+    prior_forest = None if prior is None else {name: 100 * prior[name][:, :, selected].numpy()
+                                               for name in posterior_draws if name in prior}
+    shown = "every dimension" if len(selected) == d else (
+        f"{len(selected)} of {d} dimensions, evenly spaced in the ranking by mean q(gate = 1 | x), "
+        "most open at the top")
+    title = (f"gate-open rate on the test split: posterior mean, 50 % interval (thick) and "
+             f"{int(round(100 * HDI_PROB))} % HDI (thin){', prior in grey' if prior_forest else ''}\n{shown}")
+    xlabel = "open_rate: share of test images whose gate is open (%)"
+    if "pi" in posterior_draws:
+        xlabel += "; pi: the dimension's global open probability (%)"
+    figures["forest"] = plots.plot_forest(forest, [f"d{i}" for i in selected.tolist()], directory / FOREST_PNG,
+                                          title=title, xlabel=xlabel, prior_draws=prior_forest)
     class_means = torch.stack([gate_probs[labels == c].mean(dim=0) for c in range(len(classes))])
     order = class_dim_order(class_means.nan_to_num(0.0))
-    figures["class_heatmap"] = plots.plot_class_heatmap(class_means[:, order].numpy(), classes,
-                                                        [f"d{i}" for i in order.tolist()], directory / HEATMAP_PNG)
-    frequency = (gated > ACTIVITY_THRESHOLD).double().mean(dim=0)
-    figures["activation_frequency"] = plots.plot_activation_frequency(frequency.numpy(), len(labels),
-                                                                      directory / FREQUENCY_PNG)
-    shown, title = gated, "most activating test images per dimension (gated features)"
+    groups = class_means.nan_to_num(0.0).argmax(dim=0)[order]
+    figures["class_heatmap"] = plots.plot_class_heatmap(
+        100 * class_means[:, order].numpy(), classes, [str(i) for i in order.tolist()], groups.tolist(),
+        directory / HEATMAP_PNG,
+        title=("mean q(gate = 1 | x) per class and dimension on the test split (%)\ndimensions grouped by the "
+               "class with the highest value (named above, white lines between groups), highest first"),
+        colorbar_label="mean q(gate = 1 | x) (%)")
+    frequency = (gated != 0).double().mean(dim=0)
+    figures["activation_frequency"] = plots.plot_activation_frequency(
+        frequency.numpy(), len(labels), directory / FREQUENCY_PNG, features="gated z",
+        never_active_parts=never_active_parts(test))
+    shown_features, features_name = gated, "gated z"
     dims = top_dimensions(gated, top_dims)
     if dims.numel() == 0:
-        shown, title = test["z"], "most activating test images per dimension (every gate closed: z before the gate)"
-        dims = top_dimensions(shown, top_dims)
+        shown_features, features_name = test["z"], "z (every gate is closed, so z before the gate)"
+        dims = top_dimensions(shown_features, top_dims)
     if dims.numel():
-        picks = most_activating(shown, dims, top_images)
-        row_labels = [f"d{d} (open {float(test['gate'][:, d].mean()):.2f})" for d in dims.tolist()]
+        picks = most_activating(shown_features, dims, top_images)
+        row_labels = [f"d{d}\ngate open on {_percent(float(test['gate'][:, d].mean()))}" for d in dims.tolist()]
+        title = (f"the {dims.numel()} dimensions of {features_name} with the largest mean value, largest first;\n"
+                 "each row: the test images on which the dimension is largest, largest first")
         figures["top_images"] = plots.plot_top_images(images[picks].numpy(), row_labels,
                                                       directory / TOP_IMAGES_PNG, title=title)
     return figures

@@ -3,7 +3,9 @@
 Rows are dictionaries of axis values, ``status`` (done, skipped, failed), ``note`` and metrics
 (None where missing), one per cell, as :func:`bayesncl_pyro.experiments.ablation.cell_row` makes them. The
 markdown lists the cells, then mean ± sd over ``train.seed`` for every other combination of axes,
-then the skipped and failed cells with the reason; the figure shows the same aggregates.
+then the skipped and failed cells with the reason; the figure shows the same aggregates. The
+markdown and the figure show the share of gates open in %; ``ablation.csv`` keeps the stored
+values (``open_rate`` and ``sparsity`` as fractions, ``semantic_consistency`` and ``probe_top1`` in %).
 """
 from __future__ import annotations
 
@@ -18,6 +20,15 @@ from bayesncl_pyro.storage.atomic import atomic_write_text
 
 SEED_KEY = "train.seed"
 METRICS = ("final_loss", "surrogate_negative_elbo", "true_negative_elbo", "open_rate", "semantic_consistency")
+METRIC_LABELS = {
+    "final_loss": ("final loss (nats)", 1.0),
+    "surrogate_negative_elbo": ("surrogate neg. ELBO (nats)", 1.0),
+    "true_negative_elbo": ("true neg. ELBO (nats)", 1.0),
+    "open_rate": ("gates open (%)", 100.0),
+    "semantic_consistency": ("semantic consistency of gated z (%)", 1.0),
+}
+"""How the markdown and the figure name each metric, with its unit, and the factor from the stored
+value (``open_rate`` is stored as a fraction in ablation.csv, shown in %)."""
 CSV_METRICS = ("final_loss", "surrogate_negative_elbo", "true_negative_elbo", "true_negative_elbo_stderr", "true_infonce", "true_kl",
                "open_rate", "semantic_consistency", "probe_top1", "sparsity", "steps")
 
@@ -54,8 +65,8 @@ def markdown_report(spec, rows: list[dict[str, Any]]) -> str:
              f"test images, seed {spec.true_elbo.seed}. Mean ± sd over seeds uses the sample sd; a "
              f"single seed shows the mean alone.", "",
              "## Cells", ""]
-    header = [*axes, "status", "final loss", "surrogate neg. ELBO", "true neg. ELBO (± s.e.)", "open rate",
-              "semantic consistency"]
+    header = [*axes, "status", "final loss (nats)", "surrogate neg. ELBO (nats)", "true neg. ELBO (± s.e., nats)",
+              "gates open (%)", "semantic consistency of gated z (%)"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         if row["status"] == "skipped":
@@ -64,17 +75,19 @@ def markdown_report(spec, rows: list[dict[str, Any]]) -> str:
             f"{row['true_negative_elbo']:.4f} ± {row['true_negative_elbo_stderr']:.4f}"
         cells = [*(_fmt(row[a]) for a in axes), row["status"], _fmt(row["final_loss"]),
                  _fmt(row.get("surrogate_negative_elbo")), elbo,
-                 _fmt(row["open_rate"]), _fmt(row["semantic_consistency"], 2)]
+                 _fmt(None if row["open_rate"] is None else 100.0 * row["open_rate"], 2),
+                 _fmt(row["semantic_consistency"], 2)]
         lines.append("| " + " | ".join(cells) + " |")
     grouped = group_over_seeds(rows, axes)
     if grouped:
         lines += ["", f"## Mean ± sd over {SEED_KEY}", ""]
-        header = [*group_axes, "runs", *METRICS]
+        header = [*group_axes, "runs", *(METRIC_LABELS[m][0] for m in METRICS)]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for key, metrics in grouped:
             runs = max(len(v) for v in metrics.values())
             lines.append("| " + " | ".join([*(_fmt(k) for k in key), str(runs),
-                                            *(format_mean_sd(metrics[m], missing="-") for m in METRICS)]) + " |")
+                                            *(format_mean_sd(metrics[m], scale=METRIC_LABELS[m][1], missing="-")
+                                              for m in METRICS)]) + " |")
     problems = [r for r in rows if r["status"] != "done"]
     if problems:
         lines += ["", "## Skipped and failed cells", ""]
@@ -99,6 +112,8 @@ def write_reports(spec, rows: list[dict[str, Any]]) -> tuple[Path, Path, Path]:
     md_path = atomic_write_text(spec.out_dir / "ablation.md", markdown_report(spec, rows))
     grouped = group_over_seeds(rows, axes)
     labels = ["/".join(_fmt(k) for k in key) or "all" for key, _ in grouped]
-    png_path = plot_metrics(labels, {m: [metrics[m] for _, metrics in grouped] for m in METRICS},
-                            spec.out_dir / "ablation.png")
+    values = {m: [[v * METRIC_LABELS[m][1] for v in metrics[m]] for _, metrics in grouped] for m in METRICS}
+    png_path = plot_metrics(labels, values, spec.out_dir / "ablation.png",
+                            axis_labels={m: label for m, (label, _) in METRIC_LABELS.items()},
+                            group_axis=" / ".join(a for a in axes if a != SEED_KEY) or "all cells")
     return csv_path, md_path, png_path

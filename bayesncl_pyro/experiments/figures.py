@@ -1,12 +1,16 @@
-"""Figures of grids and suites: per-group metrics of an ablation grid, SC gain against linear
-probe per suite dataset, and the sweep heatmaps. Functions of rows (or values) and a path; each
-draws on a matplotlib ``Figure`` (no pyplot state) and saves through
-:func:`bayesncl_pyro.evaluation.plots.save_figure`."""
+"""Figures of grids and suites: per-group metrics of an ablation grid, SC before and after training
+and SC gain against linear probe per suite dataset, and the sweep heatmaps.
+
+As in :mod:`bayesncl_pyro.evaluation.plots`, each figure has a builder of arrays (values in the
+unit they show, shares in %) that returns a matplotlib ``Figure`` (no pyplot state), and a
+``plot_*`` that saves it through :func:`bayesncl_pyro.evaluation.plots.save_figure`. Gathering the
+arrays from result rows is the reports' job (:mod:`.ablation_report`, :mod:`.suite_report`).
+"""
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -20,22 +24,26 @@ def _error(sd: float) -> float:
     return 0.0 if math.isnan(sd) else sd
 
 
-def plot_metrics(labels: Sequence[str], values: dict[str, list[list[float]]], path: str | Path) -> Path:
+def metrics_figure(labels: Sequence[str], values: Mapping[str, Sequence[Sequence[float]]],
+                   axis_labels: Mapping[str, str], group_axis: str) -> Figure:
     """One panel per metric: per group the mean (square) with the sd as error bar, each seed a dot.
 
-    ``values[metric][i]`` are the per-seed values of group ``labels[i]``.
+    ``values[metric][i]`` are the per-seed values of group ``labels[i]`` in the unit of
+    ``axis_labels[metric]`` (the panel's y label); ``group_axis`` names what a group is (the x label).
     """
     metrics = list(values)
-    fig = Figure(figsize=(max(6.0, 0.6 * len(labels) + 2.0) * 2, 7.5))
-    axes = fig.subplots(2, math.ceil(len(metrics) / 2), squeeze=False).ravel()
+    fig = Figure(figsize=(min(12.0, max(6.0, 0.6 * len(labels) + 2.0) * 2), 8.0), layout="constrained")
+    axes = fig.subplots(2, max(1, math.ceil(len(metrics) / 2)), squeeze=False).ravel()
     positions = list(range(len(labels)))
     for ax, metric in zip(axes, metrics):
         stats = [mean_sd(v) for v in values[metric]]
         ax.errorbar(positions, [s[0] for s in stats], yerr=[_error(s[1]) for s in stats], fmt="s",
-                    color="#38598b", markersize=7, capsize=4)
+                    color="#38598b", markersize=7, capsize=4, label="mean ± sd over seeds")
         for x, seeds in zip(positions, values[metric]):
             ax.plot([x] * len(seeds), seeds, "o", color="#c0504d", markersize=3, alpha=0.8)
-        ax.set_title(metric)
+        ax.set_title(metric, fontsize=10)
+        ax.set_ylabel(axis_labels.get(metric, metric), fontsize=9)
+        ax.set_xlabel(group_axis, fontsize=9)
         ax.set_xlim(-0.5, len(labels) - 0.5)
         ax.set_xticks(positions)
         ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=8)
@@ -43,74 +51,90 @@ def plot_metrics(labels: Sequence[str], values: dict[str, list[list[float]]], pa
         ax.set_visible(False)
     if not labels:
         fig.text(0.5, 0.5, "no finished cells", ha="center", va="center")
-    fig.tight_layout()
-    return save_figure(fig, path)
+    fig.suptitle("ablation: mean ± sd over seeds per group (squares), each seed a dot", fontsize=11)
+    return fig
 
 
-def _method_rows(rows: list[dict[str, Any]], dataset: str, method: str) -> list[dict[str, Any]]:
-    return [r for r in rows if r["dataset"] == dataset and r["method"] == method and not is_sweep_row(r)]
+def plot_metrics(labels: Sequence[str], values: Mapping[str, Sequence[Sequence[float]]], path: str | Path,
+                 axis_labels: Mapping[str, str] | None = None, group_axis: str = "group") -> Path:
+    """:func:`metrics_figure` as a PNG."""
+    return save_figure(metrics_figure(labels, values, axis_labels or {}, group_axis), path)
 
 
-def is_sweep_row(row: dict[str, Any]) -> bool:
-    """Whether a suite row is a point of the sweep rather than a method × seed run."""
-    return any(key.startswith("sweep:") for key in row)
+SC_GAIN_KEYS = ("sc_init", "sc", "linear_top1", "sc_gain")
+"""What :func:`sc_gain_figure` reads for each method: per-seed SC at init and trained (%), linear
+probe top-1 (%) and SC gain (points)."""
 
 
-def sc_gain_figure(spec, rows: list[dict[str, Any]], path: Path) -> Path:
-    """Per dataset: SC after training vs at initialisation (bars), and SC gain vs linear top-1."""
-    datasets = list(spec.datasets)
-    fig = Figure(figsize=(5.2 * len(datasets), 7.5))
-    axes = fig.subplots(2, len(datasets), squeeze=False)
-    for col, dataset in enumerate(datasets):
-        methods = [m for m in spec.methods if _method_rows(rows, dataset, m)]
-        group = {m: _method_rows(rows, dataset, m) for m in methods}
+def sc_gain_figure(datasets: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]]) -> Figure:
+    """Per dataset (a column): SC of gated z at initialisation and after training per method (bars,
+    mean ± sd over seeds), and the SC gain against the linear-probe top-1 (one point per method).
+
+    datasets: dataset -> method -> key of :data:`SC_GAIN_KEYS` -> per-seed values.
+    """
+    names = list(datasets) or ["(no runs)"]
+    fig = Figure(figsize=(min(12.0, 4.8 * len(names)), 7.8), layout="constrained")
+    axes = fig.subplots(2, len(names), squeeze=False)
+    for col, dataset in enumerate(names):
+        group = datasets.get(dataset, {})
+        methods = list(group)
         x = np.arange(len(methods))
         ax = axes[0, col]
-        for offset, key, label in ((-0.2, "sc_init", "at init"), (0.2, "sc", "trained")):
-            stats = [mean_sd(r.get(key) for r in group[m]) for m in methods]
+        for offset, key, label in ((-0.2, "sc_init", "at initialisation"), (0.2, "sc", "trained")):
+            stats = [mean_sd(group[m].get(key, [])) for m in methods]
             ax.bar(x + offset, [s[0] for s in stats], 0.4, yerr=[_error(s[1]) for s in stats], label=label, capsize=3)
-        ax.set_xticks(x, methods, rotation=30, ha="right")
-        ax.set_ylabel("semantic consistency (%)")
-        ax.set_title(dataset)
+        ax.set_xticks(x, methods, rotation=30, ha="right", fontsize=8)
+        ax.set_xlabel("method", fontsize=9)
+        ax.set_ylabel("semantic consistency of gated z (%)", fontsize=9)
+        ax.set_title(f"{dataset}: SC at initialisation and trained", fontsize=10)
         ax.legend(fontsize=8)
         ax = axes[1, col]
         for m in methods:
-            gx = mean_sd(r.get("linear_top1") for r in group[m])
-            gy = mean_sd(r.get("sc_gain") for r in group[m])
+            gx = mean_sd(group[m].get("linear_top1", []))
+            gy = mean_sd(group[m].get("sc_gain", []))
             ax.errorbar(gx[0], gy[0], xerr=_error(gx[1]), yerr=_error(gy[1]), fmt="o", capsize=3, label=m)
         ax.axhline(0, color="grey", lw=0.8)
-        ax.set_xlabel("linear probe top-1 on h (%)")
-        ax.set_ylabel("SC gain from training (points)")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    return save_figure(fig, path)
+        ax.set_xlabel("linear probe top-1 on h (%)", fontsize=9)
+        ax.set_ylabel("SC gain from training (points)", fontsize=9)
+        ax.set_title(f"{dataset}: SC gain vs linear probe (mean ± sd)", fontsize=10)
+        if methods:
+            ax.legend(fontsize=7)
+    return fig
 
 
-def sweep_heatmaps(spec, rows: list[dict[str, Any]], path: Path) -> Path | None:
-    """One heatmap per quantity over the first two sweep axes."""
-    keys = list(spec.sweep.grid)
-    if len(keys) < 2:
-        return None
-    ya, xa = keys[0], keys[1]
-    yv, xv = spec.sweep.grid[ya], spec.sweep.grid[xa]
-    quantities = [("sc", "SC (%)"), ("sc_gain", "SC gain"), ("open_rate", "gates open"),
-                  ("background_closed", "background dims closed"), ("object_open", "object dims open")]
-    fig = Figure(figsize=(3.3 * len(quantities), 3.2))
-    axes = fig.subplots(1, len(quantities))
-    for ax, (key, title) in zip(axes, quantities):
-        grid = np.full((len(yv), len(xv)), np.nan)
-        for r in rows:
-            if f"sweep:{ya}" in r and r.get(key) is not None:
-                grid[yv.index(r[f"sweep:{ya}"]), xv.index(r[f"sweep:{xa}"])] = r[key]
-        image = ax.imshow(grid, cmap="viridis", aspect="auto")
+def plot_sc_gain(datasets: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]], path: str | Path) -> Path:
+    """:func:`sc_gain_figure` as a PNG."""
+    return save_figure(sc_gain_figure(datasets), path)
+
+
+def sweep_figure(y_name: str, y_values: Sequence, x_name: str, x_values: Sequence,
+                 grids: Mapping[str, np.ndarray]) -> Figure:
+    """One heatmap per quantity over two sweep axes, each with its colour bar fitted to its values
+    and every cell annotated.
+
+    grids: title with unit -> [len(y_values), len(x_values)] values (nan where missing).
+    """
+    fig = Figure(figsize=(min(12.5, 3.3 * max(1, len(grids))), 3.6), layout="constrained")
+    axes = fig.subplots(1, max(1, len(grids)), squeeze=False).ravel()
+    for ax, (title, grid) in zip(axes, grids.items()):
+        grid = np.asarray(grid, dtype=float)
+        finite = grid[np.isfinite(grid)]
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        image = ax.imshow(grid, cmap="viridis", aspect="auto", vmin=low, vmax=high if high > low else low + 1)
         for (i, j), value in np.ndenumerate(grid):
             if not np.isnan(value):
-                ax.text(j, i, f"{value:.2g}", ha="center", va="center", color="w", fontsize=8)
-        ax.set_xticks(range(len(xv)), [str(v) for v in xv], fontsize=7)
-        ax.set_yticks(range(len(yv)), [str(v) for v in yv], fontsize=7)
-        ax.set_xlabel(xa.split(".")[-1])
-        ax.set_ylabel(ya.split(".")[-1])
+                ax.text(j, i, f"{value:.3g}", ha="center", va="center", color="w", fontsize=8)
+        ax.set_xticks(range(len(x_values)), [str(v) for v in x_values], fontsize=8)
+        ax.set_yticks(range(len(y_values)), [str(v) for v in y_values], fontsize=8)
+        ax.set_xlabel(x_name, fontsize=9)
+        ax.set_ylabel(y_name, fontsize=9)
         ax.set_title(title, fontsize=9)
-        fig.colorbar(image, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    return save_figure(fig, path)
+        fig.colorbar(image, ax=ax, fraction=0.046).set_label(title, fontsize=8)
+    fig.suptitle(f"sweep over {y_name} × {x_name}", fontsize=10)
+    return fig
+
+
+def plot_sweep(y_name: str, y_values: Sequence, x_name: str, x_values: Sequence, grids: Mapping[str, np.ndarray],
+               path: str | Path) -> Path:
+    """:func:`sweep_figure` as a PNG."""
+    return save_figure(sweep_figure(y_name, y_values, x_name, x_values, grids), path)

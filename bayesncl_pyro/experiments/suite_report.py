@@ -1,24 +1,39 @@
 """The tables and figures of a result suite: ``results.md``, ``results.json``, ``sc_gain.png`` and
-(with a sweep) ``sweep.png``, from the rows of :func:`bayesncl_pyro.experiments.suite.collect`."""
+(with a sweep) ``sweep.png``, from the rows of :func:`bayesncl_pyro.experiments.suite.collect`.
+
+Tables show shares in % (the README's Glossary); ``results.json`` keeps the rows as stored, with
+the shares of :data:`PERCENT_OF_FRACTION` as fractions."""
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-from bayesncl_pyro.experiments.figures import is_sweep_row, sc_gain_figure, sweep_heatmaps
+import numpy as np
+
+from bayesncl_pyro.experiments.figures import SC_GAIN_KEYS, plot_sc_gain, plot_sweep
 from bayesncl_pyro.experiments.stats import format_mean_sd
 from bayesncl_pyro.storage.atomic import atomic_write_json, atomic_write_text
 
 RESULTS_MD = "results.md"
 RESULTS_JSON = "results.json"
 COLUMNS = [
-    ("sc_init", "SC init"), ("sc", "SC"), ("sc_gain", "SC gain"), ("entropy_freq", "entropy (freq)"),
-    ("sparsity", "sparsity"), ("active_dims", "active dims"), ("open_rate", "gates open"),
-    ("linear_top1", "linear top-1"), ("knn_top1", "k-NN top-1"), ("surrogate_neg_elbo", "surrogate −ELBO"),
-    ("true_neg_elbo", "true −ELBO"),
-    ("kl_share", "KL share"), ("train_seconds", "train s"),
+    ("sc_init", "SC init (%)"), ("sc", "SC (%)"), ("sc_gain", "SC gain (points)"),
+    ("entropy_freq", "entropy (freq, nats)"), ("sparsity", "sparsity (%)"), ("active_dims", "active dims (gated z)"),
+    ("open_rate", "gates open (%)"), ("linear_top1", "linear top-1 (%)"), ("knn_top1", "k-NN top-1 (%)"),
+    ("surrogate_neg_elbo", "surrogate −ELBO (nats)"), ("true_neg_elbo", "true −ELBO (nats)"),
+    ("kl_share", "KL share (%)"), ("train_seconds", "train s"),
 ]
 PERCENT_OF_FRACTION = ("sparsity", "open_rate", "kl_share", "background_closed", "object_open")
-"""Quantities stored as fractions and shown in % in the tables."""
+"""Row keys stored as fractions and shown in % in the tables (``background_closed`` and ``object_open``
+are the factor check's ``background_closed_share`` and ``object_open_share``)."""
+
+
+def is_sweep_row(row: dict[str, Any]) -> bool:
+    """Whether a suite row is a point of the sweep rather than a method × seed run."""
+    return any(key.startswith("sweep:") for key in row)
+
+
+def _method_rows(rows: list[dict[str, Any]], dataset: str, method: str) -> list[dict[str, Any]]:
+    return [r for r in rows if r["dataset"] == dataset and r["method"] == method and not is_sweep_row(r)]
 
 
 def _cell(values: Sequence[Any], key: str) -> str:
@@ -33,13 +48,13 @@ def method_tables(spec, rows: list[dict[str, Any]]) -> str:
         head = "| method | " + " | ".join(label for _, label in COLUMNS) + " |"
         lines = [f"### {dataset}", "", head, "|" + "---|" * (len(COLUMNS) + 1)]
         for method in spec.methods:
-            group = [r for r in rows if r["dataset"] == dataset and r["method"] == method and not is_sweep_row(r)]
+            group = _method_rows(rows, dataset, method)
             if group:
                 lines.append(f"| {method} | " + " | ".join(_cell([r.get(k) for r in group], k) for k, _ in COLUMNS) + " |")
         parts.append("\n".join(lines))
-    note = ("SC, entropy and sparsity are on the gated features of the test split (normalize(z) for "
-            "ungated methods); SC init is the same network at its seeded initialisation; sparsity, gates "
-            "open and KL share (KL term / loss, last tenth of training) in %; linear top-1 on frozen h; "
+    note = ("SC, entropy, sparsity and active dims are on gated z of the test split (normalize(z) for "
+            "ungated methods); SC init is the same network at its seeded initialisation; shares in % "
+            "(KL share = KL term / loss, last tenth of training); linear top-1 on frozen h; "
             "surrogate −ELBO = the loss the estimator trains on and true −ELBO = Monte-Carlo "
             "E_q[InfoNCE] + KL (exact gate draws), both on the same fixed held-out batch. "
             "Mean ± sample sd over seeds; a single seed shows the mean alone.")
@@ -50,8 +65,9 @@ def sweep_table(spec, rows: list[dict[str, Any]]) -> str:
     if spec.sweep is None:
         return ""
     keys = list(spec.sweep.grid)
-    cols = [("sc", "SC"), ("sc_gain", "SC gain"), ("open_rate", "gates open"), ("background_closed", "bg dims closed"),
-            ("object_open", "object dims open"), ("linear_top1", "linear top-1")]
+    cols = [("sc", "SC (%)"), ("sc_gain", "SC gain (points)"), ("open_rate", "gates open (%)"),
+            ("background_closed", "bg dims closed (%)"), ("object_open", "object dims open (%)"),
+            ("linear_top1", "linear top-1 (%)")]
     lines = ["| " + " | ".join(keys) + " | " + " | ".join(c for _, c in cols) + " |",
              "|" + "---|" * (len(keys) + len(cols))]
     for r in rows:
@@ -65,12 +81,40 @@ def write_results(spec, results: dict[str, Any]) -> None:
     out = spec.out_dir
     out.mkdir(parents=True, exist_ok=True)
     rows = results["rows"]
-    figures = [sc_gain_figure(spec, rows, out / "sc_gain.png")]
-    if spec.sweep is not None:
-        figures.append(sweep_heatmaps(spec, rows, out / "sweep.png"))
+    figures = [plot_sc_gain(sc_gain_values(spec, rows), out / "sc_gain.png")]
+    if spec.sweep is not None and len(spec.sweep.grid) >= 2:
+        figures.append(plot_sweep(*sweep_grids(spec, rows), out / "sweep.png"))
     text = [f"# Suite `{spec.path.stem}`", "", method_tables(spec, rows)]
     if spec.sweep is not None:
         text += ["## Sweep", "", sweep_table(spec, rows)]
     text += ["Figures: " + ", ".join(f"`{p.name}`" for p in figures if p is not None), ""]
     atomic_write_text(out / RESULTS_MD, "\n".join(text))
     atomic_write_json(out / RESULTS_JSON, results)
+
+
+def sc_gain_values(spec, rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, list]]]:
+    """dataset -> method -> key of ``SC_GAIN_KEYS`` -> per-seed values, for the methods that ran."""
+    return {dataset: {method: {key: [r.get(key) for r in group] for key in SC_GAIN_KEYS}
+                      for method in spec.methods if (group := _method_rows(rows, dataset, method))}
+            for dataset in spec.datasets}
+
+
+SWEEP_QUANTITIES = (("sc", "SC (%)"), ("sc_gain", "SC gain (points)"), ("open_rate", "gates open (%)"),
+                    ("background_closed", "background dims closed (%)"), ("object_open", "object dims open (%)"))
+
+
+def sweep_grids(spec, rows: list[dict[str, Any]]) -> tuple[str, list, str, list, dict[str, np.ndarray]]:
+    """(y axis key, its values, x axis key, its values, title -> grid) over the first two sweep axes,
+    in the units the titles name."""
+    keys = list(spec.sweep.grid)
+    ya, xa = keys[0], keys[1]
+    yv, xv = spec.sweep.grid[ya], spec.sweep.grid[xa]
+    grids = {}
+    for key, title in SWEEP_QUANTITIES:
+        grid = np.full((len(yv), len(xv)), np.nan)
+        for r in rows:
+            if f"sweep:{ya}" in r and r.get(key) is not None:
+                scale = 100.0 if key in PERCENT_OF_FRACTION else 1.0
+                grid[yv.index(r[f"sweep:{ya}"]), xv.index(r[f"sweep:{xa}"])] = r[key] * scale
+        grids[title] = grid
+    return ya, yv, xa, xv, grids
