@@ -1,10 +1,13 @@
-"""The HTML report: self-contained, one column per run, every part present or its command named."""
+"""The HTML report: self-contained, a summary of each run first, runs side by side, every part
+present or its command named, every figure shown at its natural size (or wider than 700 px) in a
+real headless browser; and the text summary that ``bayesncl-report`` prints."""
 from __future__ import annotations
 
 import base64
 import io
 import json
 import re
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -14,8 +17,10 @@ from PIL import Image
 from bayesncl_pyro.cli.report import main as report_main
 from bayesncl_pyro.evaluation.evaluate import evaluate_run
 from bayesncl_pyro.evaluation.gate_posterior import inspect_run
+from bayesncl_pyro.evaluation.glossary import TERMS
 from bayesncl_pyro.evaluation.report import REPORT_FILE, load_artifacts, write_report
 from bayesncl_pyro.storage.metrics_log import read_metrics
+from tests.browser import IMAGES_STATE, open_file
 from tests.conftest import tiny_run
 
 VOID = {"meta", "img", "br", "hr", "link", "input"}
@@ -59,6 +64,7 @@ def runs(tmp_path_factory) -> tuple[Path, Path]:
     inspect_run(gated, draws=20, chains=2, device="cpu", progress=False)
     ungated = tiny_run(tmp_path_factory, "ungated", "gate.prior=none")
     evaluate_run(ungated, device="cpu", progress=False)
+    inspect_run(ungated, draws=2, chains=1, device="cpu", progress=False)
     return gated, ungated
 
 
@@ -67,10 +73,10 @@ def test_report_of_two_runs_is_self_contained_and_side_by_side(runs, tmp_path):
     out = write_report([gated, ungated], tmp_path / "both.html")
     text = out.read_text()
     page = parse(text)
-    assert not re.search(r"""(src|href)=['"](?!data:)""", text), "every resource must be embedded"
+    assert not re.search(r"""(src|href)=['"](?!data:|#)""", text), "every resource must be embedded"
     assert "<link" not in text and "<script" not in text
-    # training curves + four gate figures of the inspected run
-    assert len(page.images) == 5
+    # best and worst dimensions of both runs, training curves, four gate figures of the gated run
+    assert len(page.images) == 7
     for src in page.images:
         prefix = "data:image/png;base64,"
         assert src.startswith(prefix)
@@ -86,7 +92,18 @@ def test_report_of_two_runs_is_self_contained_and_side_by_side(runs, tmp_path):
         top1 = f"{evaluation['linear_probe']['top1']:.4f}".rstrip("0").rstrip(".")
         assert f"<td>{top1}</td>" in text
     assert "<th colspan='3' class='run'>gated</th><th colspan='3' class='run'>ungated</th>" in text
-    assert "--columns: 2" in text  # the two factor-check tables side by side
+    assert text.count("<h4>") == 2  # the two factor-check tables, side by side where they fit
+    # a summary card per run opens the page, before the details
+    cards = [text.index(f"<section class='card'><h2>{name}</h2>") for name in ("gated", "ungated")]
+    assert max(cards) < text.index("<h2>Runs</h2>")
+    evaluation = json.loads((gated / "eval.json").read_text())
+    card = text[cards[0]:cards[1]]
+    assert f"{evaluation['linear_probe']['top1']:.1f} %" in card
+    assert f"{100 * evaluation['gates']['open_rate']:.1f} %" in card
+    dead = 16 - int(evaluation["metrics"]["z"]["active_dims"])
+    assert f"<th scope='row'>dead dims (z)</th><td>{dead} of 16</td>" in card
+    for term in TERMS:
+        assert f"<dt>{term}</dt>" in text
 
 
 def test_report_of_one_run_defaults_to_its_directory(runs):
@@ -94,13 +111,51 @@ def test_report_of_one_run_defaults_to_its_directory(runs):
     assert report_main([str(gated)]) == 0
     text = (gated / REPORT_FILE).read_text()
     parse(text)
-    assert "--columns: 2" not in text and "open_rate[0]" in text
+    assert text.count("<section class='card'>") == 1 and "open_rate[0]" in text
 
 
-def test_report_of_several_runs_defaults_to_the_current_directory(runs, tmp_path, monkeypatch):
+def test_report_of_several_runs_defaults_to_the_current_directory_and_prints_each_runs_numbers(
+        runs, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert report_main([str(p) for p in runs]) == 0
     assert (tmp_path / REPORT_FILE).is_file()
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith(f"report: {tmp_path / REPORT_FILE}")
+    gated = json.loads((runs[0] / "eval.json").read_text())
+    lines = out.splitlines()
+    probe = [line for line in lines if line.strip().startswith("linear probe top-1 after training (h, %)")]
+    assert len(probe) == 2 and probe[0].endswith(f"{gated['linear_probe']['top1']:.1f} %")
+    sc = next(line for line in lines if line.strip().startswith("semantic consistency of gated z (%)"))
+    assert sc.endswith(f"{gated['metrics']['gated']['semantic_consistency']:.1f} %")
+    assert any(line.strip().startswith("share of gates open (test, %)") and line.endswith(
+        f"{100 * gated['gates']['open_rate']:.1f} %") for line in lines)
+    assert any(line.strip().startswith("semantic consistency of z, no gates (%)") for line in lines)
+
+
+@pytest.mark.parametrize("which", ["one", "three"])
+def test_report_in_a_real_browser_shows_every_image_decoded_at_natural_size(runs, tmp_path, browser, which):
+    """Headless Chromium at 1400 px: every image decodes and is shown at its natural width (or,
+    when the page is narrower, wider than 700 px); the page logs no error. With three runs, two of
+    them gated, the gate figures compete for the width. The screenshot is kept next to the page for
+    a person to look at."""
+    gated, ungated = runs
+    if which == "one":
+        chosen = [gated]
+    else:
+        twin = tmp_path / "twin"
+        shutil.copytree(gated, twin)
+        chosen = [gated, twin, ungated]
+    page = write_report(chosen, tmp_path / f"{which}.html")
+    open_file(browser, page)
+    images = browser.execute_script(IMAGES_STATE)
+    assert len(images) == (6 if which == "one" else 3 + 1 + 2 * 4)
+    for image in images:
+        assert image["complete"] and image["natural"] > 0, image
+        assert image["shown"] >= image["natural"] - 1 or image["shown"] > 700, image
+    assert browser.errors() == []
+    assert browser.save_screenshot(str(tmp_path / f"{which}.png"))
+    with Image.open(tmp_path / f"{which}.png") as shot:
+        assert shot.size[0] >= 1000
 
 
 def test_artifacts_read_back_what_the_run_directory_holds(runs):
@@ -109,11 +164,12 @@ def test_artifacts_read_back_what_the_run_directory_holds(runs):
     assert artifacts.metrics == read_metrics(gated) and artifacts.metrics[-1]["step"] == 4
     assert artifacts.evaluation == json.loads((gated / "eval.json").read_text())
     assert artifacts.evaluation_init is None
-    assert set(artifacts.figures) == {"forest", "class_heatmap", "activation_frequency", "top_images"}
+    assert set(artifacts.figures) == {"forest", "class_heatmap", "activation_frequency", "top_images", "best_worst"}
+    assert artifacts.dims["features"] == "gated z"
     assert artifacts.gate_summary and artifacts.gate_summary[0][""] == "open_rate[0]"
     bare = load_artifacts(ungated)
     assert bare.evaluation["prior"] == "none"
-    assert bare.evaluation_init is None and bare.gate_summary is None and bare.figures == {}
+    assert bare.evaluation_init is None and bare.gate_summary is None and set(bare.figures) == {"best_worst"}
 
 
 def test_runs_with_the_same_directory_name_get_distinct_labels(runs, tmp_path):

@@ -11,7 +11,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bayesncl-report",
         description="Gather training curves, evaluation tables and gate-posterior figures of one or several "
-                    "runs into one self-contained HTML page, runs side by side.")
+                    "runs into one self-contained HTML page, runs side by side, and print the main numbers "
+                    "of each run.")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
     p.add_argument("--out", metavar="FILE",
                    help="output file (default: report.html in the run directory, or in the current "
@@ -23,9 +24,12 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """bayesncl-report RUN_DIR [RUN_DIR ...] [--out FILE]"""
     args = parser().parse_args(argv)
-    from bayesncl_pyro.evaluation.report import write_report
+    from bayesncl_pyro.evaluation.report import load_runs, save_report, text_summary
 
-    print(f"wrote {write_report(args.run_dirs, args.out)}")
+    runs = load_runs(args.run_dirs)
+    path = save_report(runs, args.out)
+    print(text_summary(runs))
+    print(f"\nreport: {path}")
     return 0
 
 

@@ -1,0 +1,88 @@
+"""The headline of one run: what was trained on what, and the few numbers a reader looks at first,
+with their units. The HTML report's opening summary and the text that ``bayesncl-report`` prints
+(the end of ``make demo``) are both made from :func:`headline`.
+
+Inputs are what a run directory holds, already parsed: the config (dict), ``eval.json`` and
+``eval_init.json`` (or None), ``dims.json`` (or None) and the last logged step.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from bayesncl_pyro.evaluation import glossary
+
+
+def _get(tree: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(tree, dict):
+            return None
+        tree = tree.get(key)
+    return tree
+
+
+def method_name(config: dict[str, Any]) -> str:
+    """``BayesNCL (bernoulli prior, ste gates)``, ``NCL (relu, no gates)`` or ``SimCLR (no gates)``."""
+    prior, nonneg = _get(config, "gate", "prior"), _get(config, "model", "nonneg")
+    if prior and prior != "none":
+        estimator = _get(config, "gate", "estimator")
+        gates = "hard-concrete gates" if prior == "hard_concrete" else f"{estimator} gates"
+        return f"BayesNCL ({prior} prior, {gates}, {nonneg})"
+    if nonneg == "none":
+        return "SimCLR (no gates)"
+    return f"NCL ({nonneg}, no gates)"
+
+
+def _number(value: Any, digits: int = 1, unit: str = " %") -> str:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        return "–"
+    return f"{value:.{digits}f}{unit}"
+
+
+def _of(count: int | None, total: int | None) -> str:
+    return "–" if count is None else (f"{count} of {total}" if total else str(count))
+
+
+def headline(config: dict[str, Any], evaluation: dict[str, Any] | None, evaluation_init: dict[str, Any] | None,
+             last_step: int | None) -> dict[str, str]:
+    """Label (with unit) -> the value as text, in reading order. Missing parts show "–"."""
+    data = _get(config, "data", "name")
+    rows = {
+        "method": method_name(config),
+        "data": (f"{data}: {evaluation['num_train']:,} train / {evaluation['num_test']:,} test images"
+                 if evaluation else str(data)),
+        "network": (f"{_get(config, 'model', 'backbone')} backbone, {_get(config, 'model', 'proj_dim')} output "
+                    f"dims; {last_step if last_step is not None else '–'} steps "
+                    f"({_get(config, 'train', 'epochs')} epochs)"),
+    }
+    e = evaluation or {}
+    gates = e.get("gates")
+    init_sc = _get(evaluation_init, "metrics", "gated", "semantic_consistency")
+    rows["linear probe top-1 after training (h, %)"] = _number(_get(e, "linear_probe", "top1"))
+    rows["k-NN top-1 (h, %)"] = _number(_get(e, "metrics", "h", "knn_top1"))
+    sc = _number(_get(e, "metrics", "gated", "semantic_consistency"))
+    if init_sc is not None:
+        sc += f" (at initialisation {_number(init_sc)})"
+    rows["semantic consistency of gated z (%)" if gates or evaluation is None else
+         "semantic consistency of z, no gates (%)"] = sc
+    rows["share of gates open (test, %)"] = (_number(glossary.shown_value("open_rate", gates["open_rate"]))
+                                             if gates else "no gates")
+    dims = e.get("output_dims") or _get(config, "model", "proj_dim")
+    counts = glossary.dimension_counts(dims, _get(e, "metrics", "z", "active_dims"),
+                                       _get(e, "metrics", "gated", "active_dims"), gates)
+    for key, label in glossary.COUNT_LABELS.items():
+        if evaluation is None or gates is not None or key == "dead_z":
+            rows[label] = _of(counts[key], dims)
+    check = e.get("factor_check")
+    if check and gates:
+        rows["background dims the gate closes (factor check, %)"] = _number(
+            glossary.shown_value("background_closed_share", check.get("background_closed_share")))
+        rows["object dims the gate keeps open (factor check, %)"] = _number(
+            glossary.shown_value("object_open_share", check.get("object_open_share")))
+    return rows
+
+
+def format_headline(label: str, rows: dict[str, str]) -> str:
+    """The headline as aligned text lines under the run's label."""
+    width = max(len(key) for key in rows)
+    return "\n".join([label, *(f"  {key:<{width}}  {value}" for key, value in rows.items())])
