@@ -20,9 +20,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# Train, then the offline evaluation (linear probe, SC, gate statistics), the gate posterior and
+# the HTML report; the last command prints the main numbers and the path of the report.
 demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
 	$(VENV)/bin/bayesncl-train --config configs/scenes_quick.yaml train.out_dir=$(DEMO_DIR)
+	$(VENV)/bin/bayesncl-eval $(DEMO_DIR)
+	$(VENV)/bin/bayesncl-inspect $(DEMO_DIR) --draws 100
+	@echo
+	$(VENV)/bin/bayesncl-report $(DEMO_DIR)
 
 # Headless Chromium for the tests of the HTML pages (Debian's packages; installed when missing).
 browser:

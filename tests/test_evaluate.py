@@ -312,3 +312,39 @@ def test_markdown_table_formats_missing_values_and_escapes_bars():
     lines = text.strip().splitlines()
     assert lines[0] == "| a | b |" and lines[2] == "| x\\|y | – |"
     assert lines[3] == "| z | – |" and lines[4] == "| w | 0.5 |"
+
+
+class _RecordingBar:
+    """Stands in for tqdm: records what a progress bar was told."""
+
+    bars: list["_RecordingBar"] = []
+
+    def __init__(self, iterable=None, total=None, desc="", unit="it", disable=False, **kwargs):
+        self.iterable, self.total, self.desc, self.unit, self.n = iterable, total, desc, unit, 0
+        _RecordingBar.bars.append(self)
+
+    def __iter__(self):
+        for item in self.iterable:
+            yield item
+            self.n += 1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, count=1):
+        self.n += count
+
+
+def test_the_feature_bar_counts_images_and_ends_at_its_total(gated_run, monkeypatch):
+    from bayesncl_pyro.evaluation import evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "tqdm", _RecordingBar)
+    _RecordingBar.bars = []
+    run = load_trained(gated_run, device="cpu")
+    test = evaluate_module.extract_split(run, run.test_set, "test features", progress=True)
+    (bar,) = _RecordingBar.bars
+    assert bar.unit == "img" and "test features" in bar.desc
+    assert bar.total == len(run.test_set) == bar.n == test["z"].shape[0]

@@ -70,7 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "finished" if is_finished(cell.directory) else "to run")
             print(f"{cell.name}: {state} -> {cell.directory}")
         return 0
-    result = run_ablation(spec, jobs=args.jobs, finished=lambda row, seconds: print(cell_line(row, seconds), flush=True))
+    to_run = sum(cell.skip_reason is None and not is_finished(cell.directory) for cell in plan_cells(spec))
+    done = iter(range(1, to_run + 1))
+    result = run_ablation(spec, jobs=args.jobs, finished=lambda row, seconds: print(
+        f"[{next(done, to_run)}/{to_run} cells] {cell_line(row, seconds)}", flush=True))
     failed = [r["cell"] for r in result.rows if r["status"] == "failed"]
     print(f"ran {len(result.ran)} cell(s), {len(result.skipped_finished)} already finished, "
           f"{sum(r['status'] == 'skipped' for r in result.rows)} skipped, {len(failed)} failed")

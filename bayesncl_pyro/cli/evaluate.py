@@ -30,7 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     line = f"linear probe top-1 {probe['top1']:.2f} %, top-5 {probe['top5']:.2f} %"
     sc = result["metrics"]["gated"]["semantic_consistency"]
     if sc is not None:
-        line += f"; semantic consistency (gated) {sc:.2f} %"
+        line += f"; semantic consistency of gated z {sc:.2f} %"
+    if result["gates"] is not None:
+        line += f"; share of gates open {100 * result['gates']['open_rate']:.2f} %"
     print(line)
     print(f"wrote {json_path} and {md_path}")
     return 0

@@ -23,7 +23,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from bayesncl_pyro.storage.atomic import atomic_write_bytes  # noqa: E402
 
@@ -77,6 +77,7 @@ def training_curves_figure(curves: Mapping[str, Mapping[str, tuple[np.ndarray, n
         ax.set_title(f"{name}: {what}" if what else name, fontsize=9)
         ax.set_xlabel("training step", fontsize=9)
         ax.set_ylabel(unit or "value", fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         positive = all(np.all(np.asarray(v, dtype=float) > 0) for _, v in curves[name].values() if len(v))
         if name == "kl" and positive:

@@ -191,7 +191,7 @@ def prepare_archives(spec: SuiteSpec) -> None:
         partial.mkdir(parents=True, exist_ok=True)
         with tarfile.open(archive) as tar:
             members = tar.getmembers()
-            for member in tqdm(members, desc=f"unpack {archive.name}", unit="file", leave=False):
+            for member in tqdm(members, desc=f"unpack {archive.name} (files)", unit="file", leave=False):
                 tar.extract(member, partial, filter="data")
         os.replace(partial, into)
 
@@ -215,7 +215,8 @@ def run_suite(spec: SuiteSpec, progress: bool = True, only: Callable[[Job], bool
     prepare_archives(spec)
     jobs = [job for job in plan(spec) if only is None or only(job)]
     started = time.perf_counter()
-    bar = tqdm(total=sum(j.cost for j in jobs), disable=not progress, desc=f"suite {spec.path.stem}",
+    bar = tqdm(total=sum(j.cost for j in jobs), disable=not progress,
+               desc=f"suite {spec.path.stem} (jobs done, weighted by training images)",
                unit="img", unit_scale=True, dynamic_ncols=True)
     try:
         for job in jobs:

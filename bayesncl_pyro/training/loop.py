@@ -69,7 +69,7 @@ def _train(cfg: Config, ctx: DistributedContext, resume: bool, progress: bool) -
         s.seed_streams(step)
     log = MetricsLog(run / METRICS_FILE, resume_step=step if resume else None) if ctx.is_main else None
     bar = tqdm(total=s.total_steps, initial=step, disable=not (progress and ctx.is_main),
-               desc=f"train {run.name}", unit="step", dynamic_ncols=True)
+               desc=f"train {run.name} (SVI steps)", unit="step", dynamic_ncols=True)
     record: StepRecord | None = None
     batch_size = cfg.data.batch_size
     bad_steps = 0
@@ -104,7 +104,7 @@ def _train(cfg: Config, ctx: DistributedContext, resume: bool, progress: bool) -
                         if log is not None:
                             log.write(record.to_dict())
                         bar.set_postfix(loss=f"{record.loss:.3f}",
-                                        open="-" if record.open_rate is None else f"{record.open_rate:.2f}")
+                                        open="-" if record.open_rate is None else f"{100 * record.open_rate:.0f}%")
                     stopping = not ctx.agree(not stop)
                     epoch_done = step % s.steps_per_epoch == 0
                     due = (epoch_done or step == s.total_steps or stopping
