@@ -114,16 +114,22 @@ def sweep_figure(y_name: str, y_values: Sequence, x_name: str, x_values: Sequenc
 
     grids: title with unit -> [len(y_values), len(x_values)] values (nan where missing).
     """
-    fig = Figure(figsize=(min(12.5, 3.3 * max(1, len(grids))), 3.6), layout="constrained")
-    axes = fig.subplots(1, max(1, len(grids)), squeeze=False).ravel()
+    columns = min(3, max(1, len(grids)))
+    rows = max(1, math.ceil(len(grids) / columns))
+    fig = Figure(figsize=(4.0 * columns, 3.4 * rows), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax in axes[len(grids):]:
+        ax.set_visible(False)
     for ax, (title, grid) in zip(axes, grids.items()):
         grid = np.asarray(grid, dtype=float)
         finite = grid[np.isfinite(grid)]
         low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-        image = ax.imshow(grid, cmap="viridis", aspect="auto", vmin=low, vmax=high if high > low else low + 1)
+        high = high if high > low else low + 1
+        image = ax.imshow(grid, cmap="viridis", aspect="auto", vmin=low, vmax=high)
         for (i, j), value in np.ndenumerate(grid):
-            if not np.isnan(value):
-                ax.text(j, i, f"{value:.3g}", ha="center", va="center", color="w", fontsize=8)
+            bright = not np.isnan(value) and (value - low) / (high - low) > 0.6  # viridis turns yellow
+            ax.text(j, i, "no run" if np.isnan(value) else f"{value:.3g}", ha="center", va="center", fontsize=8,
+                    color="black" if bright or np.isnan(value) else "white")
         ax.set_xticks(range(len(x_values)), [str(v) for v in x_values], fontsize=8)
         ax.set_yticks(range(len(y_values)), [str(v) for v in y_values], fontsize=8)
         ax.set_xlabel(x_name, fontsize=9)
