@@ -183,8 +183,8 @@ def test_summary_has_stats_and_no_chain_diagnostics_and_its_page_says_why_in_per
     assert "r-hat" in page and "ESS" in page and "independent" in page and "r_hat" not in page
     row = next(line for line in page.splitlines() if line.startswith("| open_rate[0] |"))
     cells = [float(c) for c in row.strip("|").split("|")[1:]]
-    assert cells[0] == pytest.approx(100 * table.loc["open_rate[0]", "mean"], abs=1e-3)
-    assert cells[-1] == pytest.approx(100 * float(source["prior"]["open_rate"][:, :, 0].mean()), abs=1e-3)
+    assert cells[0] == pytest.approx(100 * table.loc["open_rate[0]", "mean"], abs=0.006)
+    assert cells[-1] == pytest.approx(100 * float(source["prior"]["open_rate"][:, :, 0].mean()), abs=0.006)
     assert "| class_open_rate" not in page
 
 

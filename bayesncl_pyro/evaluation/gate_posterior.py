@@ -248,17 +248,17 @@ def summary_markdown(table, prior: dict[str, float] | None = None) -> str:
     % (the CSV keeps fractions and the per-class rows), with the prior's mean beside each row, and
     why the chain diagnostics are left out."""
     prior = prior or {}
-    low, high = (f"{100 * (1 - HDI_PROB) / 2:g}", f"{100 * (1 + HDI_PROB) / 2:g}")
-    headers = ["entry", "mean (%)", "sd (%)", f"HDI {low} % (%)", f"HDI {high} % (%)"]
+    hdi = f"{int(round(100 * HDI_PROB))} % HDI"
+    headers = ["entry", "mean (%)", "sd (%)", f"{hdi} low (%)", f"{hdi} high (%)"]
     if prior:
         headers.append("prior mean (%)")
     rows = []
     for index, row in zip(table.index, table.itertuples(index=False)):
         if str(index).startswith("class_open_rate"):
             continue
-        cells = [index, *(100.0 * float(v) for v in row)]
+        cells = [index, *(round(100.0 * float(v), 2) for v in row)]
         if prior:
-            cells.append(100.0 * prior[index] if index in prior else None)
+            cells.append(round(100.0 * prior[index], 2) if index in prior else None)
         rows.append(cells)
     intro = (f"# Gate posterior of `{table.attrs.get('run', '')}`\n\n" if table.attrs.get("run") else "") + (
         "Per dimension: `open_rate[d]`, the share of test images whose gate d is open, and for a Beta-Bernoulli "

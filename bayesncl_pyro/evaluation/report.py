@@ -292,7 +292,7 @@ def _posterior_section(runs: list[RunArtifacts]) -> str:
         shown = rows[:SUMMARY_ROWS]
         columns = [c for c in (rows[0].keys() if rows else []) if c]
         table = _table(["entry", *(f"{c} (%)" for c in columns)],
-                       [[row[""], *(100.0 * float(row[c]) for c in columns)] for row in shown])
+                       [[row[""], *(round(100.0 * float(row[c]), 2) for c in columns)] for row in shown])
         more = f"<p>{len(rows) - len(shown)} more rows in {gate_posterior.SUMMARY_CSV}</p>" if rows[len(shown):] else ""
         summary = f"<summary>{html.escape(r.label)}: {len(rows)} rows</summary>"
         parts.append(f"<div><details>{summary}{table}{more}</details></div>")
