@@ -186,3 +186,16 @@ def test_report_of_a_missing_run_is_one_line_and_exit_code_2(tmp_path, capsys):
     assert report_main([str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "nothing" in err and err.count("\n") == 1
+
+
+def test_the_readme_glossary_says_what_the_pages_say():
+    """The words are defined once: the README's Glossary table and the definitions the report and
+    eval pages take from ``evaluation.glossary`` are the same text."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("### Glossary"):]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        if len(cells) == 2 and cells[0] not in ("word", "---"):
+            rows[cells[0]] = cells[1].replace("**", "").replace("`", "").replace("\\|", "|")
+    assert rows == TERMS
