@@ -40,9 +40,9 @@ def world(tmp_path_factory):
                        "train.steps=2", f"train.out_dir={run}"]) == 0
     foreign = base / "foreign_version"
     shutil.copytree(run, foreign)
-    state = torch.load(foreign / "last.pt", weights_only=False)
-    state["format_version"] = 99
-    torch.save(state, foreign / "last.pt")
+    envelope = torch.load(foreign / "last.pt", weights_only=True)
+    envelope["format_version"] = 99
+    torch.save(envelope, foreign / "last.pt")
     truncated = base / "truncated"
     shutil.copytree(run, truncated)
     data = (truncated / "last.pt").read_bytes()

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from bayesncl_pyro.storage import checkpoints
+
 from .conftest import ROOT, TINY
 
 ARGS = [*TINY, "train.epochs=5", "train.checkpoint_every=3", "train.log_every=1", "gate.estimator=concrete"]
@@ -41,7 +43,7 @@ def _wait_for_lines(run: Path, proc: subprocess.Popen, lines: int, timeout: floa
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(run / "last.pt", weights_only=False)
+    state = checkpoints.read(run / "last.pt")
     return {f"{m}.{k}": v for m, sd in state["modules"].items() for k, v in sd.items()} | {
         "step": torch.tensor(state["step"])}
 
@@ -75,7 +77,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(uninterrupted, tmp_path)
     _wait_for_lines(run, proc, 11)  # mid-epoch 2 (8 steps an epoch), past two checkpoints
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert torch.load(run / "last.pt", weights_only=False)["step"] < TOTAL_STEPS
+    assert checkpoints.read(run / "last.pt")["step"] < TOTAL_STEPS
     _resume(run)
     _assert_same_run(uninterrupted, run)
 
@@ -87,7 +89,7 @@ def test_sigterm_saves_a_checkpoint_and_exits(uninterrupted, tmp_path):
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
-    step = torch.load(run / "last.pt", weights_only=False)["step"]
+    step = checkpoints.read(run / "last.pt")["step"]
     assert f"SIGTERM at step {step}" in err and step < TOTAL_STEPS
     _resume(run)
     _assert_same_run(uninterrupted, run)

@@ -1,6 +1,16 @@
-"""Checkpoints that hold everything an exact resume needs: weights, optimizer, schedule, RNG, step."""
+"""Checkpoints that hold everything an exact resume needs: weights, optimizer, schedule, RNG, step.
+
+A checkpoint file is safe to load from anyone: it holds only tensors, numbers, strings, bytes,
+lists, tuples and dicts, and is read with ``torch.load(..., weights_only=True)``, which executes
+no code. The file is a small envelope ``{"format": ..., "format_version": 2, "sha256": ...,
+"payload": bytes}`` around the state (itself a ``torch.save`` of plain data), so a truncated,
+zero-byte or bit-flipped file is caught by its checksum before the state is read.
+"""
 from __future__ import annotations
 
+import hashlib
+import io
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -10,10 +20,11 @@ import torch
 
 from bayesncl_pyro.config import flatten
 from bayesncl_pyro.config.errors import CheckpointError
-from bayesncl_pyro.storage.atomic import atomic_torch_save
+from bayesncl_pyro.storage.atomic import atomic_write_bytes
 from bayesncl_pyro.storage.environment import git_commit
 
-FORMAT_VERSION = 1
+FORMAT = "bayesncl-pyro checkpoint"
+FORMAT_VERSION = 2
 # Keys a resumed run may change: where and how long it runs, not what it computes. Any other
 # difference between the checkpoint's config and the resuming one is refused.
 MAY_CHANGE_ON_RESUME = frozenset({
@@ -31,10 +42,30 @@ def config_mismatches(saved: dict[str, Any], current: dict[str, Any]) -> list[st
             if key not in MAY_CHANGE_ON_RESUME and old.get(key) != new.get(key)]
 
 
+def _numpy_state() -> dict[str, Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"bit_generator": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def _set_numpy_state(state: dict[str, Any]) -> None:
+    np.random.set_state((state["bit_generator"], state["keys"].numpy().astype(np.uint32), state["pos"],
+                         state["has_gauss"], state["cached_gaussian"]))
+
+
+def _python_state() -> dict[str, Any]:
+    version, internal, gauss_next = random.getstate()
+    return {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss_next": gauss_next}
+
+
+def _set_python_state(state: dict[str, Any]) -> None:
+    random.setstate((state["version"], tuple(int(v) for v in state["state"].tolist()), state["gauss_next"]))
+
+
 def rng_state(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
     """The global RNG states (torch, numpy, python, this process's CUDA device) and those of the
-    run's own ``generators`` (e.g. the augmentation generator), by name."""
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    run's own ``generators`` (e.g. the augmentation generator), by name, as plain data."""
+    state = {"torch": torch.get_rng_state(), "numpy": _numpy_state(), "python": _python_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state()  # this process's device only
     state["generators"] = {name: g.get_state() for name, g in (generators or {}).items()}
@@ -43,8 +74,8 @@ def rng_state(generators: dict[str, torch.Generator] | None = None) -> dict[str,
 
 def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator] | None = None) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    _set_numpy_state(state["numpy"])
+    _set_python_state(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
     saved = state.get("generators", {})
@@ -53,10 +84,20 @@ def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator] 
             generator.set_state(saved[name])
 
 
+def encode(state: dict[str, Any]) -> bytes:
+    """The bytes of a checkpoint file holding ``state`` (plain data and tensors only)."""
+    payload = io.BytesIO()
+    torch.save(state, payload)
+    data = payload.getvalue()
+    envelope = io.BytesIO()
+    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "sha256": hashlib.sha256(data).hexdigest(),
+                "payload": data}, envelope)
+    return envelope.getvalue()
+
+
 def save(path: Path, *, modules: dict[str, torch.nn.Module], optimizer, scheduler, scaler,
          step: int, epoch: int, config: dict[str, Any], generators: dict[str, torch.Generator] | None = None) -> Path:
     state = {
-        "format_version": FORMAT_VERSION,
         "modules": {name: m.state_dict() for name, m in modules.items()},
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -67,22 +108,47 @@ def save(path: Path, *, modules: dict[str, torch.nn.Module], optimizer, schedule
         "config": config,
         "code": {"git_commit": git_commit()},
     }
-    return atomic_torch_save(path, state)
+    return atomic_write_bytes(path, encode(state))
+
+
+def read(path: Path) -> dict[str, Any]:
+    """The state in the checkpoint file ``path``, after checking its envelope and checksum; never
+    executes code from the file. Every problem is one CheckpointError line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
+    try:
+        envelope = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"checkpoint {path} holds objects other than tensors and plain data, so it is not loaded (loading "
+            f"could run code); it is not a checkpoint of this format (version {FORMAT_VERSION}): a checkpoint "
+            f"written by an older version of bayesncl-pyro, or a foreign file") from None
+    except Exception as exc:  # a truncated or foreign file
+        detail = " ".join(str(exc).split())[:200]
+        raise CheckpointError(f"checkpoint {path} cannot be read: truncated or not a checkpoint ({detail})") from None
+    if not isinstance(envelope, dict) or envelope.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path} is not a bayesncl-pyro checkpoint (format version {FORMAT_VERSION})")
+    if envelope.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {path} has format version {envelope.get('format_version')!r}; "
+                              f"this code reads version {FORMAT_VERSION}")
+    payload = envelope.get("payload")
+    if not isinstance(payload, bytes) or hashlib.sha256(payload).hexdigest() != envelope.get("sha256"):
+        raise CheckpointError(f"checkpoint {path} is corrupt: its checksum does not match its contents")
+    try:
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} does not hold a state mapping")
+    return state
 
 
 def load(path: Path, config: dict[str, Any]) -> dict[str, Any]:
-    """Read a checkpoint and check it belongs to a run of this config."""
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # a truncated or foreign file
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc})") from None
-    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
-        found = state.get("format_version") if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(
-            f"checkpoint {path} has format version {found!r}; this code reads version {FORMAT_VERSION}"
-        )
+    """Read a checkpoint (:func:`read`) and check it belongs to a run of this config."""
+    state = read(path)
     mismatches = config_mismatches(state.get("config") or {}, config)
     if mismatches:
         raise CheckpointError(f"checkpoint {path} was written for another configuration: " + "; ".join(mismatches))
