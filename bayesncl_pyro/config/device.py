@@ -7,7 +7,7 @@ import re
 
 import torch
 
-from bayesncl_pyro.config.errors import ConfigError
+from bayesncl_pyro.config.errors import ConfigError, shown
 
 DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"
 PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
@@ -17,16 +17,16 @@ PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
 def resolve_device(name: str) -> torch.device:
     """``auto|cpu|cuda|cuda:N`` -> a device that exists here, or a ConfigError saying why not."""
     if not isinstance(name, str) or re.fullmatch(DEVICE_PATTERN, name) is None:
-        raise ConfigError(f"train.device={name!r} is not allowed; allowed: auto, cpu, cuda, cuda:N")
+        raise ConfigError(f"train.device={shown(name)} is not allowed; allowed: auto, cpu, cuda, cuda:N")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"train.device={name!r} is not available: this machine has no CUDA device; allowed: auto, cpu")
+            raise ConfigError(f"train.device={shown(name)} is not available: this machine has no CUDA device; allowed: auto, cpu")
         index = torch.device(name).index
         if index is not None and index >= torch.cuda.device_count():
             raise ConfigError(
-                f"train.device={name!r} does not exist; this machine has {torch.cuda.device_count()} CUDA device(s)"
+                f"train.device={shown(name)} does not exist; this machine has {torch.cuda.device_count()} CUDA device(s)"
             )
     return torch.device(name)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 from typing import Callable, Generic, Iterable, Iterator, TypeVar
 
-from bayesncl_pyro.config.errors import ConfigError
+from bayesncl_pyro.config.errors import ConfigError, shown
 
 T = TypeVar("T")
 
@@ -47,7 +47,7 @@ class Registry(Generic[T]):
             return self._entries[name]
         except KeyError:
             raise ConfigError(
-                f"{self.kind}={name!r} is not known; allowed: {', '.join(sorted(self._entries))}"
+                f"{self.kind}={shown(name)} is not known; allowed: {', '.join(sorted(self._entries))}"
             ) from None
 
     def names(self) -> list[str]:

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from bayesncl_pyro.config.errors import ConfigError
+from bayesncl_pyro.config.errors import ConfigError, shown
 
 
 @dataclass
@@ -38,7 +38,7 @@ class AugmentConfig:
 
         def require(ok: bool, name: str, allowed: str) -> None:
             if not ok:
-                raise ConfigError(f"{prefix}.{name}={getattr(self, name)!r} is not allowed; allowed: {allowed}")
+                raise ConfigError(f"{prefix}.{name}={shown(getattr(self, name))} is not allowed; allowed: {allowed}")
 
         for f in fields(self):
             value = getattr(self, f.name)

@@ -12,13 +12,18 @@ from typing import Any
 
 from bayesncl_pyro.config import choices
 from bayesncl_pyro.config.device import DEVICE_PATTERN, PRECISIONS
-from bayesncl_pyro.config.errors import ConfigError
+from bayesncl_pyro.config.errors import ConfigError, shown
 from bayesncl_pyro.config.schema import Config, GateConfig
+
+
+MAX_SEED = 2**32 - 1
+"""The largest seed every random generator a run seeds accepts (numpy's takes 32 bits); seeds
+derived from it (per rank, per step) are taken modulo 2**32."""
 
 
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
-        raise ConfigError(f"{key}={value!r} is not allowed; allowed: {allowed}")
+        raise ConfigError(f"{key}={shown(value)} is not allowed; allowed: {allowed}")
 
 
 def _choice(key: str, value: str, registry: Any) -> None:
@@ -88,7 +93,7 @@ def validate(cfg: Config) -> Config:
 
     _require(t.epochs >= 1, "train.epochs", t.epochs, "an integer >= 1")
     _require(t.steps >= 0, "train.steps", t.steps, "an integer >= 0 (0 = no cap)")
-    _require(t.seed >= 0, "train.seed", t.seed, "an integer >= 0")
+    _require(0 <= t.seed <= MAX_SEED, "train.seed", t.seed, f"an integer from 0 to {MAX_SEED} (2**32 - 1)")
     _require(re.fullmatch(DEVICE_PATTERN, t.device) is not None, "train.device", t.device, "auto, cpu, cuda, cuda:N")
     _require(bool(t.out_dir), "train.out_dir", t.out_dir, "a directory path")
     _require(t.precision in PRECISIONS, "train.precision", t.precision, ", ".join(PRECISIONS))
