@@ -35,6 +35,7 @@ SPLITS = ("train", "test")
 CACHE_FOLDER = ".bayesncl-cache"
 CACHE_FORMAT = 1
 DECODE_CHUNK = 256
+IMG_EXTENSIONS = torchvision.datasets.folder.IMG_EXTENSIONS
 TORCHVISION_IO_DEPRECATION = (
     "The image decoding and encoding capabilities of TorchVision are deprecated"
 )
@@ -142,36 +143,123 @@ def load_fashion_mnist(root: str, split: str, download: bool = False) -> ImageDa
     return ImageDataset(images, dataset.targets.to(torch.int64), list(dataset.classes))
 
 
+def _visible(name: str) -> bool:
+    """Hidden names (``.ipynb_checkpoints``, ``.DS_Store``, ``._x.jpg``) are not data."""
+    return not name.startswith(".")
+
+
+def _class_folders(split_dir: Path) -> list[str]:
+    """The sorted names of the visible folders (or links to folders) in ``split_dir``."""
+    try:
+        entries = list(os.scandir(split_dir))
+    except OSError as error:
+        raise DataError(f"{split_dir} cannot be read ({error.strerror})") from None
+    return sorted(entry.name for entry in entries if _visible(entry.name) and entry.is_dir())
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_dev, stat.st_ino
+
+
+def _image_files(class_dir: Path, outside: set[tuple[int, int]]) -> list[Path]:
+    """The image files under ``class_dir`` in ImageFolder's order (directories by path, then
+    names), hidden files and folders left out. Links to folders are followed, but never into a
+    folder already visited or into one of ``outside`` (the split and data folders), so a link
+    loop ends and no folder is listed twice."""
+    visited = set(outside)
+    folders: list[tuple[str, list[str]]] = []
+    pending = [class_dir]
+    while pending:
+        folder = pending.pop()
+        try:
+            identity = _identity(folder)
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        if identity in visited:
+            continue
+        visited.add(identity)
+        names, subfolders = [], []
+        for entry in sorted(entries, key=lambda e: e.name):
+            if not _visible(entry.name):
+                continue
+            if entry.is_dir():
+                subfolders.append(folder / entry.name)
+            elif torchvision.datasets.folder.has_file_allowed_extension(entry.name, IMG_EXTENSIONS):
+                names.append(entry.name)
+        folders.append((str(folder), names))
+        pending.extend(reversed(subfolders))  # depth first, by name: which of two paths to a folder is kept does not vary
+    return [Path(folder) / name for folder, names in sorted(folders) for name in names]
+
+
 def _list_imagefolder(root: Path, split: str) -> tuple[list[Path], list[int], list[str]]:
-    """The split's image files (ImageFolder order: by class, then by name), labels, classes."""
+    """The split's image files (ImageFolder order: by class, then by path), labels, classes.
+
+    Labels are indices of the sorted class folder names, so train and test must hold the same
+    class folders (a difference is an error naming it, never a silent shift of labels). Hidden
+    files and folders are ignored; a file reached twice (through links) is listed once, and one
+    reached from two class folders is an error, its label being ambiguous.
+    """
     split_dir = root / split
     layout = f"expected {root}/{split}/<class>/<image>"
     if not root.is_dir():
         raise DataError(f"data.root {root} does not exist; {layout}")
     if not split_dir.is_dir():
         raise DataError(f"{split_dir} does not exist; {layout}")
-    try:
-        folder = torchvision.datasets.ImageFolder(str(split_dir), allow_empty=True)
-    except FileNotFoundError as error:
-        raise DataError(f"{split_dir} holds no class folders ({error}); {layout}") from error
-    if not folder.samples:
+    classes = _class_folders(split_dir)
+    if not classes:
+        raise DataError(f"{split_dir} holds no class folders; {layout}")
+    other = root / next(s for s in SPLITS if s != split)
+    if other.is_dir():
+        other_classes = _class_folders(other)
+        if other_classes != classes:
+            differences = [f"only in {where.name}: {', '.join(sorted(set(mine) - set(theirs)))}"
+                           for where, mine, theirs in ((split_dir, classes, other_classes),
+                                                       (other, other_classes, classes))
+                           if set(mine) - set(theirs)]
+            raise DataError(
+                f"{split_dir} and {other} hold different class folders ({'; '.join(differences)}); labels "
+                f"are indices of the sorted class names, so both splits must hold the same class folders"
+            )
+    files: list[Path] = []
+    labels: list[int] = []
+    owner: dict[tuple[int, int], tuple[int, Path]] = {}
+    outside = {_identity(root), _identity(split_dir)}
+    for label, name in enumerate(classes):
+        for path in _image_files(split_dir / name, outside):
+            try:
+                identity = _identity(path)
+            except OSError:  # a dangling link: listed, and named when it fails to decode
+                identity = None
+            if identity is not None and identity in owner:
+                first_label, first = owner[identity]
+                if first_label == label:
+                    continue
+                raise DataError(
+                    f"{path} and {first} are the same file, in class folders {classes[first_label]!r} and "
+                    f"{name!r}; its label is ambiguous: keep it in one class folder"
+                )
+            if identity is not None:
+                owner[identity] = (label, path)
+            files.append(path)
+            labels.append(label)
+    if not files:
         raise DataError(
-            f"{split_dir} holds no images; {layout} with extensions "
-            f"{', '.join(torchvision.datasets.folder.IMG_EXTENSIONS)}"
+            f"{split_dir} holds no images; {layout} with extensions {', '.join(IMG_EXTENSIONS)}"
         )
-    if len(folder.classes) < 2:
+    if len(classes) < 2:
         raise DataError(
-            f"{split_dir} has one class folder ({folder.classes[0]!r}); "
+            f"{split_dir} has one class folder ({classes[0]!r}); "
             f"an ImageFolder needs at least 2 classes: {layout}"
         )
-    empty = sorted(set(folder.classes) - {folder.classes[t] for _, t in folder.samples})
+    empty = sorted(set(classes) - {classes[label] for label in labels})
     if empty:
         raise DataError(
             f"{split_dir}: class folders {empty} hold no images; "
             f"every class folder needs at least one"
         )
-    files = [Path(path) for path, _ in folder.samples]
-    return files, [label for _, label in folder.samples], list(folder.classes)
+    return files, labels, classes
 
 
 def _tree_key(split_dir: Path, files: list[Path], classes: list[str]) -> str:
@@ -328,7 +416,7 @@ def _report_corrupt(split_dir: Path, corrupt: list[tuple[Path, str]], skip_corru
         raise DataError(
             f"{path} is not a readable image ({error}); "
             f"{len(corrupt)} file(s) in {split_dir} fail. "
-            f"Remove or replace them, or pass skip_corrupt=True to skip them"
+            f"Remove or replace them, or set data.skip_corrupt=true to skip them"
         )
     names = ", ".join(str(path) for path, _ in corrupt[:5])
     more = f" and {len(corrupt) - 5} more" if len(corrupt) > 5 else ""
