@@ -54,7 +54,7 @@ def test_rng_states_round_trip_exactly():
 
 @pytest.mark.parametrize("damage,message", [
     (lambda data: b"", "is empty"),
-    (lambda data: data[: len(data) // 2], "truncated or not a checkpoint"),
+    (lambda data: data[: len(data) // 2], "is damaged .truncated or corrupted. or not a checkpoint"),
     (lambda data: data[:-4000] + bytes([data[-4000] ^ 0x01]) + data[-3999:], "checksum does not match"),
 ])
 def test_damaged_files_are_named_in_one_line(run, tmp_path, damage, message):
@@ -93,3 +93,24 @@ def test_an_old_format_checkpoint_gets_a_clear_message(run, tmp_path):
         checkpoints.read(path)
     shutil.copy(run / "last.pt", path)
     assert checkpoints.read(path)["step"] == 4
+
+
+def test_every_torch_load_in_the_package_is_weights_only():
+    """No file a user can hand over is unpickled with code: each ``torch.load`` of the package
+    passes ``weights_only=True`` (checkpoints go through ``checkpoints.read``, image caches
+    through the same flag)."""
+    import ast
+    from pathlib import Path
+
+    import bayesncl_pyro
+
+    calls = []
+    for path in Path(bayesncl_pyro.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load"
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch"):
+                flags = {k.arg: k.value for k in node.keywords}
+                safe = isinstance(flags.get("weights_only"), ast.Constant) and flags["weights_only"].value is True
+                calls.append((path.name, node.lineno, safe))
+    assert calls and all(safe for *_, safe in calls), calls
+    assert {name for name, *_ in calls} == {"checkpoints.py", "vision.py"}

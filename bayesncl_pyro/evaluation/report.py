@@ -11,20 +11,18 @@ import base64
 import csv
 import datetime
 import html
-import json
 import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from bayesncl_pyro.config import read_yaml_mapping
 from bayesncl_pyro.config.errors import CheckpointError
 from bayesncl_pyro.evaluation import gate_posterior, plots
 from bayesncl_pyro.evaluation.evaluate import FEATURE_SETS, metric_names, result_files
 from bayesncl_pyro.storage import run_directory
-from bayesncl_pyro.storage.atomic import atomic_write_text
+from bayesncl_pyro.storage.atomic import atomic_write_text, read_json
 from bayesncl_pyro.storage.metrics_log import read_metrics
 
 REPORT_FILE = "report.html"
@@ -54,7 +52,7 @@ class RunArtifacts:
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path, "result file")
 
 
 def load_artifacts(path: str | Path, label: str | None = None) -> RunArtifacts:
@@ -70,7 +68,7 @@ def load_artifacts(path: str | Path, label: str | None = None) -> RunArtifacts:
             summary = list(csv.DictReader(handle))
     figures = {key: path / name for key, (name, _) in FIGURES.items() if (path / name).is_file()}
     return RunArtifacts(
-        path=path, label=label or path.name, config=yaml.safe_load(config_file.read_text()),
+        path=path, label=label or path.name, config=read_yaml_mapping(config_file, "run config", CheckpointError),
         metrics=read_metrics(path), evaluation=_read_json(path / result_files(False)[0]),
         evaluation_init=_read_json(path / result_files(True)[0]), gate_summary=summary, figures=figures,
     )

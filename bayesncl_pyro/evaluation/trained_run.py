@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from bayesncl_pyro.config import Config
+from bayesncl_pyro.config.errors import CheckpointError
 from bayesncl_pyro.config.device import resolve_device
 from bayesncl_pyro.data.augment import EvalTransform
 from bayesncl_pyro.data.dataset import ImageDataset
@@ -32,12 +33,14 @@ class TrainedRun:
 
 def load_trained(path: str | Path, device: str | None = None, checkpoint_name: str = run_directory.LAST_CHECKPOINT,
                  untrained: bool = False) -> TrainedRun:
-    """Rebuild the network of the run in ``path`` and load its checkpoint, in eval mode.
+    """Rebuild the network of the run in ``path`` and load its checkpoint, in eval mode. A
+    damaged checkpoint (the error names the newest intact one) or one holding a non-finite
+    weight or buffer is refused with a CheckpointError.
 
     ``untrained=True`` skips the checkpoint: the same network at its seeded initialisation
     (what the metrics "at initialisation" are measured on).
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     cfg = run_directory.read_config(path)
     dev = resolve_device(device or cfg.train.device)
     train_set = load_split(cfg.data, "train")
@@ -48,8 +51,14 @@ def load_trained(path: str | Path, device: str | None = None, checkpoint_name: s
     classifier = online_classifier(net.feature_dim, train_set.num_classes, cfg.train.seed)
     step = 0
     if not untrained:
-        state = checkpoints.load(path / checkpoint_name, cfg.to_dict())
-        checkpoints.restore_modules(state, {"net": net, "classifier": classifier}, path / checkpoint_name)
+        file, state = checkpoints.read_for_evaluation(path, checkpoint_name)
+        checkpoints.check_config(state, cfg.to_dict(), file)
+        modules = {"net": net, "classifier": classifier}
+        checkpoints.restore_modules(state, modules, file)
+        bad = checkpoints.modules_non_finite(modules)
+        if bad is not None:
+            raise CheckpointError(f"checkpoint {file} holds NaN or infinite values ({bad}); a network with "
+                                  "non-finite weights or buffers is not evaluated")
         step = int(state["step"])
     net.to(dev).eval()
     classifier.to(dev).eval()

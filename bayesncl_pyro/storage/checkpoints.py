@@ -12,6 +12,7 @@ import hashlib
 import io
 import pickle
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,10 @@ import numpy as np
 import torch
 
 from bayesncl_pyro.config import flatten
-from bayesncl_pyro.config.errors import CheckpointError
+from bayesncl_pyro.config.errors import CheckpointError, clip, shown
 from bayesncl_pyro.storage.atomic import atomic_write_bytes
 from bayesncl_pyro.storage.environment import git_commit
+from bayesncl_pyro.storage.run_directory import LAST_CHECKPOINT, epoch_checkpoints
 
 FORMAT = "bayesncl-pyro checkpoint"
 FORMAT_VERSION = 2
@@ -32,6 +34,11 @@ MAY_CHANGE_ON_RESUME = frozenset({
     "train.checkpoint_every", "train.max_bad_steps", "train.distributed", "train.compile", "train.eval_every",
     "data.root", "data.eval_batch_size", "data.download", "data.cache_dir", "data.skip_corrupt",
 })
+
+
+FIELDS = {"modules": dict, "optimizer": dict, "scheduler": dict, "rng": dict, "step": int, "epoch": int,
+          "config": dict}
+"""The fields every checkpoint holds, with their types (``scaler`` too: None without float16)."""
 
 
 def config_mismatches(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -126,38 +133,149 @@ def read(path: Path) -> dict[str, Any]:
             f"checkpoint {path} holds objects other than tensors and plain data, so it is not loaded (loading "
             f"could run code); it is not a checkpoint of this format (version {FORMAT_VERSION}): a checkpoint "
             f"written by an older version of bayesncl-pyro, or a foreign file") from None
-    except Exception as exc:  # a truncated or foreign file
-        detail = " ".join(str(exc).split())[:200]
-        raise CheckpointError(f"checkpoint {path} cannot be read: truncated or not a checkpoint ({detail})") from None
+    except Exception as exc:  # a truncated, corrupted or foreign file
+        detail = clip(str(exc))
+        raise CheckpointError(f"checkpoint {path} cannot be read: it is damaged (truncated or corrupted) or not a "
+                              f"checkpoint ({detail})") from None
+    if isinstance(envelope, dict) and "format" not in envelope and {"modules", "step"} <= set(envelope):
+        raise CheckpointError(f"checkpoint {path} was written by an older version of bayesncl-pyro (format 1); "
+                              f"this version reads format {FORMAT_VERSION}: continue it with the version that "
+                              "wrote it, or train again")
     if not isinstance(envelope, dict) or envelope.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path} is not a bayesncl-pyro checkpoint (format version {FORMAT_VERSION})")
     if envelope.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {path} has format version {envelope.get('format_version')!r}; "
+        raise CheckpointError(f"checkpoint {path} has format version {shown(envelope.get('format_version'))}; "
                               f"this code reads version {FORMAT_VERSION}")
     payload = envelope.get("payload")
     if not isinstance(payload, bytes) or hashlib.sha256(payload).hexdigest() != envelope.get("sha256"):
         raise CheckpointError(f"checkpoint {path} is corrupt: its checksum does not match its contents")
     try:
         state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"checkpoint {path} cannot be read: its state holds objects other than tensors and "
+                              "plain data, so it is not loaded (loading could run code)") from None
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} does not hold a state mapping")
+    for name, kind in FIELDS.items():
+        if name not in state:
+            raise CheckpointError(f"checkpoint {path} is incomplete: it lacks the field {name!r} "
+                                  f"(it has: {', '.join(map(str, state)) or 'nothing'})")
+        if not isinstance(state[name], kind) or isinstance(state[name], bool):
+            raise CheckpointError(f"checkpoint {path} is damaged: its field {name!r} is a "
+                                  f"{type(state[name]).__name__}, not a {kind.__name__}")
+    if "scaler" not in state:
+        raise CheckpointError(f"checkpoint {path} is incomplete: it lacks the field 'scaler'")
     return state
+
+
+def check_config(state: dict[str, Any], config: dict[str, Any], path: Path) -> None:
+    """Refuse a checkpoint written for another configuration, listing the differing keys."""
+    mismatches = config_mismatches(state.get("config") or {}, config)
+    if mismatches:
+        raise CheckpointError(f"checkpoint {path} was written for another configuration: " + "; ".join(mismatches))
 
 
 def load(path: Path, config: dict[str, Any]) -> dict[str, Any]:
     """Read a checkpoint (:func:`read`) and check it belongs to a run of this config."""
     state = read(path)
-    mismatches = config_mismatches(state.get("config") or {}, config)
-    if mismatches:
-        raise CheckpointError(f"checkpoint {path} was written for another configuration: " + "; ".join(mismatches))
+    check_config(state, config, path)
     return state
+
+
+def first_non_finite(tensors: dict[str, Any], prefix: str = "") -> str | None:
+    """The name of the first floating-point tensor in a (nested) state dict that holds a NaN or
+    an infinity, or None when all are finite."""
+    for name, value in tensors.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict):
+            found = first_non_finite(value, key + ".")
+            if found is not None:
+                return found
+        elif isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return key
+    return None
+
+
+def modules_non_finite(modules: dict[str, torch.nn.Module]) -> str | None:
+    """The first parameter or buffer (``net.backbone...``) of ``modules`` that is not finite."""
+    return first_non_finite({name: module.state_dict() for name, module in modules.items()})
+
+
+@dataclass
+class ResumePoint:
+    """Where a resumed run continues: the checkpoint ``path`` and its ``state`` (both None when
+    the run has no checkpoint yet), and ``notes`` saying why it is not ``last.pt`` if so."""
+
+    path: Path | None
+    state: dict[str, Any] | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def step(self) -> int:
+        return 0 if self.state is None else int(self.state["step"])
+
+
+def _damage(error: CheckpointError, path: Path) -> str:
+    """A read error without the leading ``checkpoint PATH`` (the caller names the file)."""
+    return str(error).removeprefix(f"checkpoint {path} ")
+
+
+def newest_intact(run: Path) -> tuple[ResumePoint | None, list[str]]:
+    """The newest ``epoch_NNNN.pt`` of ``run`` that reads back intact (None if none does), and
+    what is wrong with each newer one."""
+    damaged = []
+    for path in epoch_checkpoints(run):
+        try:
+            return ResumePoint(path, read(path)), damaged
+        except CheckpointError as error:
+            damaged.append(f"{path.name} {_damage(error, path)}")
+    return None, damaged
+
+
+def resume_point(run: Path) -> ResumePoint:
+    """The checkpoint a resume of ``run`` continues from: ``last.pt`` when it reads back intact,
+    else the newest intact ``epoch_NNNN.pt`` (the notes say so); no checkpoint at all is a
+    ResumePoint of step 0. Raises CheckpointError when there are checkpoints but none is intact."""
+    last = run / LAST_CHECKPOINT
+    try:
+        return ResumePoint(last, read(last))
+    except CheckpointError as error:
+        problem = f"{last} is missing" if not last.exists() else f"{last} {_damage(error, last)}"
+    fallback, damaged = newest_intact(run)
+    if fallback is not None:
+        skipped = f" ({'; '.join(damaged)})" if damaged else ""
+        fallback.notes.append(f"{problem}; continuing from {fallback.path}, the newest intact checkpoint "
+                              f"(step {fallback.step}){skipped}")
+        return fallback
+    if not last.exists() and not damaged:
+        return ResumePoint(None, None, [f"{run} holds no checkpoint yet (the run stopped before its first one); "
+                                        "starting it again from step 0"])
+    others = f"; {'; '.join(damaged)}" if damaged else ""
+    raise CheckpointError(f"{problem}{others}; no intact checkpoint is left to continue from: to start the run "
+                          f"again from step 0, move the damaged checkpoint(s) out of {run} and --resume again")
+
+
+def read_for_evaluation(run: Path, name: str = LAST_CHECKPOINT) -> tuple[Path, dict[str, Any]]:
+    """Read checkpoint ``name`` of ``run``; when it is damaged, the error names the newest
+    intact ``epoch_NNNN.pt`` (an evaluation never silently takes an older checkpoint)."""
+    path = run / name
+    try:
+        return path, read(path)
+    except CheckpointError as error:
+        fallback, _ = newest_intact(run)
+        if fallback is None or fallback.path == path:
+            raise
+        raise CheckpointError(f"{error}; the newest intact checkpoint is {fallback.path} (step {fallback.step}), "
+                              f"which bayesncl-train --resume {run} would continue from") from None
 
 
 def restore_modules(state: dict[str, Any], modules: dict[str, torch.nn.Module], path: Path) -> None:
     """Load each module's weights, turning a checkpoint that does not fit this code (renamed or
     reshaped parameters) into a CheckpointError that names what is missing or extra."""
+    if not isinstance(state.get("modules"), dict):
+        raise CheckpointError(f"checkpoint {path} holds no module weights")
     for name, module in modules.items():
         try:
             module.load_state_dict(state["modules"][name])
@@ -165,5 +283,5 @@ def restore_modules(state: dict[str, Any], modules: dict[str, torch.nn.Module], 
             raise CheckpointError(f"checkpoint {path} holds no weights for {name!r}; it has: "
                                   f"{', '.join(state['modules'])}") from None
         except RuntimeError as exc:
-            detail = " ".join(str(exc).split())[:300]
+            detail = clip(exc, 300)
             raise CheckpointError(f"checkpoint {path} does not fit this code's {name!r} ({detail})") from None

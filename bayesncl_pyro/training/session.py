@@ -14,7 +14,7 @@ from torch import nn
 from bayesncl_pyro.config import Config
 from bayesncl_pyro.config.choices import OPTIMIZERS
 from bayesncl_pyro.config.device import resolve_device
-from bayesncl_pyro.config.errors import BayesNCLError
+from bayesncl_pyro.config.errors import BayesNCLError, CheckpointError, clip
 from bayesncl_pyro.data.augment import BatchAugment, EvalTransform
 from bayesncl_pyro.data.sources import load_split, normalization
 from bayesncl_pyro.inference.bayesncl import BayesNCL
@@ -74,16 +74,21 @@ class Session:
                          epoch=step // self.steps_per_epoch, config=self.cfg.to_dict(),
                          generators=self.generators())
 
-    def restore(self, run: Path) -> int:
-        """Load ``last.pt`` of ``run`` into this session; returns the step it was saved at."""
-        path = run / LAST_CHECKPOINT
-        state = checkpoints.load(path, self.cfg.to_dict())
+    def restore(self, state: dict[str, Any], path: Path) -> int:
+        """Load a checkpoint's ``state`` (read from ``path``) into this session; returns the step
+        it was saved at. A state that does not fit this run is one CheckpointError naming ``path``."""
+        checkpoints.check_config(state, self.cfg.to_dict(), path)
         checkpoints.restore_modules(state, self.modules(), path)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler is not None and state["scaler"] is not None:
-            self.scaler.load_state_dict(state["scaler"])
-        checkpoints.set_rng_state(state["rng"], self.generators())
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            if self.scaler is not None and state["scaler"] is not None:
+                self.scaler.load_state_dict(state["scaler"])
+            checkpoints.set_rng_state(state["rng"], self.generators())
+        except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as exc:
+            detail = clip(exc, 200)
+            raise CheckpointError(f"checkpoint {path} does not fit this run: its optimizer, schedule or "
+                                  f"random state cannot be restored ({type(exc).__name__}: {detail})") from None
         return int(state["step"])
 
 
