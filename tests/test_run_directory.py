@@ -200,6 +200,7 @@ def test_storage_errors_name_the_path_and_the_free_space(tmp_path):
     target = tmp_path / "run" / "last.pt"
     full = storage_error(OSError(errno.ENOSPC, "No space left on device"), target)
     assert str(full).startswith(f"cannot write {target}: no space left on the device (") and "free on" in str(full)
+    assert isinstance(full, OSError)  # code that falls back on an OS failure (a read-only data tree) still does
     assert "read-only" in str(storage_error(OSError(errno.EROFS, "Read-only file system"), target))
     (tmp_path / "file").write_text("x")
     with pytest.raises(StorageError, match="file is a file, not a directory"):

@@ -40,9 +40,10 @@ class CheckpointError(BayesNCLError):
     """A checkpoint or run directory does not match what was asked for."""
 
 
-class StorageError(BayesNCLError):
+class StorageError(BayesNCLError, OSError):
     """A file or directory cannot be written (full disk, read-only, a file in the way) or is
-    in use by another process; the message names the path."""
+    in use by another process; the message names the path. An OSError too, so that code that
+    falls back on an operating-system failure (a read-only data tree) still does."""
 
 
 class NonFiniteStep(BayesNCLError, FloatingPointError):

@@ -117,7 +117,7 @@ def atomic_write_file(path: str | os.PathLike, write: Callable[[Path], None]) ->
     except BaseException as error:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        if isinstance(error, OSError):
+        if isinstance(error, OSError) and not isinstance(error, StorageError):
             raise storage_error(error, path) from None
         raise
     try:  # make the rename itself durable
