@@ -89,8 +89,8 @@ CASES = {
     "seed too large for numpy": Case("train", fresh("train.seed=4294967296"), ["train.seed", "4294967295"]),
     "negative seed": Case("train", fresh("train.seed=-1"), ["train.seed", "from 0 to"]),
     "inspect seed out of range": Case("inspect", ["{run}", "--seed", "4294967296"], ["--seed", "4294967295"]),
-    "a huge value stays a short message": Case("train", fresh("data.name=" + "x" * 20000), ["data.name", "…"]),
-    "a huge key stays a short message": Case("train", fresh("y" * 20000 + "=1"), ["unknown config key", "…"]),
+    "a huge value stays a short message": Case("train", fresh("data.name=" + "x" * 20000), ["data.name", "… (cut; 20002 characters in all)"]),
+    "a huge key stays a short message": Case("train", fresh("y" * 20000 + "=1"), ["unknown config key", "… (cut;"]),
     "unknown option": Case("train", [*FRESH, "--no-such-option"], ["--no-such-option", "--help"]),
     # --- config files ---
     "missing config file": Case("train", ["--config", "{base}/nope.yaml"], ["nope.yaml", "does not exist"]),

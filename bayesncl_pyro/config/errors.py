@@ -14,9 +14,9 @@ def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
 
 
 def clip(text: object, limit: int = 160) -> str:
-    """``text`` on one line, cut to ``limit`` characters (marked ``…``) for a message."""
+    """``text`` on one line, cut to ``limit`` characters for a message, saying so."""
     text = " ".join(str(text).split())
-    return text if len(text) <= limit else f"{text[:limit]}…"
+    return text if len(text) <= limit else f"{text[:limit]}… (cut; {len(text)} characters in all)"
 
 
 def shown(value: object, limit: int = 80) -> str:

@@ -36,9 +36,9 @@ MAY_CHANGE_ON_RESUME = frozenset({
 })
 
 
-FIELDS = {"modules": dict, "optimizer": dict, "scheduler": dict, "rng": dict, "step": int, "epoch": int,
-          "config": dict}
-"""The fields every checkpoint holds, with their types (``scaler`` too: None without float16)."""
+FIELDS = {"modules": dict, "optimizer": dict, "scheduler": dict, "scaler": object, "rng": dict, "step": int,
+          "epoch": int, "config": dict}
+"""The fields every checkpoint holds, with their types (``scaler`` is None without float16)."""
 
 
 def config_mismatches(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -165,8 +165,6 @@ def read(path: Path) -> dict[str, Any]:
         if not isinstance(state[name], kind) or isinstance(state[name], bool):
             raise CheckpointError(f"checkpoint {path} is damaged: its field {name!r} is a "
                                   f"{type(state[name]).__name__}, not a {kind.__name__}")
-    if "scaler" not in state:
-        raise CheckpointError(f"checkpoint {path} is incomplete: it lacks the field 'scaler'")
     return state
 
 

@@ -46,15 +46,17 @@ def epoch_checkpoint(run: Path, epoch: int) -> Path:
 
 
 def epoch_checkpoints(run: Path) -> list[Path]:
-    """The run's ``epoch_NNNN.pt`` files, newest first."""
-    return sorted(Path(run).glob(EPOCH_CHECKPOINTS), reverse=True)
+    """The run's ``epoch_NNNN.pt`` files, newest first (by epoch number, past 9999 too)."""
+    numbered = [(int(p.stem[len("epoch_"):]), p) for p in Path(run).glob(EPOCH_CHECKPOINTS)
+                if p.stem[len("epoch_"):].isdigit()]
+    return [p for _, p in sorted(numbered, reverse=True)]
 
 
 def run_files(run: Path) -> list[str]:
     """The names of the files a training run writes that ``run`` holds."""
     fixed = [name for name in (CONFIG_FILE, ENV_FILE, METRICS_FILE, LAST_CHECKPOINT, SUMMARY_FILE)
              if (run / name).exists()]
-    return fixed + [p.name for p in sorted(run.glob(EPOCH_CHECKPOINTS))]
+    return fixed + [p.name for p in reversed(epoch_checkpoints(run))]
 
 
 class RunLock:
