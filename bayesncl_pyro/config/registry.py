@@ -125,12 +125,16 @@ class Registry(Generic[T]):
 
     def allowed(self, name: object = None) -> str:
         """What the table accepts, for an error message about ``name``: every name, each family
-        with its members, and the closest names to ``name``."""
+        (with all its members when ``name`` is in it), and the closest names to ``name``."""
         self._load()
         every = sorted(self._entries) + [f"{p}:{m}" for p in sorted(self._families) for m in self._families[p].members()]
         text = ", ".join(sorted(self._entries))
         for prefix in sorted(self._families):
-            text += f"; {prefix}:<name> with <name> one of {', '.join(self._families[prefix].members())}"
+            members = list(self._families[prefix].members())
+            if isinstance(name, str) and name.startswith(f"{prefix}:"):
+                text += f"; {prefix}:<name> with <name> one of {', '.join(members)}"
+            else:
+                text += f"; {prefix}:<name> for any of {len(members)} names, e.g. {prefix}:{members[0]}"
         close = difflib.get_close_matches(name, every, n=3, cutoff=0.75) if isinstance(name, str) else []
         return text + (f" (closest: {', '.join(close)})" if close else "")
 
