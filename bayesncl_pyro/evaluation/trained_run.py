@@ -1,6 +1,7 @@
 """A finished (or checkpointed) run, loaded back for evaluation and inspection."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +47,8 @@ def load_trained(path: str | Path, device: str | None = None, checkpoint_name: s
     test_set = load_split(cfg.data, "test")
     mean, std = normalization(cfg.data, train_set)
     if run_directory.read_preprocessing(path) is None:
-        run_directory.write_preprocessing(path, cfg.data.image_size, mean, std)
+        with contextlib.suppress(OSError):  # a read-only run directory stays as it is
+            run_directory.write_preprocessing(path, cfg.data.image_size, mean, std)
     torch.manual_seed(cfg.train.seed)
     net = BayesNCL(cfg, load_weights=untrained)
     classifier = online_classifier(net.feature_dim, train_set.num_classes, cfg.train.seed)
