@@ -51,12 +51,14 @@ def _keep_epoch_checkpoint(run: Path, epoch: int, keep: int) -> None:
 
 def _train(cfg: Config, ctx: DistributedContext, resume: bool, progress: bool) -> dict[str, Any]:
     t = cfg.train
-    s = build(cfg, ctx)
+    s = build(cfg, ctx, resume)
     run = Path(t.out_dir)
     prepared: BaseException | None = None
     if ctx.is_main:
         try:
             run_directory.prepare(cfg, resume)
+            transform = s.eval_transform
+            run_directory.write_preprocessing(run, transform.size, transform.mean.tolist(), transform.std.tolist())
         except BaseException as exc:  # every rank must learn of it, or they wait at the barrier
             prepared = exc
     if not ctx.agree(prepared is None):
