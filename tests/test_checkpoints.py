@@ -97,8 +97,8 @@ def test_an_old_format_checkpoint_gets_a_clear_message(run, tmp_path):
 
 def test_every_torch_load_in_the_package_is_weights_only():
     """No file a user can hand over is unpickled with code: each ``torch.load`` of the package
-    passes ``weights_only=True`` (checkpoints go through ``checkpoints.read``, image caches
-    through the same flag)."""
+    passes ``weights_only=True`` (checkpoints go through ``checkpoints.read``; image caches and
+    ``model.weights`` files take the same flag)."""
     import ast
     from pathlib import Path
 
@@ -113,4 +113,4 @@ def test_every_torch_load_in_the_package_is_weights_only():
                 safe = isinstance(flags.get("weights_only"), ast.Constant) and flags["weights_only"].value is True
                 calls.append((path.name, node.lineno, safe))
     assert calls and all(safe for *_, safe in calls), calls
-    assert {name for name, *_ in calls} == {"checkpoints.py", "vision.py"}
+    assert {"checkpoints.py", "vision.py"} <= {name for name, *_ in calls}

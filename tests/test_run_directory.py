@@ -232,3 +232,19 @@ def test_every_derived_seed_stays_in_range():
         assert 0 <= seed <= MAX_SEED
         pyro.set_rng_seed(seed)
     assert DistributedContext(rank=1, world_size=2).seed(5, step=2) == 5 + 1_000_003 + 2
+
+
+def test_from_run_refuses_a_non_finite_network_and_names_the_intact_checkpoint(tmp_path_factory):
+    from bayesncl_pyro import BayesNCL, CheckpointError
+
+    run = tiny_run(tmp_path_factory, "from_run", "train.steps=8")  # last.pt and epoch_0001.pt
+    state = checkpoints.read(run / "last.pt")
+    name = next(k for k in state["modules"]["net"] if k.endswith("running_mean"))
+    state["modules"]["net"][name][0] = float("inf")
+    (run / "last.pt").write_bytes(checkpoints.encode(state))
+    with pytest.raises(CheckpointError, match=f"NaN or infinite values \\(net.{name}\\)"):
+        BayesNCL.from_run(run)
+    (run / "last.pt").write_bytes((run / "last.pt").read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="newest intact checkpoint is .*epoch_0001.pt \\(step 8\\)"):
+        BayesNCL.from_run(run)
+    assert BayesNCL.from_run(run, checkpoint="epoch_0001.pt").training is False

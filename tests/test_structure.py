@@ -21,7 +21,7 @@ ALLOWED = {
     "distributions": {"config"},
     "storage": {"config"},
     "data": {"config", "storage"},
-    "inference": {"config", "networks", "distributions"},
+    "inference": {"config", "networks", "distributions", "storage", "data"},
     "guides": {"config", "distributions", "inference"},
     "models": {"config", "distributions", "inference", "guides"},
     "evaluation": {"config", "data", "inference", "storage", "networks", "distributions"},

@@ -94,8 +94,17 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    """The networks. ``backbone`` is a registered name (``convnet``, ``resnet18``, ...) or
+    ``torchvision:<name>``; ``weights`` a local state-dict file loaded into the backbone when the
+    network is first built; ``freeze_backbone`` trains only projector, gates and the online probe
+    on the backbone as it was built (eval mode, no gradient); ``small_stem`` gives a torchvision
+    ResNet-family backbone the 3x3 stride-1 first convolution without max-pool of 32x32 recipes."""
+
     backbone: str = "convnet"
     convnet_width: int = 64
+    weights: str = ""
+    freeze_backbone: bool = False
+    small_stem: bool = False
     proj_hidden: int = 2048
     proj_dim: int = 256
     nonneg: str = "relu"

@@ -27,7 +27,7 @@ def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
 
 
 def _choice(key: str, value: str, registry: Any) -> None:
-    _require(value in registry, key, value, ", ".join(registry.names()))
+    _require(value in registry, key, value, registry.allowed(value))
 
 
 def _finite(value: float) -> bool:
@@ -53,6 +53,9 @@ def validate(cfg: Config) -> Config:
 
     _choice("model.backbone", m.backbone, choices.BACKBONES)
     _require(m.convnet_width >= 1, "model.convnet_width", m.convnet_width, "an integer >= 1")
+    _require(not m.small_stem or m.backbone.startswith("torchvision:"), "model.small_stem", m.small_stem,
+             f"false with model.backbone={m.backbone} (the small stem is for torchvision:<ResNet-family name>; "
+             "resnet18 has it built in)")
     _require(m.proj_hidden >= 1, "model.proj_hidden", m.proj_hidden, "an integer >= 1")
     _require(m.proj_dim >= 2, "model.proj_dim", m.proj_dim, "an integer >= 2")
     _choice("model.nonneg", m.nonneg, choices.NONNEG)

@@ -10,6 +10,9 @@ per-channel statistics for that step.
 
 ImageFolder trees are decoded once (JPEG/PNG/WebP/GIF by ``torchvision.io.decode_image``,
 other formats through PIL) and the stacked tensor is cached, so later runs start in seconds.
+Through the config (``data.name=imagefolder``) every image is resized to ``data.image_size``
+square as it is decoded (bilinear, antialiased; the whole image, aspect not kept), so trees of
+any and mixed sizes load; one size is cached per ``data.image_size``.
 """
 from __future__ import annotations
 
@@ -25,10 +28,12 @@ import torch
 import torchvision
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2.functional import resize
 from tqdm.auto import tqdm
 
 from bayesncl_pyro.config.errors import DataError
 from bayesncl_pyro.data.dataset import ImageDataset
+from bayesncl_pyro.data.status import status
 from bayesncl_pyro.storage.atomic import atomic_torch_save
 
 SPLITS = ("train", "test")
@@ -331,6 +336,19 @@ def _decode_file(path: Path) -> torch.Tensor:
         return torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous()
 
 
+def _to_size(image: torch.Tensor, size: int | None) -> torch.Tensor:
+    """uint8 [3, H, W] -> [3, size, size] (bilinear, antialiased); unchanged without ``size`` or
+    when it is that size already."""
+    if size is None or image.shape[-2:] == (size, size):
+        return image
+    return resize(image, [size, size], antialias=True)
+
+
+def _sized_key(key: str, size: int | None) -> str:
+    """The cache key of a tree stored at ``size`` (the tree's own key when kept at its own size)."""
+    return key if size is None else hashlib.sha256(f"{key}\nsize {size}".encode()).hexdigest()
+
+
 def _decode_workers() -> int:
     """Threads for decoding; ``decode_image`` releases the GIL, so they overlap on several cores."""
     if hasattr(os, "sched_getaffinity"):
@@ -346,14 +364,14 @@ def _error_text(error: Exception) -> str:
 
 
 def _decode_reference(
-    files: list[Path], split_dir: Path
+    files: list[Path], split_dir: Path, size: int | None = None
 ) -> tuple[int, torch.Tensor, list[tuple[Path, str]]]:
     """The first decodable file's index and image (its size is the split's size), and the
     corrupt files before it."""
     corrupt: list[tuple[Path, str]] = []
     for index, path in enumerate(files):
         try:
-            return index, _decode_file(path), corrupt
+            return index, _to_size(_decode_file(path), size), corrupt
         except Exception as error:
             corrupt.append((path, _error_text(error)))
     raise DataError(
@@ -362,13 +380,15 @@ def _decode_reference(
     )
 
 
-def _decode_all(files: list[Path], split_dir: Path) -> tuple[torch.Tensor, list[tuple[Path, str]]]:
-    """Decode every file into one uint8 [N, 3, H, W] tensor, in parallel chunks.
+def _decode_all(files: list[Path], split_dir: Path,
+                size: int | None = None) -> tuple[torch.Tensor, list[tuple[Path, str]]]:
+    """Decode every file into one uint8 [N, 3, H, W] tensor, in parallel chunks, each image
+    resized to ``size`` square when that is given.
 
     Returns the tensor (rows of corrupt files left zero) and the corrupt files, in file order,
-    with their errors. All images must share the size of the first decodable one.
+    with their errors. Without ``size`` all images must share the size of the first decodable one.
     """
-    first, reference, corrupt = _decode_reference(files, split_dir)
+    first, reference, corrupt = _decode_reference(files, split_dir, size)
     images = torch.zeros((len(files), *reference.shape), dtype=torch.uint8)
     images[first] = reference
     wrong_size: dict[int, torch.Size] = {}
@@ -378,7 +398,7 @@ def _decode_all(files: list[Path], split_dir: Path) -> tuple[torch.Tensor, list[
         stop = min(start + DECODE_CHUNK, len(files))
         for index in range(start, stop):
             try:
-                image = _decode_file(files[index])
+                image = _to_size(_decode_file(files[index]), size)
             except Exception as error:
                 failed[index] = _error_text(error)
                 continue
@@ -398,8 +418,8 @@ def _decode_all(files: list[Path], split_dir: Path) -> tuple[torch.Tensor, list[
         raise DataError(
             f"{files[index]} is {_size(wrong_size[index])} but {files[first]} is "
             f"{_size(reference.shape)}; all images of an ImageFolder split must share one size "
-            f"({len(wrong_size)} file(s) differ); "
-            f"resize them beforehand (e.g. ImageNet-100 to 64x64 or 224x224)"
+            f"({len(wrong_size)} file(s) differ); set data.image_size=N (image_size=N in Python) to "
+            f"resize every image to NxN as it is decoded, or resize them beforehand"
         )
     return images, corrupt + [(files[index], failed[index]) for index in sorted(failed)]
 
@@ -424,14 +444,16 @@ def _report_corrupt(split_dir: Path, corrupt: list[tuple[Path, str]], skip_corru
 
 
 def load_imagefolder(
-    root: str, split: str, skip_corrupt: bool = False, cache_dir: str | None = None
+    root: str, split: str, skip_corrupt: bool = False, cache_dir: str | None = None,
+    image_size: int | None = None,
 ) -> ImageDataset:
     """A ``root/<split>/<class>/<image>`` tree, decoded once and cached.
 
     Returns uint8 [N, 3, H, W]; labels are ImageFolder's class indices (class folders sorted
-    by name), so train and test must hold the same class folders. All images must share one
-    size (pre-resize large datasets such as ImageNet-100; a ``val`` folder can be linked as
-    ``test``).
+    by name), so train and test must hold the same class folders (a ``val`` folder can be
+    linked as ``test``). With ``image_size`` every image is resized to ``image_size`` square as
+    it is decoded (bilinear, antialiased), so images of any size load; without it all images
+    must share one size, which they keep.
 
     The stacked tensor is saved to ``root/.bayesncl-cache/<split>.pt``, or, when ``cache_dir``
     is given or ``root`` is not writable, to ``<cache_dir or ~/.cache/bayesncl_pyro>/
@@ -444,20 +466,27 @@ def load_imagefolder(
     root_path = Path(root).expanduser()
     split_dir = root_path / split
     files, labels, classes = _list_imagefolder(root_path, split)
-    key = _tree_key(split_dir, files, classes)
+    tree_key = _tree_key(split_dir, files, classes)
+    key = _sized_key(tree_key, image_size)
     cache_paths = _cache_paths(root_path, split, cache_dir)
 
     for path in cache_paths:
         cache = _read_cache(path, key)
+        if cache is None and image_size is not None:  # a tree cached at its own size, which is image_size
+            cache = _read_cache(path, tree_key)
+            if cache is not None and cache["images"].shape[-2:] != (image_size, image_size):
+                cache = None
         if cache is None or (cache["skipped"] and not skip_corrupt):
             continue
         skipped = [(split_dir / name, "skipped when cached") for name in cache["skipped"]]
         _report_corrupt(split_dir, skipped, skip_corrupt=True)
         return ImageDataset(cache["images"], cache["labels"], list(cache["classes"]))
 
+    resizing = f", resized to {image_size}x{image_size} (data.image_size)" if image_size is not None else ""
+    status(f"decoding {len(files)} images of {split_dir}{resizing}; cached for the next run")
     with warnings.catch_warnings():  # decode_image's notice about torchcodec, once per file
         warnings.filterwarnings("ignore", TORCHVISION_IO_DEPRECATION, DeprecationWarning)
-        images, corrupt = _decode_all(files, split_dir)
+        images, corrupt = _decode_all(files, split_dir, image_size)
     _report_corrupt(split_dir, corrupt, skip_corrupt)
     label_tensor = torch.as_tensor(labels, dtype=torch.int64)
     if corrupt:

@@ -1,6 +1,7 @@
 """A finished (or checkpointed) run, loaded back for evaluation and inspection."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +39,9 @@ def load_trained(path: str | Path, device: str | None = None, checkpoint_name: s
     weight or buffer is refused with a CheckpointError.
 
     ``untrained=True`` skips the checkpoint: the same network at its seeded initialisation
-    (what the metrics "at initialisation" are measured on).
+    (what the metrics "at initialisation" are measured on; with ``model.weights``, the loaded
+    backbone). A run trained before its evaluation transform was recorded gets the record here,
+    from the dataset this reads anyway, so ``BayesNCL.from_run`` can load it without data.
     """
     path = Path(path).expanduser()
     cfg = run_directory.read_config(path)
@@ -46,8 +49,11 @@ def load_trained(path: str | Path, device: str | None = None, checkpoint_name: s
     train_set = load_split(cfg.data, "train")
     test_set = load_split(cfg.data, "test")
     mean, std = normalization(cfg.data, train_set)
+    if run_directory.read_preprocessing(path) is None:
+        with contextlib.suppress(OSError):  # a read-only run directory stays as it is
+            run_directory.write_preprocessing(path, cfg.data.image_size, mean, std)
     torch.manual_seed(cfg.train.seed)
-    net = BayesNCL(cfg)
+    net = BayesNCL(cfg, load_weights=untrained)
     classifier = online_classifier(net.feature_dim, train_set.num_classes, cfg.train.seed)
     step = 0
     if not untrained:

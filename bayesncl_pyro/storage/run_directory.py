@@ -1,5 +1,5 @@
-"""The run directory: resolved config, environment, metrics log and checkpoints in one place,
-written by one process at a time.
+"""The run directory: resolved config, environment, evaluation transform, metrics log and
+checkpoints in one place, written by one process at a time.
 
 A process that trains into a run directory holds an exclusive ``flock`` on ``RUN/.lock`` (which
 names it: PID, host, command) from before its first write until it ends; the kernel releases
@@ -11,6 +11,7 @@ import datetime
 import errno
 import fcntl
 import json
+import math
 import os
 import socket
 import sys
@@ -35,6 +36,7 @@ CONFIG_FILE = "config.yaml"
 ENV_FILE = "env.json"
 LAST_CHECKPOINT = "last.pt"
 SUMMARY_FILE = "summary.json"
+PREPROCESSING_FILE = "preprocessing.json"
 LOCK_FILE = ".lock"
 EPOCH_CHECKPOINTS = "epoch_*.pt"
 UNSUPPORTED = {errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP}
@@ -54,7 +56,7 @@ def epoch_checkpoints(run: Path) -> list[Path]:
 
 def run_files(run: Path) -> list[str]:
     """The names of the files a training run writes that ``run`` holds."""
-    fixed = [name for name in (CONFIG_FILE, ENV_FILE, METRICS_FILE, LAST_CHECKPOINT, SUMMARY_FILE)
+    fixed = [name for name in (CONFIG_FILE, ENV_FILE, PREPROCESSING_FILE, METRICS_FILE, LAST_CHECKPOINT, SUMMARY_FILE)
              if (run / name).exists()]
     return fixed + [p.name for p in reversed(epoch_checkpoints(run))]
 
@@ -197,3 +199,35 @@ def read_config(run: str | Path) -> Config:
         raise CheckpointError(f"{run} does not hold a run (no {CONFIG_FILE})")
     tree = read_yaml_mapping(path, "run config", CheckpointError)
     return config_from_dict(tree)
+
+
+def write_preprocessing(run: Path, image_size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    """Record the run's evaluation transform (timm's names: ``input_size``, ``interpolation``,
+    ``mean``, ``std``): images not ``image_size`` square are resized to it (bilinear,
+    antialiased), scaled to [0, 1] and normalised per channel. The statistics may have been
+    measured on the training set; recorded here, a trained network loads without its dataset."""
+    atomic_write_json(Path(run) / PREPROCESSING_FILE, {
+        "input_size": [3, image_size, image_size], "interpolation": "bilinear", "antialias": True,
+        "mean": [float(m) for m in mean], "std": [float(s) for s in std],
+    })
+
+
+def read_preprocessing(run: str | Path) -> tuple[int, tuple[float, ...], tuple[float, ...]] | None:
+    """``(image_size, mean, std)`` as :func:`write_preprocessing` recorded them, or None for a
+    run trained before they were recorded."""
+    path = Path(run) / PREPROCESSING_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        _, height, width = record["input_size"]
+        mean, std = tuple(float(m) for m in record["mean"]), tuple(float(s) for s in record["std"])
+        valid = (height == width and int(height) >= 1 and len(mean) == len(std) == 3
+                 and all(math.isfinite(m) for m in mean) and all(s > 0 for s in std))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path} is not a preprocessing record ({type(exc).__name__}: {exc}); "
+                              "delete it and run bayesncl-eval on the run to write it again") from None
+    if not valid:
+        raise CheckpointError(f"{path} records an impossible transform ({record}); delete it and run "
+                              "bayesncl-eval on the run to write it again")
+    return int(height), mean, std

@@ -55,14 +55,21 @@ def _keep_epoch_checkpoint(run: Path, epoch: int, keep: int) -> None:
         old.unlink()
 
 
-def _open_run(cfg: Config, ctx: DistributedContext, resume: bool) -> RunLock | None:
-    """Rank 0 locks and prepares the run directory; every rank learns if that failed (or they
-    would wait at the next collective)."""
+def _open_run(cfg: Config, ctx: DistributedContext, s: Session, resume: bool) -> RunLock | None:
+    """Rank 0 locks and prepares the run directory, with the record of its evaluation transform
+    (unless a resumed run has it already); every rank learns if that failed (or they would wait
+    at the next collective)."""
     lock, failure = None, None
     if ctx.is_main:
         try:
             lock = run_directory.open_run(cfg, resume)
+            run = Path(cfg.train.out_dir)
+            if not resume or run_directory.read_preprocessing(run) is None:
+                transform = s.eval_transform
+                run_directory.write_preprocessing(run, transform.size, transform.mean.tolist(), transform.std.tolist())
         except BaseException as exc:
+            if lock is not None:
+                lock.release()
             failure = exc
     if not ctx.agree(failure is None):
         raise failure if failure is not None else BayesNCLError("rank 0 could not prepare the run directory")
@@ -70,8 +77,8 @@ def _open_run(cfg: Config, ctx: DistributedContext, resume: bool) -> RunLock | N
 
 
 def _train(cfg: Config, ctx: DistributedContext, resume: bool, progress: bool, stop: StopRequests) -> dict[str, Any]:
-    s = build(cfg, ctx)
-    lock = _open_run(cfg, ctx, resume)
+    s = build(cfg, ctx, resume)
+    lock = _open_run(cfg, ctx, s, resume)
     try:
         return _run(cfg, ctx, s, resume, progress, stop)
     finally:

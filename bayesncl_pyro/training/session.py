@@ -92,11 +92,13 @@ class Session:
         return int(state["step"])
 
 
-def build(cfg: Config, ctx: DistributedContext | None = None) -> Session:
+def build(cfg: Config, ctx: DistributedContext | None = None, resume: bool = False) -> Session:
     """Data, network, step module (DDP-wrapped under torchrun), optimizer and schedule.
 
     Under torchrun each rank takes ``data.batch_size`` images of a global batch of
-    ``world_size × data.batch_size``; the learning rate scales with the global batch.
+    ``world_size × data.batch_size``; the learning rate scales with the global batch. A session
+    that will ``resume`` does not read ``model.weights``: its checkpoint holds the weights. With
+    ``model.freeze_backbone`` the optimizer holds no backbone parameter.
     """
     t = cfg.train
     ctx = ctx or DistributedContext(device=resolve_device(t.device))
@@ -105,7 +107,7 @@ def build(cfg: Config, ctx: DistributedContext | None = None) -> Session:
     train_set = load_split(cfg.data, "train")
     test_set = load_split(cfg.data, "test")
     mean, std = normalization(cfg.data, train_set)
-    net = BayesNCL(cfg, negatives=ctx.negatives).to(device)
+    net = BayesNCL(cfg, negatives=ctx.negatives, load_weights=not resume).to(device)
     if t.channels_last:
         net = net.to(memory_format=torch.channels_last)
     classifier = online_classifier(net.feature_dim, train_set.num_classes, t.seed).to(device)
