@@ -13,6 +13,8 @@ from bayesncl_pyro.storage.environment import environment
 CONFIG_FILE = "config.yaml"
 ENV_FILE = "env.json"
 LAST_CHECKPOINT = "last.pt"
+BROWSER_DIR = "browser"
+"""Where ``bayesncl-browse RUN_DIR`` writes the run's feature browser (``index.html`` and its data)."""
 
 
 def prepare(cfg: Config, resume: bool) -> Path:
