@@ -132,6 +132,15 @@ def test_class_histograms_count_every_active_image_once_in_its_bin():
             assert top_bin >= 1  # the largest value falls into the last bin
 
 
+def test_gate_probability_histograms_and_unsure_shares():
+    probs = torch.tensor([[0.0, 0.5], [1.0, 0.79], [0.2, 0.81]])
+    histogram = stats.probability_histograms(probs, bins=10)
+    assert histogram.shape == (2, 10) and np.all(histogram.sum(axis=1) == 3)
+    assert histogram[0, 0] == histogram[0, 2] == histogram[0, 9] == 1
+    assert histogram[1, 5] == histogram[1, 7] == histogram[1, 8] == 1
+    assert np.allclose(stats.unsure_share(probs), [0.0, 2 / 3])
+
+
 def test_coactivation_finds_a_duplicated_dimension_and_skips_dead_ones():
     features, _ = sparse_features(300, 6, 3)
     features[:, 4] = features[:, 2] * 0.5
@@ -344,6 +353,7 @@ def test_the_browser_pages_of_two_runs_in_chromium(browser, browsed, runs, tmp_p
     assert all(img["complete"] and img["natural"] > 0 and img["shown"] == pytest.approx(64, abs=1) for img in images)
     assert browser.find_elements("css selector", "#dim-histogram svg rect")
     assert browser.find_elements("css selector", "#dim-gate svg line")  # HDI whiskers by class
+    assert browser.find_elements("css selector", "#dim-gate svg[aria-label='gate probabilities'] rect")
     partner = table["columns"]["partner"][dim]
     assert browser.find_element("css selector", f"#dim-match a[href='#/r/1/d/{partner}']")
 

@@ -16,6 +16,8 @@ from bayesncl_pyro.browser.intervals import hdi
 from bayesncl_pyro.evaluation.metrics import ACTIVITY_THRESHOLD
 
 HISTOGRAM_BINS = 20
+UNSURE = (0.2, 0.8)
+"""A gate with q(gate = 1 | x) strictly between these is unsure for that image."""
 
 
 def activity(features: Tensor) -> Tensor:
@@ -101,6 +103,21 @@ def class_histograms(features: Tensor, labels: Tensor, num_classes: int,
     edges = low[:, None] + width[:, None] * torch.linspace(0, 1, bins + 1, dtype=torch.float64)[None]
     inactive = class_counts(~on, labels, num_classes).T
     return edges.numpy(), counts.numpy(), inactive
+
+
+def unsure_share(gate_probs: Tensor) -> np.ndarray:
+    """[D] share of images whose gate is unsure (q(gate = 1 | x) strictly inside ``UNSURE``)."""
+    low, high = UNSURE
+    return ((gate_probs > low) & (gate_probs < high)).double().mean(dim=0).numpy()
+
+
+def probability_histograms(gate_probs: Tensor, bins: int = HISTOGRAM_BINS) -> np.ndarray:
+    """[D, bins] how many images have q(gate = 1 | x) in each of ``bins`` equal bins of [0, 1] (1
+    falls into the last): a sure gate piles up at 0 and 1, an unsure one in the middle."""
+    n, d = gate_probs.shape
+    which = (gate_probs.double() * bins).floor().clamp(0, bins - 1).long()
+    flat = torch.arange(d)[None, :] * bins + which
+    return torch.bincount(flat.reshape(-1), minlength=d * bins).reshape(d, bins).numpy()
 
 
 def coactivation_neighbours(features: Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:

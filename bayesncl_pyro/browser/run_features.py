@@ -74,7 +74,8 @@ def run_info(run: TrainedRun) -> dict[str, Any]:
     cfg = run.cfg
     gated = cfg.gate.prior != "none"
     return {"path": str(run.path), "dataset": cfg.data.name, "prior": cfg.gate.prior,
-            "estimator": cfg.gate.estimator if gated else None, "nonneg": cfg.model.nonneg,
+            "estimator": cfg.gate.estimator if gated else None, "threshold": cfg.gate.threshold if gated else None,
+            "nonneg": cfg.model.nonneg,
             "backbone": cfg.model.backbone, "step": run.step, "seed": cfg.train.seed}
 
 

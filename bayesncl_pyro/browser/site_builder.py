@@ -21,6 +21,7 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
+from bayesncl_pyro.browser import dimension_stats as stats
 from bayesncl_pyro.browser.matching import check_same_test_split, match_dimensions
 from bayesncl_pyro.browser.packing import data_script, pack_array
 from bayesncl_pyro.browser.run_features import RunFeatures, collect_run
@@ -61,7 +62,7 @@ def site_record(runs: Sequence[RunFeatures], layout, sheets: list[str], options:
                        "sheets": [f"data/images/{name}" for name in sheets]},
         },
         "options": {"top_k": options.top_k, "sample_k": options.sample_k, "neighbours": options.neighbours,
-                    "shared": options.shared, "coactive": options.coactive},
+                    "shared": options.shared, "coactive": options.coactive, "unsure": list(stats.UNSURE)},
     }
 
 

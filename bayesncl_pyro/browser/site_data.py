@@ -90,6 +90,7 @@ def table_record(run: RunFeatures, details: dict[str, Any], match: DimensionMatc
         columns["gate_open"] = gate_open
         columns["always_open"] = gate_open == 1
         columns["gate_prob"] = run.gate_probs.double().mean(dim=0).numpy()
+        columns["unsure"] = stats.unsure_share(run.gate_probs)
     if run.draws is not None:
         columns["open_mean"], columns["open_lo"], columns["open_hi"] = stats.posterior_interval(run.draws.open_rate)
         if run.draws.pi is not None:
@@ -132,8 +133,9 @@ def dimension_chunks(run: RunFeatures, details: dict[str, Any], options: Browser
     class_open = None
     if run.draws is not None:
         class_open = stats.posterior_interval(run.draws.class_open_rate)
-    class_prob = None
+    class_prob = probability_histogram = None
     if run.has_gates:
+        probability_histogram = stats.probability_histograms(run.gate_probs, options.bins)
         sizes = torch.bincount(run.labels, minlength=len(run.classes)).double().clamp(min=1)
         class_prob = (torch.zeros(len(run.classes), run.num_dims, dtype=torch.float64)
                       .index_add_(0, run.labels, run.gate_probs.double()) / sizes[:, None]).numpy()
@@ -156,6 +158,7 @@ def dimension_chunks(run: RunFeatures, details: dict[str, Any], options: Browser
                 entry["class_open"] = {"mean": mean, "lo": lower, "hi": upper}
             if class_prob is not None:
                 entry["class_gate_prob"] = class_prob[:, d]
+                entry["gate_prob_histogram"] = probability_histogram[d]
             if factors is not None:
                 entry["factor_scores"] = factors[1][:, d]
             dims.append(entry)

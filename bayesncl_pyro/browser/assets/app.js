@@ -182,6 +182,8 @@ function tableColumns(r) {
     title: "posterior of the dimension's global open probability π_d (Beta-Bernoulli prior)" });
   if (c.gate_open) cols.push({ key: "gate_open", label: "gate open", width: 84, value: (d) => c.gate_open[d], cell: (d) => pct(c.gate_open[d], 1),
     title: "share of test images whose hard test-time gate is open" });
+  if (c.unsure) cols.push({ key: "unsure", label: "unsure", width: 76, value: (d) => c.unsure[d], cell: (d) => pct(c.unsure[d], 1),
+    title: `share of test images on which the gate is unsure: ${S.site.options.unsure[0]} < q(gate = 1 | x) < ${S.site.options.unsure[1]}` });
   cols.push(
     { key: "frequency", label: "active", width: 76, value: (d) => c.frequency[d], cell: (d) => pct(c.frequency[d], 1),
       title: "activation frequency: share of test images on which the gated feature is non-zero (|f| > 1e-5)" },
@@ -390,6 +392,21 @@ function histogramChart(hist) {
   return `<svg width="${W + 4}" height="${H + 18}" role="img" aria-label="activation histogram by class">${body}${axis}</svg>`;
 }
 
+/** Bars of how many images have each value of q(gate = 1 | x), with the gate's threshold. */
+function probabilityChart(counts, threshold) {
+  const W = 300;
+  const H = 70;
+  const left = 36;
+  const bw = (W - left) / counts.length;
+  const top = Math.max(1, ...counts);
+  const bars = counts.map((n, b) => `<rect x="${left + b * bw + 0.5}" y="${H - (n / top) * (H - 6)}" width="${bw - 1}" height="${(n / top) * (H - 6)}" fill="#59a14f"><title>${n} images with q in [${fmt(b / counts.length)}, ${fmt((b + 1) / counts.length)})</title></rect>`).join("");
+  const x = left + (W - left) * threshold;
+  return `<svg width="${W + 4}" height="${H + 16}" role="img" aria-label="gate probabilities">${bars}` +
+    `<line class="axis" x1="${left}" x2="${W}" y1="${H}" y2="${H}"/><line x1="${x}" x2="${x}" y1="0" y2="${H}" stroke="#c0392b" stroke-dasharray="3 2"><title>threshold ${threshold}</title></line>` +
+    `<text x="${left - 4}" y="10" text-anchor="end">${top}</text><text x="${left}" y="${H + 13}">0</text><text x="${W}" y="${H + 13}" text-anchor="end">1</text>` +
+    `<text x="${(left + W) / 2}" y="${H + 13}" text-anchor="middle">q(gate = 1 | x)</text></svg>`;
+}
+
 function barsChart(names, values, color = "#7d9fd6") {
   const rowH = 17;
   const labelW = 90;
@@ -420,7 +437,9 @@ async function renderDimension(r, d, token) {
     let gate = `<p>`;
     if (c.open_mean) gate += `Posterior open rate <b>${fmt(c.open_mean[d], 3)}</b>, 94 % HDI [${fmt(c.open_lo[d], 3)}, ${fmt(c.open_hi[d], 3)}]${hdiBar(c.open_mean[d], c.open_lo[d], c.open_hi[d])}<br>`;
     if (c.pi_mean) gate += `Global rate π: <b>${fmt(c.pi_mean[d], 3)}</b> [${fmt(c.pi_lo[d], 3)}, ${fmt(c.pi_hi[d], 3)}]<br>`;
-    gate += `Hard gate open on <b>${pct(c.gate_open[d], 1)}</b> of test images; mean q(gate = 1 | x) ${fmt(c.gate_prob[d], 3)}.</p>`;
+    gate += `Hard gate open on <b>${pct(c.gate_open[d], 1)}</b> of test images; mean q(gate = 1 | x) ${fmt(c.gate_prob[d], 3)}; ` +
+      `unsure (${opts.unsure[0]} < q < ${opts.unsure[1]}) on <b>${pct(c.unsure[d], 1)}</b>.</p>`;
+    if (det.gate_prob_histogram) gate += `<p class="note">q(gate = 1 | x) over the test images: a sure gate piles up at 0 and 1.</p>` + probabilityChart(det.gate_prob_histogram, run.table.info.threshold ?? 0.5);
     if (det.class_open) gate += `<p class="note">By class: posterior mean and 94 % HDI of the open rate (dashed: all images).</p>` + classOpenChart(det.class_open.mean, det.class_open.lo, det.class_open.hi, c.open_mean ? c.open_mean[d] : null);
     else if (det.class_gate_prob) gate += `<p class="note">By class: mean q(gate = 1 | x).</p>` + classOpenChart(det.class_gate_prob, null, null, c.gate_prob[d]);
     cards.push(`<section class="card" id="dim-gate"><h2>Is its gate sure?</h2>${gate}</section>`);
@@ -505,11 +524,12 @@ async function renderImage(r, i, token) {
     const q = shard.probs.subarray(row * D, (row + 1) * D);
     const isOpen = (d) => (shard.gateBits[row * shard.gateBytes + (d >> 3)] >> (7 - (d & 7))) & 1;
     const open = [...Array(D).keys()].filter(isOpen).sort((a, b) => q[b] - q[a]);
-    const unsure = [...Array(D).keys()].filter((d) => q[d] > 0.2 && q[d] < 0.8).length;
+    const [low, high] = S.site.options.unsure;
+    const unsure = [...Array(D).keys()].filter((d) => q[d] > low && q[d] < high).length;
     const columns = Math.min(32, Math.ceil(Math.sqrt(D * 2)));
     const map = [...Array(D).keys()].map((d) => `<a href="${dimHref(r, d)}" class="${isOpen(d) ? "on" : ""}" style="background:${probColor(q[d])}" title="d${d}: q = ${fmt(q[d], 3)}${isOpen(d) ? ", open" : ", closed"}"></a>`).join("");
     cards.push(`<section class="card" id="image-gates"><h2>Gates: ${open.length} of ${D} open</h2>` +
-      `<p class="note">Every dimension's q(gate = 1 | x), white 0 → green 1, outlined when the hard gate is open; ${unsure} gate${unsure === 1 ? " is" : "s are"} unsure (0.2 < q < 0.8).</p>` +
+      `<p class="note">Every dimension's q(gate = 1 | x), white 0 → green 1, outlined when the hard gate is open; ${unsure} gate${unsure === 1 ? " is" : "s are"} unsure (${low} < q < ${high}).</p>` +
       `<div class="gatemap" style="grid-template-columns:repeat(${columns}, minmax(6px, 18px))">${map}</div>` +
       `<div class="chips" id="open-gates">${open.map((d) => `<a class="chip open-gate" href="${dimHref(r, d)}" style="background:${probColor(q[d])}" title="${esc(c.factor ? c.factor[d] : className(c.majority[d]))}">d${d} · ${fmt(q[d])}</a>`).join("")}</div></section>`);
   } else {
