@@ -25,7 +25,7 @@ def synthetic_run(num_images: int, num_dims: int, num_classes: int = 10, seed: i
     preferred = torch.arange(num_dims) % num_classes
     z = torch.rand(num_images, num_dims, generator=gen) * (torch.rand(num_images, num_dims, generator=gen) < 0.2)
     z = z + (labels[:, None] == preferred[None, :]) * torch.rand(num_images, num_dims, generator=gen)
-    z[:, :: max(1, num_dims // 8)] = 0.0  # some dimensions that never fire
+    z[:, ::8] = 0.0  # every eighth dimension never fires
     logits = torch.randn(num_dims, generator=gen)[None, :] * 2 + torch.randn(num_images, num_dims, generator=gen)
     gate_probs = torch.sigmoid(logits)
     gate = (gate_probs > 0.5).float()

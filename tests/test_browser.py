@@ -239,6 +239,18 @@ def test_a_site_replaces_an_earlier_site_whole_and_never_a_users_directory(tmp_p
     assert (precious / "notes.txt").read_text() == "keep me"
 
 
+def test_a_site_is_reproducible_from_its_inputs_and_seed(tmp_path):
+    run = synthetic_run(300, 12, draws=4, chains=1)
+    sites = [build_site([run], tmp_path / name, BrowserOptions(images_per_file=128, dims_per_file=5, seed=seed),
+                        progress=False) for name, seed in (("a", 0), ("b", 0), ("c", 1))]
+    files = sorted(p.relative_to(sites[0]) for p in sites[0].rglob("*") if p.is_file())
+    assert Path("data/run0/images/2.js") in files and Path("data/run0/dims/2.js") in files
+    data = [p for p in files if p != Path("data/site.js")]  # site.js holds the creation time
+    assert all((sites[0] / p).read_bytes() == (sites[1] / p).read_bytes() for p in data)
+    samples = [read_record(site / "data/run0/dims/0.js")["dims"][1]["sample"] for site in (sites[0], sites[2])]
+    assert samples[0] != samples[1]  # another seed, another random sample
+
+
 def test_posterior_draws_are_read_by_variable_name_whatever_the_group():
     probs = torch.rand(30, 4, generator=torch.Generator().manual_seed(0))
     labels = torch.arange(30) % 3

@@ -99,8 +99,8 @@ def table_record(run: RunFeatures, details: dict[str, Any], match: DimensionMatc
     if factors is not None:
         labels, scores, _ = factors
         columns["factor"] = labels
-        columns["factor_score"] = np.nanmax(np.where(np.isnan(scores), -np.inf, scores), axis=0)
-        columns["factor_score"][~np.isfinite(columns["factor_score"])] = np.nan
+        best = np.where(np.isnan(scores), -np.inf, scores).max(axis=0)
+        columns["factor_score"] = np.where(np.isfinite(best), best, np.nan)
     if match is not None:
         columns["partner"], columns["partner_r"], columns["partner_mutual"] = (
             match.partner, match.correlation, match.mutual)

@@ -174,13 +174,13 @@ function tableColumns(r) {
   if (c.factor) cols.push({ key: "factor", label: "factor", width: 100, left: true, text: true, value: (d) => c.factor[d],
     cell: (d) => factorBadge(c.factor[d], c.factor_score[d]),
     title: "ground-truth factor (scenes) that best explains the dimension's activation z before the gate" });
-  if (c.open_mean) cols.push({ key: "open_mean", label: "open rate [94 % HDI]", width: 170, value: (d) => c.open_mean[d],
+  if (c.open_mean) cols.push({ key: "open_mean", label: "open rate, HDI", width: 180, value: (d) => c.open_mean[d],
     cell: (d) => `${fmt(c.open_mean[d])}${hdiBar(c.open_mean[d], c.open_lo[d], c.open_hi[d])}`,
     title: "posterior test-set gate-open rate: mean of the draws from q(gate | x), bar = 94 % HDI" });
-  if (c.pi_mean) cols.push({ key: "pi_mean", label: "π [94 % HDI]", width: 150, value: (d) => c.pi_mean[d],
+  if (c.pi_mean) cols.push({ key: "pi_mean", label: "π, HDI", width: 160, value: (d) => c.pi_mean[d],
     cell: (d) => `${fmt(c.pi_mean[d])}${hdiBar(c.pi_mean[d], c.pi_lo[d], c.pi_hi[d])}`,
     title: "posterior of the dimension's global open probability π_d (Beta-Bernoulli prior)" });
-  if (c.gate_open) cols.push({ key: "gate_open", label: "gate open", width: 84, value: (d) => c.gate_open[d], cell: (d) => pct(c.gate_open[d], 1),
+  if (c.gate_open) cols.push({ key: "gate_open", label: "gate open", width: 92, value: (d) => c.gate_open[d], cell: (d) => pct(c.gate_open[d], 1),
     title: "share of test images whose hard test-time gate is open" });
   if (c.unsure) cols.push({ key: "unsure", label: "unsure", width: 76, value: (d) => c.unsure[d], cell: (d) => pct(c.unsure[d], 1),
     title: `share of test images on which the gate is unsure: ${S.site.options.unsure[0]} < q(gate = 1 | x) < ${S.site.options.unsure[1]}` });
@@ -190,9 +190,9 @@ function tableColumns(r) {
     { key: "majority_share", label: "majority class", width: 150, left: true, value: (d) => c.majority_share[d],
       cell: (d) => (c.majority[d] >= 0 ? `${classLabel(c.majority[d])} ${pct(c.majority_share[d])}` : "–"),
       title: "most frequent class among the images that activate the dimension, and its share: the dimension's contribution to semantic consistency" },
-    { key: "entropy", label: "class entropy", width: 96, value: (d) => c.entropy[d], cell: (d) => fmt(c.entropy[d]),
+    { key: "entropy", label: "class entropy", width: 112, value: (d) => c.entropy[d], cell: (d) => fmt(c.entropy[d]),
       title: "entropy (nats) of the classes of the activating images: 0 = one class, ln C = all alike" },
-    { key: "mean_activation", label: "mean act.", width: 80, value: (d) => c.mean_activation[d], cell: (d) => fmt(c.mean_activation[d], 3),
+    { key: "mean_activation", label: "mean act.", width: 92, value: (d) => c.mean_activation[d], cell: (d) => fmt(c.mean_activation[d], 3),
       title: "mean gated activation over the images that activate the dimension" },
   );
   if (c.partner) {
@@ -267,7 +267,7 @@ function renderTable(r) {
       <label>majority class <select id="cls"><option value="">any</option>${classOptions.map((k) => `<option value="${k}" ${String(k) === st.cls ? "selected" : ""}>${esc(className(k))}</option>`).join("")}</select></label>
       <span id="count"></span>
     </div>
-    <div class="scroller" id="scroller"><table class="dims" id="dims">
+    <div class="scroller" id="scroller"><table class="dims" id="dims" style="min-width:${cols.reduce((s, x) => s + x.width, 0)}px">
       <colgroup>${cols.map((x) => `<col style="width:${x.width}px">`).join("")}</colgroup>
       <thead><tr>${cols.map((x) => `<th data-key="${x.key}" class="${x.value ? "sortable" : ""} ${x.left ? "left" : ""}" title="${esc(x.title || "")}"${x.key === st.sort ? ` aria-sort="${st.dir > 0 ? "ascending" : "descending"}"` : ""}>${esc(x.label)}</th>`).join("")}</tr></thead>
       <tbody id="rows"></tbody></table></div>`;
