@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from bayesncl_pyro.browser.matching import check_same_test_split, correlation_ma
 from bayesncl_pyro.browser.neighbours import nearest_images, shared_dimensions
 from bayesncl_pyro.browser.packing import pack_array, pack_bits, quantize, unpack_array
 from bayesncl_pyro.browser.posterior_source import read_draws
-from bayesncl_pyro.browser.site_builder import browse, build_site
+from bayesncl_pyro.browser.site_builder import ASSETS, browse, build_site
 from bayesncl_pyro.browser.site_data import BrowserOptions
 from bayesncl_pyro.browser.site_directory import replace_directory
 from bayesncl_pyro.browser.sprites import sprite_layout, sprite_sheets
@@ -29,7 +30,7 @@ from bayesncl_pyro.evaluation import metrics
 from bayesncl_pyro.evaluation.gate_posterior import NETCDF_FILE, gate_inference_data, open_rate_draws
 from bayesncl_pyro.evaluation.report import write_report
 from tests.browser import IMAGES_STATE, open_file, wait_for
-from tests.conftest import tiny_run
+from tests.conftest import ROOT, tiny_run
 from tests.synthetic_features import synthetic_run
 
 OPEN_LIMIT_MS = 2000.0
@@ -267,6 +268,12 @@ def test_posterior_draws_are_read_by_variable_name_whatever_the_group():
 
 
 # ------------------------------------------------------------------ the command
+
+
+def test_the_pages_are_installed_with_the_package():
+    listed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert sorted(listed["bayesncl_pyro.browser"]) == sorted(ASSETS)
+    assert all((ROOT / "bayesncl_pyro" / "browser" / name).is_file() for name in ASSETS)
 
 
 @pytest.fixture(scope="module")

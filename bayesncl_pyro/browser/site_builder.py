@@ -2,7 +2,7 @@
 
 Layout of the output directory::
 
-    index.html, app.js, style.css      the pages (package data, ``assets/``)
+    index.html, app.js, style.css      the pages (this package's data files)
     data/site.js                        the runs, the test labels, the sprite-sheet layout
     data/images/sheet_<k>.png           thumbnails of the test images
     data/run<r>/table.js                one entry per dimension (the sortable table)
@@ -36,7 +36,7 @@ MAX_RUNS = 2
 
 
 def asset_text(name: str) -> str:
-    return resources.files("bayesncl_pyro.browser").joinpath("assets", name).read_text(encoding="utf-8")
+    return resources.files("bayesncl_pyro.browser").joinpath(name).read_text(encoding="utf-8")
 
 
 def _run_labels(runs: Sequence[RunFeatures]) -> list[str]:
