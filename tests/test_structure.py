@@ -27,8 +27,9 @@ ALLOWED = {
     "evaluation": {"config", "data", "inference", "storage", "networks", "distributions"},
     "training": {"config", "data", "networks", "inference", "storage", "evaluation", "distributions"},
     "experiments": {"config", "data", "inference", "storage", "evaluation", "training"},
+    "browser": {"config", "data", "inference", "storage", "evaluation"},
     "cli": {"config", "data", "networks", "distributions", "inference", "storage", "evaluation", "training",
-            "experiments", "guides", "models"},
+            "experiments", "guides", "models", "browser"},
     "": {"cli"},
 }
 

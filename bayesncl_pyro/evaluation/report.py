@@ -12,6 +12,7 @@ import csv
 import datetime
 import html
 import math
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ class RunArtifacts:
     evaluation_init: dict[str, Any] | None
     gate_summary: list[dict[str, str]] | None
     figures: dict[str, Path] = field(default_factory=dict)
+    browser: Path | None = None
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -67,10 +69,12 @@ def load_artifacts(path: str | Path, label: str | None = None) -> RunArtifacts:
         with summary_file.open(newline="") as handle:
             summary = list(csv.DictReader(handle))
     figures = {key: path / name for key, (name, _) in FIGURES.items() if (path / name).is_file()}
+    browser = path / run_directory.BROWSER_DIR / "index.html"
     return RunArtifacts(
         path=path, label=label or path.name, config=read_yaml_mapping(config_file, "run config", CheckpointError),
         metrics=read_metrics(path), evaluation=_read_json(path / result_files(False)[0]),
         evaluation_init=_read_json(path / result_files(True)[0]), gate_summary=summary, figures=figures,
+        browser=browser if browser.is_file() else None,
     )
 
 
@@ -261,13 +265,23 @@ th.run, td.run { border-left: 2px solid #999; } thead th.run { text-align: cente
 """
 
 
-def render_report(runs: list[RunArtifacts]) -> str:
-    """The HTML page of ``runs`` (one column per run where figures stand side by side)."""
+def _browser_links(runs: list[RunArtifacts], base: Path | None) -> str:
+    """Links to the runs' feature browsers (``bayesncl-browse``), relative to the report's folder."""
+    def href(index: Path) -> str:
+        return Path(os.path.relpath(index, base)).as_posix() if base else index.resolve().as_uri()
+
+    links = [f"<a href='{html.escape(href(r.browser))}'>{html.escape(r.label)}</a>" for r in runs if r.browser]
+    return f"<p class='browser'>Feature browser: {', '.join(links)}</p>" if links else ""
+
+
+def render_report(runs: list[RunArtifacts], base: Path | None = None) -> str:
+    """The HTML page of ``runs`` (one column per run where figures stand side by side); links to
+    other files are relative to the folder ``base`` (absolute ``file://`` links without it)."""
     created = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     title = "BayesNCL report: " + ", ".join(r.label for r in runs)
     body = [
         f"<h1>{html.escape(title)}</h1><p>Generated {created}.</p>",
-        "<h2>Runs</h2>", _runs_table(runs),
+        "<h2>Runs</h2>", _runs_table(runs), _browser_links(runs, base),
         "<h2>Training curves</h2>", _curves_figure(runs),
         "<h2>Evaluation (test split)</h2>", _evaluation_section(runs, init=False),
         "<h2>Evaluation at initialisation</h2>", _evaluation_section(runs, init=True),
@@ -286,4 +300,4 @@ def write_report(paths: list[str | Path], out: str | Path | None = None) -> Path
     runs = [load_artifacts(p, label) for p, label in zip(paths, _labels(paths))]
     if out is None:
         out = paths[0] / REPORT_FILE if len(paths) == 1 else Path.cwd() / REPORT_FILE
-    return atomic_write_text(out, render_report(runs))
+    return atomic_write_text(out, render_report(runs, Path(out).resolve().parent))

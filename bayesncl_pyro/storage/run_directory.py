@@ -41,6 +41,8 @@ LOCK_FILE = ".lock"
 EPOCH_CHECKPOINTS = "epoch_*.pt"
 UNSUPPORTED = {errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP}
 """``flock`` errors of a file system without locks (e.g. Lustre mounted without ``-o flock``)."""
+BROWSER_DIR = "browser"
+"""Where ``bayesncl-browse RUN_DIR`` writes the run's feature browser (``index.html`` and its data)."""
 
 
 def epoch_checkpoint(run: Path, epoch: int) -> Path:
