@@ -110,6 +110,7 @@ def evaluate(run: TrainedRun, untrained: bool = False, progress: bool = True) ->
     labels, train_labels = test["labels"].to(device), train["labels"].to(device)
     probe = probe_accuracy(train["h"].to(device), train_labels, test["h"].to(device), labels,
                            run.train_set.num_classes, progress=progress)
+    probe.pop("predictions")
     feature_results = {}
     for name in tqdm(FEATURE_SETS, disable=not progress, desc="metrics", leave=False):
         feature_results[name] = feature_metrics(test[name].to(device), labels, train[name].to(device), train_labels)
@@ -166,6 +167,7 @@ def format_markdown(result: dict[str, Any]) -> str:
             ["online probe top-1 (h, %)", result["online_probe_top1"]],
             [f"k-NN top-1 (h, k={result['knn']['k']}, %)", result["metrics"]["h"]["knn_top1"]],
         ]),
+        probe_convergence_line(probe),
         f"## Metrics on h, z and gated z (test split; top-dims retrieval keeps {result['retrieval_top_dims']} dims)\n",
         markdown_table(["metric", *FEATURE_SETS],
                        [[name, *(result["metrics"][s].get(name) for s in FEATURE_SETS)]
@@ -187,6 +189,24 @@ def format_markdown(result: dict[str, Any]) -> str:
                          f"object dimensions (class, colour, position, scale, rotation) it keeps open: "
                          f"{_share(check['object_open_share'])}.\n")
     return "\n".join(parts)
+
+
+def probe_convergence_line(probe: dict[str, Any]) -> str:
+    """One line of eval.md saying whether the linear probe met its tolerance (and so whether its
+    top-1 is the probe's optimum), with the weight decay its validation split chose."""
+    iterations = probe.get("iterations")
+    if probe.get("grad_norm") is None or probe.get("tolerance") is None:
+        return (f"Linear probe: {'converged' if probe.get('converged') else '**not converged**'} after {iterations} "
+                "L-BFGS iterations (fitted before the validated protocol: no gradient norm recorded).\n")
+    gradient = f"max |gradient| {probe['grad_norm']:.2e}, tolerance {probe['tolerance']:.2e}, {iterations} L-BFGS iterations"
+    grid = ", ".join(f"{v['weight_decay']:g}: {v['top1']:.2f}" for v in probe.get("validation") or []
+                     if v.get("top1") is not None)
+    chosen = (f"; weight decay {probe['weight_decay']:g} chosen on {probe.get('num_validation')} validation "
+              f"images of the training split (validation top-1 per decay: {grid})") if grid else ""
+    if probe.get("converged"):
+        return f"Linear probe: converged ({gradient}){chosen}.\n"
+    return (f"**Linear probe NOT converged** ({gradient}): its top-1 is not the optimum of the stated "
+            f"protocol{chosen}.\n")
 
 
 def _share(value: float | None) -> str:

@@ -253,6 +253,7 @@ def job_row(job: Job) -> dict[str, Any]:
         "active_dims": gated(trained, "active_dims"),
         "open_rate": (trained.get("gates") or {}).get("open_rate"),
         "linear_top1": (trained.get("linear_probe") or {}).get("top1"),
+        "linear_converged": (trained.get("linear_probe") or {}).get("converged"),
         "linear_top1_init": (init.get("linear_probe") or {}).get("top1"),
         "knn_top1": ((trained.get("metrics") or {}).get("h") or {}).get("knn_top1"),
         "true_neg_elbo": elbo.get("negative_elbo"),
