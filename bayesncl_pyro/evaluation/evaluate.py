@@ -2,9 +2,12 @@
 on h, z and the gated features, plus, on ``scenes``, the ground-truth gate check.
 
 Features are taken on the test split (and, for the probe and k-NN, the training split) with the
-evaluation transform: ``h`` (backbone), ``z`` (projector after the non-negativity map) and
-``gated`` = normalize(z ⊙ hard gate) — normalize(z) for an ungated run — as ``BayesNCL.features``
-defines them. The result goes to ``eval.json`` and ``eval.md`` in the run directory
+evaluation transform: ``h`` (backbone), ``z`` (projector after the non-negativity map),
+``gated`` = normalize(z ⊙ hard gate) — normalize(z) for an ungated run — and ``gated_sampled`` =
+normalize(z ⊙ m) with the gates drawn from q, m ~ Bern(q(gate = 1 | x)) (seed
+``GATE_DRAW_SEED``; the same as ``gated`` for an ungated run), as ``BayesNCL.features`` defines
+them: every gated run is measured with the thresholded test-time gate and with draws from its
+posterior. The result goes to ``eval.json`` and ``eval.md`` in the run directory
 (``eval_init.*`` for the network at its seeded initialisation).
 """
 from __future__ import annotations
@@ -27,7 +30,9 @@ from bayesncl_pyro.evaluation.markdown import markdown_table
 from bayesncl_pyro.evaluation.trained_run import TrainedRun, load_trained
 from bayesncl_pyro.storage.atomic import atomic_write_json, atomic_write_text
 
-FEATURE_SETS = ("h", "z", "gated")
+FEATURE_SETS = ("h", "z", "gated", "gated_sampled")
+GATE_DRAW_SEED = 0
+"""Seed of the gate draws of ``gated_sampled`` (training split first, then test)."""
 KNN_K = 20
 KNN_TEMPERATURE = 0.07
 RETRIEVAL_K = (1, 5, 10)
@@ -42,14 +47,16 @@ def result_files(init: bool) -> tuple[str, str]:
     return f"{stem}.json", f"{stem}.md"
 
 
-def extract_split(run: TrainedRun, data: ImageDataset, desc: str, progress: bool) -> dict[str, Tensor]:
-    """``features.extract`` over a whole split in chunks, with a progress bar; CPU tensors."""
+def extract_split(run: TrainedRun, data: ImageDataset, desc: str, progress: bool,
+                  generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    """``features.extract`` over a whole split in chunks, with a progress bar; CPU tensors.
+    ``generator`` (on the run's device) draws the gates of ``gated_sampled``."""
     chunk = run.cfg.data.eval_batch_size * EXTRACT_CHUNK_BATCHES
     parts: list[dict[str, Tensor]] = []
     for start in tqdm(range(0, len(data), chunk), disable=not progress, desc=desc, unit="chunk", leave=False):
         index = torch.arange(start, min(start + chunk, len(data)))
         parts.append(extract(run.net, run.eval_transform, data.subset(index), run.device,
-                             run.cfg.data.eval_batch_size, run.classifier))
+                             run.cfg.data.eval_batch_size, run.classifier, generator))
     return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
 
 
@@ -104,8 +111,9 @@ def gate_statistics(gate: Tensor, gate_probs: Tensor) -> dict[str, float]:
 def evaluate(run: TrainedRun, untrained: bool = False, progress: bool = True) -> dict[str, Any]:
     """The whole evaluation of a loaded run (``untrained``: loaded at its initialisation), as a
     dict of floats (nan where a metric is undefined)."""
-    train = extract_split(run, run.train_set, "features (train)", progress)
-    test = extract_split(run, run.test_set, "features (test)", progress)
+    generator = torch.Generator(device=run.device).manual_seed(GATE_DRAW_SEED)
+    train = extract_split(run, run.train_set, "features (train)", progress, generator)
+    test = extract_split(run, run.test_set, "features (test)", progress, generator)
     device = run.device
     labels, train_labels = test["labels"].to(device), train["labels"].to(device)
     probe = probe_accuracy(train["h"].to(device), train_labels, test["h"].to(device), labels,
@@ -128,6 +136,7 @@ def evaluate(run: TrainedRun, untrained: bool = False, progress: bool = True) ->
         "online_probe_top1": float((test["logits"].argmax(1) == test["labels"]).double().mean() * 100),
         "knn": {"k": min(KNN_K, len(run.train_set)), "temperature": KNN_TEMPERATURE, "on": "each feature set"},
         "retrieval_top_dims": RETRIEVAL_TOP_DIMS,
+        "gate_draw_seed": GATE_DRAW_SEED,
         "metrics": feature_results,
         "gates": gate_statistics(test["gate"], test["gate_probs"]) if "gate" in test else None,
         "factor_check": None,

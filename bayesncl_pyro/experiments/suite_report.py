@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from bayesncl_pyro.experiments.figures import is_sweep_row, sc_gain_figure, sweep_heatmaps
-from bayesncl_pyro.experiments.run_results import probe_mark, probe_note
+from bayesncl_pyro.experiments.run_results import NOT_CONVERGED_MARK, probe_mark, probe_note
 from bayesncl_pyro.experiments.stats import format_mean_sd
 from bayesncl_pyro.storage.atomic import atomic_write_json, atomic_write_text
 
 RESULTS_MD = "results.md"
 RESULTS_JSON = "results.json"
 COLUMNS = [
-    ("sc_init", "SC init"), ("sc", "SC"), ("sc_gain", "SC gain"), ("entropy_freq", "entropy (freq)"),
+    ("sc_init", "SC init"), ("sc", "SC"), ("sc_gain", "SC gain"), ("sc_sampled_gain", "SC gain (drawn gates)"),
+    ("entropy_freq", "entropy (freq)"),
     ("sparsity", "sparsity"), ("active_dims", "active dims"), ("open_rate", "gates open"),
     ("linear_top1", "linear top-1"), ("knn_top1", "k-NN top-1"), ("surrogate_neg_elbo", "surrogate −ELBO"),
     ("true_neg_elbo", "true −ELBO"),
@@ -48,7 +49,9 @@ def method_tables(spec, rows: list[dict[str, Any]]) -> str:
         flagged = probe_note(shown, "name")
         parts.append("\n".join(lines) + (f"\n\n{flagged}" if flagged else ""))
     note = ("SC, entropy and sparsity are on the gated features of the test split (normalize(z) for "
-            "ungated methods); SC init is the same network at its seeded initialisation; sparsity, gates "
+            "ungated methods); SC init is the same network at its seeded initialisation; SC gain (drawn "
+            "gates) is the same gain with the gates drawn from q, m ~ Bern(α), instead of the thresholded "
+            "1[α > threshold] (equal to SC gain for ungated methods); sparsity, gates "
             "open and KL share (KL term / loss, last tenth of training) in %; linear top-1 on frozen h "
             "(standardised, weight decay chosen on a validation split, solved to a stated tolerance; "
             "† where a probe did not meet it); "
@@ -74,6 +77,34 @@ def sweep_table(spec, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "")
 
 
+def comparison_tables(spec, comparisons: list[dict[str, Any]]) -> str:
+    """One table per dataset: for each comparison and metric, the pairs, the mean paired
+    difference, its 95 % t interval and whether the interval excludes 0."""
+    if not comparisons:
+        return ""
+    parts = []
+    for dataset in spec.datasets:
+        entries = [c for c in comparisons if c["dataset"] == dataset]
+        lines = [f"### {dataset}", "", "| comparison | metric | pairs | mean difference | 95 % CI | CI excludes 0 |",
+                 "|---|---|---|---|---|---|"]
+        for c in entries:
+            scale = 100.0 if c["metric"] in PERCENT_OF_FRACTION else 1.0
+            mark = f" {NOT_CONVERGED_MARK}" if c["probe_not_converged"] else ""
+            mean = "–" if c["pairs"] == 0 else f"{c['mean'] * scale:+.2f}{mark}"
+            interval = "–" if c["pairs"] < 2 else f"[{c['lower'] * scale:+.2f}, {c['upper'] * scale:+.2f}]"
+            verdict = "–" if c["pairs"] < 2 else ("yes" if c["excludes_zero"] else "no")
+            lines.append(f"| {c['label']} | {c['metric']} | {c['pairs']} | {mean} | {interval} | {verdict} |")
+        flagged = sorted({name for c in entries for name in c["probe_not_converged"]})
+        if flagged:
+            lines += ["", f"{NOT_CONVERGED_MARK} a linear probe of the pairs did not converge: {', '.join(flagged)}."]
+        parts.append("\n".join(lines))
+    note = ("Mean of method − against over the seeds both have finished (runs of one seed share the "
+            "initialisation, data order and augmentations), with the two-sided 95 % t interval "
+            "mean ± t(0.975, n − 1) · sd / √n; \"CI excludes 0\" = the difference is established at that "
+            "level. Percentages as in the tables above.")
+    return "\n\n".join(parts) + "\n\n" + note + "\n"
+
+
 def write_results(spec, results: dict[str, Any]) -> None:
     out = spec.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -82,6 +113,8 @@ def write_results(spec, results: dict[str, Any]) -> None:
     if spec.sweep is not None:
         figures.append(sweep_heatmaps(spec, rows, out / "sweep.png"))
     text = [f"# Suite `{spec.path.stem}`", "", method_tables(spec, rows)]
+    if results.get("comparisons"):
+        text += ["## Paired differences", "", comparison_tables(spec, results["comparisons"])]
     if spec.sweep is not None:
         text += ["## Sweep", "", sweep_table(spec, rows)]
     text += ["Figures: " + ", ".join(f"`{p.name}`" for p in figures if p is not None), ""]
