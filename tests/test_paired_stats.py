@@ -128,7 +128,7 @@ def test_comparisons_pair_by_seed_within_a_suite_and_against_another_suite(tmp_p
     assert ("yes" if across["excludes_zero"] else "no") in text.split("mask − ste")[1].splitlines()[0]
 
 
-@pytest.mark.parametrize("name", ["cpu_seeds", "cpu_causes"])
+@pytest.mark.parametrize("name", ["cpu_seeds", "cpu_causes", "cpu_spurious"])
 def test_new_suites_load_and_plan(name):
     from bayesncl_pyro.experiments.suite import plan
 

@@ -118,7 +118,7 @@ def evaluate(run: TrainedRun, untrained: bool = False, progress: bool = True) ->
     labels, train_labels = test["labels"].to(device), train["labels"].to(device)
     probe = probe_accuracy(train["h"].to(device), train_labels, test["h"].to(device), labels,
                            run.train_set.num_classes, progress=progress)
-    probe.pop("predictions")
+    predictions = probe.pop("predictions")
     feature_results = {}
     for name in tqdm(FEATURE_SETS, disable=not progress, desc="metrics", leave=False):
         feature_results[name] = feature_metrics(test[name].to(device), labels, train[name].to(device), train_labels)
@@ -140,12 +140,51 @@ def evaluate(run: TrainedRun, untrained: bool = False, progress: bool = True) ->
         "metrics": feature_results,
         "gates": gate_statistics(test["gate"], test["gate_probs"]) if "gate" in test else None,
         "factor_check": None,
+        "background_pairing": background_pairing(run.test_set.factors, test["labels"], predictions,
+                                                 run.cfg.data.scenes.background_class_rate),
     }
     if "background" in run.test_set.factors:
         codes = scene_factor_codes(test["labels"], run.test_set.factors)
         open_rate = test["gate"].mean(dim=0) if "gate" in test else None
         result["factor_check"] = check_factors(F.normalize(test["z"], dim=1), codes, open_rate).to_dict()
     return result
+
+
+def background_pairing(factors: dict[str, Tensor], labels: Tensor, predictions: Tensor,
+                       training_rate: float | None) -> dict[str, Any] | None:
+    """Linear-probe top-1 (%) apart on the test images whose background agrees with the training
+    pairing (it is their class's paired background) and on those whose background does not;
+    None when the dataset records no pairing (``paired_background``). ``gap`` = agrees − disagrees:
+    how much the probe leans on the background the training split tied to the class."""
+    if "paired_background" not in factors:
+        return None
+    agrees = (factors["background"] == factors["paired_background"]).cpu()
+    correct = (predictions.cpu() == labels.cpu()).double()
+
+    def top1(mask: Tensor) -> float:
+        return float(correct[mask].mean() * 100) if bool(mask.any()) else math.nan
+
+    result = {"training_rate": training_rate, "test_agrees": int(agrees.sum()), "test_disagrees": int((~agrees).sum()),
+              "linear_top1_agrees": top1(agrees), "linear_top1_disagrees": top1(~agrees)}
+    result["linear_top1_gap"] = result["linear_top1_agrees"] - result["linear_top1_disagrees"]
+    return result
+
+
+def background_pairing_line(pairing: dict[str, Any] | None) -> str:
+    """The eval.md line of :func:`background_pairing` (empty without a pairing)."""
+    if pairing is None:
+        return ""
+
+    def pct(value: float | None) -> str:
+        return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f} %"
+
+    gap = pairing.get("linear_top1_gap")
+    gap_text = "–" if gap is None or (isinstance(gap, float) and math.isnan(gap)) else f"{gap:+.2f} points"
+    return (f"Spurious backgrounds (training split: background tied to the class at rate "
+            f"{pairing.get('training_rate')}; test split independent): linear-probe top-1 on test images whose "
+            f"background agrees with the training pairing {pct(pairing.get('linear_top1_agrees'))} "
+            f"({pairing['test_agrees']} images), disagrees {pct(pairing.get('linear_top1_disagrees'))} "
+            f"({pairing['test_disagrees']} images); gap {gap_text}.\n")
 
 
 def _json_ready(value: Any) -> Any:
@@ -177,6 +216,7 @@ def format_markdown(result: dict[str, Any]) -> str:
             [f"k-NN top-1 (h, k={result['knn']['k']}, %)", result["metrics"]["h"]["knn_top1"]],
         ]),
         probe_convergence_line(probe),
+        background_pairing_line(result.get("background_pairing")),
         f"## Metrics on h, z and gated z (test split; top-dims retrieval keeps {result['retrieval_top_dims']} dims)\n",
         markdown_table(["metric", *FEATURE_SETS],
                        [[name, *(result["metrics"][s].get(name) for s in FEATURE_SETS)]

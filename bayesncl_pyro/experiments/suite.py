@@ -66,7 +66,7 @@ ALLOWED_KEYS = ("out_dir", "prepare", "base", "overrides", "datasets", "methods"
 ROW_METRICS = ("sc_init", "sc", "sc_gain", "sc_sampled", "sc_sampled_gain", "entropy_freq", "entropy_sum",
                "entropy_mean", "sparsity", "active_dims", "open_rate", "linear_top1", "linear_top1_init",
                "knn_top1", "true_neg_elbo", "surrogate_neg_elbo", "kl_share", "train_seconds", "final_loss",
-               "background_closed", "object_open")
+               "background_closed", "object_open", "linear_top1_agrees", "linear_top1_disagrees", "linear_top1_gap")
 """The numbers of a run's table row (:func:`job_row`): what a comparison may name."""
 
 
@@ -331,6 +331,9 @@ def job_row(job: Job) -> dict[str, Any]:
         "train_seconds": summary.get("train_seconds"),
         "final_loss": final_loss(d, summary) if summary else None,
     }
+    pairing = trained.get("background_pairing") or {}
+    for key in ("linear_top1_agrees", "linear_top1_disagrees", "linear_top1_gap"):
+        row[key] = pairing.get(key)
     fc = trained.get("factor_check") or {}
     row["background_closed"] = fc.get("background_closed_share")
     row["object_open"] = fc.get("object_open_share")
