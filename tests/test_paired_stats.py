@@ -135,3 +135,14 @@ def test_new_suites_load_and_plan(name):
     spec = load_suite(ROOT / "configs" / "suites" / f"{name}.yaml")
     jobs = plan(spec)
     assert jobs and all(j.cfg.train.out_dir.startswith(f"runs/suites/{name}/") for j in jobs)
+
+
+def test_comparisons_with_too_few_pairs_stay_strict_json(tmp_path):
+    tree = suite_tree(tmp_path, comparisons=[{"method": "ste", "against": "ncl", "metrics": ["sc_gain"]}])
+    spec = load_suite(write(tmp_path, "suite.yaml", tree))
+    fake_run(tmp_path / "out" / "runs" / "scenes" / "ste" / "seed0", 20.0, 10.0, 40.0)
+    fake_run(tmp_path / "out" / "runs" / "scenes" / "ncl" / "seed0", 15.0, 10.0, 40.0)
+    (entry,) = collect(spec)["comparisons"]
+    assert entry["pairs"] == 1 and entry["mean"] == 5.0 and entry["lower"] is None and not entry["excludes_zero"]
+    json.dumps(entry, allow_nan=False)
+    assert "| ste − ncl | sc_gain | 1 | +5.00 | – | – |" in comparison_tables(spec, [entry])

@@ -108,8 +108,13 @@ class PairedDifference:
         return self.lower > 0.0 or self.upper < 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"pairs": self.pairs, "mean": self.mean, "sd": self.sd, "lower": self.lower, "upper": self.upper,
-                "level": self.level, "excludes_zero": self.excludes_zero, "seeds": self.seeds}
+        """For results.json: undefined numbers (NaN) become None, so the file stays strict JSON."""
+        def number(value: float) -> float | None:
+            return value if math.isfinite(value) else None
+
+        return {"pairs": self.pairs, "mean": number(self.mean), "sd": number(self.sd), "lower": number(self.lower),
+                "upper": number(self.upper), "level": self.level, "excludes_zero": self.excludes_zero,
+                "seeds": self.seeds}
 
 
 def paired_difference(method: dict[int, Any], against: dict[int, Any], level: float = CONFIDENCE) -> PairedDifference:
