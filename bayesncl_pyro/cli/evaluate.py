@@ -28,6 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                               progress=not args.no_progress)
     probe = result["linear_probe"]
     line = f"linear probe top-1 {probe['top1']:.2f} %, top-5 {probe['top5']:.2f} %"
+    if not probe.get("converged"):
+        line += " (probe NOT converged: see eval.md)"
     sc = result["metrics"]["gated"]["semantic_consistency"]
     if sc is not None:
         line += f"; semantic consistency (gated) {sc:.2f} %"

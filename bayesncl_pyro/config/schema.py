@@ -75,6 +75,9 @@ class ScenesConfig:
     shared_p: float = 0.7
     color_tied: bool = False
     seed: int = 0
+    background_class_rate: float = 0.0
+    """Spurious backgrounds: in the training split only, the background is the class's paired one
+    with this probability (0 = independent of the class, as in the test split)."""
 
 
 @dataclass

@@ -49,6 +49,8 @@ def validate(cfg: Config) -> Config:
     _require(s.num_test >= 1, "data.scenes.num_test", s.num_test, "an integer >= 1")
     _require(2 <= s.num_classes <= 10, "data.scenes.num_classes", s.num_classes, "2 to 10")
     _require(0.0 <= s.shared_p <= 1.0, "data.scenes.shared_p", s.shared_p, "[0, 1]")
+    _require(0.0 <= s.background_class_rate <= 1.0, "data.scenes.background_class_rate", s.background_class_rate,
+             "[0, 1] (0 = backgrounds independent of the class)")
     d.augment.validate("data.augment")
 
     _choice("model.backbone", m.backbone, choices.BACKBONES)

@@ -15,18 +15,20 @@ from bayesncl_pyro.data.vision import NORMALIZATION, VISION_DATASETS
 
 @functools.lru_cache(maxsize=4)
 def _scenes(num_train: int, num_test: int, num_classes: int, shared_p: float, color_tied: bool,
-            seed: int, image_size: int) -> tuple[ImageDataset, ImageDataset]:
+            seed: int, image_size: int, background_class_rate: float) -> tuple[ImageDataset, ImageDataset]:
+    """Both splits, cached in memory by every option that changes a pixel or a factor."""
     status(f"generating scenes: {num_train} train and {num_test} test images of {image_size}x{image_size} "
            f"(data.scenes.seed={seed})")
     return scenes_splits(num_train=num_train, num_test=num_test, seed=seed, num_classes=num_classes,
-                         shared_p=shared_p, color_tied=color_tied, image_size=image_size)
+                         shared_p=shared_p, color_tied=color_tied, image_size=image_size,
+                         background_class_rate=background_class_rate)
 
 
 @DATASETS.register("scenes")
 def load_scenes(data_cfg, split: str) -> ImageDataset:
     s = data_cfg.scenes
     train, test = _scenes(s.num_train, s.num_test, s.num_classes, s.shared_p, s.color_tied, s.seed,
-                          data_cfg.image_size)
+                          data_cfg.image_size, float(s.background_class_rate))
     return train if split == "train" else test
 
 

@@ -166,19 +166,32 @@ class BayesNCL(nn.Module):
         return self.step(x1, x2).loss
 
     @torch.no_grad()
-    def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def features(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Test-time features (SPEC §6) of preprocessed images x [N, 3, S, S]: h [N, F], z [N, D],
         and ``gated`` = normalize(z ⊙ hard gate) [N, D]; with gates also ``gate_probs`` (q(gate = 1 | x))
-        and ``gate`` (the hard gate), both [N, D]. For an ungated model ``gated`` = normalize(z)."""
+        and ``gate`` (the hard gate), both [N, D]. For an ungated model ``gated`` = normalize(z).
+
+        With a ``generator`` (on x's device) also ``gated_sampled`` = normalize(z ⊙ m), the gates
+        drawn from q instead of thresholded: m ~ Bern(q(gate = 1 | x)) (for hard-concrete gates,
+        whether a gate is non-zero, with its probability; the draws are ``gate_sampled``);
+        normalize(z) for an ungated model. Without one nothing random is drawn, so the global
+        random state is left alone.
+        """
         out = self.encode(x)
         z = out["z"].float()
         result = {"h": out["h"].float(), "z": z}
         if out["gate_logits"] is None:
             result["gated"] = F.normalize(z, dim=1)
+            if generator is not None:
+                result["gated_sampled"] = result["gated"]
         else:
             posterior = self.guide.posterior(out["gate_logits"])
             gate = posterior.hard_gate()
             result["gate"] = gate
             result["gate_probs"] = posterior.probs
             result["gated"] = F.normalize(z * gate, dim=1)
+            if generator is not None:
+                drawn = torch.bernoulli(posterior.probs.float(), generator=generator)
+                result["gate_sampled"] = drawn
+                result["gated_sampled"] = F.normalize(z * drawn, dim=1)
         return result

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bayesncl_pyro.config import flatten
+from bayesncl_pyro.config import Config, flatten
 from bayesncl_pyro.config.errors import CheckpointError, clip, shown
 from bayesncl_pyro.storage.atomic import atomic_write_bytes
 from bayesncl_pyro.storage.environment import git_commit
@@ -42,8 +42,12 @@ FIELDS = {"modules": dict, "optimizer": dict, "scheduler": dict, "scaler": objec
 
 
 def config_mismatches(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """``key: saved value, current value`` for every key that differs and may not change on resume."""
+    """``key: saved value, current value`` for every key that differs and may not change on resume.
+
+    A key the saved config lacks (added to the code after the checkpoint was written) counts as
+    its default, the behaviour the code that wrote the checkpoint had."""
     old, new = flatten(saved), flatten(current)
+    old = {**{k: v for k, v in flatten(Config().to_dict()).items() if k not in old}, **old}
     return [f"{key}: checkpoint {old.get(key)!r}, config {new.get(key)!r}"
             for key in sorted(set(old) | set(new))
             if key not in MAY_CHANGE_ON_RESUME and old.get(key) != new.get(key)]
