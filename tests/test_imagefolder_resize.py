@@ -96,7 +96,7 @@ def test_long_data_phases_say_what_they_do_on_a_terminal(tmp_path, monkeypatch):
     monkeypatch.setattr("sys.stderr", terminal)
     load_imagefolder(str(tmp_path), "train", image_size=12)
     sources._scenes.cache_clear()
-    sources._scenes(40, 20, 10, 0.7, False, 7, 32)
+    sources._scenes(40, 20, 10, 0.7, False, 7, 32, 0.0)
     lines = terminal.getvalue().splitlines()
     assert lines[0].startswith("decoding 5 images of ") and "resized to 12x12 (data.image_size)" in lines[0]
     assert lines[-1].startswith("generating scenes: 40 train and 20 test images of 32x32")
