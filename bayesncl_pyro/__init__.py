@@ -26,6 +26,7 @@ _EXPORTS = {
     "CheckpointError": "bayesncl_pyro.config.errors",
     "ConfigError": "bayesncl_pyro.config.errors",
     "DataError": "bayesncl_pyro.config.errors",
+    "StorageError": "bayesncl_pyro.config.errors",
     "BayesNCL": "bayesncl_pyro.inference.bayesncl",
 }
 

@@ -22,25 +22,38 @@ def _find(*names: str) -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def browser(tmp_path_factory):
-    """A Selenium Chrome driver on headless Chromium with an empty profile; ``browser.errors()``
-    returns the console messages of level SEVERE since the last call (JavaScript errors)."""
+MISSING = "headless Chromium is missing: apt-get install chromium chromium-driver (make test does it)"
+
+
+def chromium_driver(profile: Path):
+    """A Selenium Chrome driver on headless Chromium with the profile directory ``profile``;
+    ``driver.errors()`` returns the console messages of level SEVERE since the last call
+    (JavaScript errors). Raises RuntimeError when Chromium or its driver is not installed."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     binary, driver_path = _find("chromium", "chromium-browser"), _find("chromedriver")
     if binary is None or driver_path is None:
-        pytest.fail("headless Chromium is missing: apt-get install chromium chromium-driver (make test does it)")
+        raise RuntimeError(MISSING)
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    options.add_argument(f"--user-data-dir={profile}")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(driver_path))
     driver.set_page_load_timeout(60)
     driver.errors = lambda: [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+    return driver
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory):
+    """The session's headless Chromium (:func:`chromium_driver` with an empty profile)."""
+    try:
+        driver = chromium_driver(tmp_path_factory.mktemp("chromium-profile"))
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     try:
         yield driver
     finally:
@@ -52,6 +65,20 @@ def open_file(driver, path: Path) -> None:
     ``driver.errors()`` then holds what this page logged."""
     driver.get_log("browser")
     driver.get(Path(path).resolve().as_uri())
+
+
+def wait_for(driver, script: str, timeout: float = 30.0):
+    """Run the JavaScript expression ``script`` (e.g. ``document.body.dataset.rendered === '#/'``)
+    until it is truthy, and return its value; fails the test after ``timeout`` seconds with the
+    page's JavaScript errors."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        wait = WebDriverWait(driver, timeout, poll_frequency=0.05)
+        return wait.until(lambda d: d.execute_script(f"return {script};"))
+    except TimeoutException:
+        pytest.fail(f"waited {timeout:.0f} s for `{script}`; page errors: {driver.errors()}")
 
 
 IMAGES_STATE = """

@@ -31,6 +31,19 @@ TINY = [
 ]
 
 
+def pytest_collection_modifyitems(config, items):
+    """Mark ``cuda`` every test that needs a CUDA device, so that ``pytest -m cuda`` selects them
+    (scripts/gpu_check.sh): tests skipped without one, the ``cuda`` cases of tests parametrised
+    by device, and tests/test_cuda.py."""
+    for item in items:
+        skipped_without = any(mark.name == "skipif" and "CUDA" in str(mark.kwargs.get("reason", ""))
+                              for mark in item.iter_markers())
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if skipped_without or any(isinstance(v, str) and v == "cuda" for v in params.values()) \
+                or item.path.name == "test_cuda.py":
+            item.add_marker(pytest.mark.cuda)
+
+
 # Tiny networks gain nothing from a second thread, and on a loaded machine thread hand-offs make
 # small ops many times slower; the whole suite runs on one.
 torch.set_num_threads(1)

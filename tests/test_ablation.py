@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 import shutil
 import tomllib
 
@@ -123,3 +124,24 @@ def test_the_example_ablation_file_plans_and_the_command_is_declared():
     assert {c.axes["gate.prior"] for c in runnable} == set(spec.grid["gate.prior"])
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["bayesncl-ablate"] == "bayesncl_pyro.cli.ablate:main"
+
+
+def test_the_command_applies_overrides_to_every_cell_and_reports_each_one(tmp_path, capsys):
+    """``bayesncl-ablate FILE key=value ...``: the overrides reach every cell (after the file's own),
+    ``--dry-run`` shows each cell's directory, and each finished cell prints one line."""
+    spec_path, _ = write_spec(tmp_path, {"gate.prior": ["bernoulli"], "train.seed": [0, 1]})
+    overrides = ["train.steps=2", "gate.kl_weight=0.002"]
+    names = ["prior=bernoulli__seed=0", "prior=bernoulli__seed=1"]
+
+    assert ablate.main([str(spec_path), *overrides, "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"{n}: to run -> {tmp_path / 'grid' / n}" for n in names]
+
+    assert ablate.main([str(spec_path), *overrides]) == 0
+    out = capsys.readouterr().out.splitlines()
+    number = r"-?\d+\.\d+"
+    for index, (name, line) in enumerate(zip(names, out), 1):
+        assert re.fullmatch(rf"\[{index}/2 cells\] {name}: done in \d+ s; loss {number}, true −ELBO {number}, "
+                            rf"gates open {number} %, SC {number} %, online probe {number} %", line), line
+        cfg = load_config(tmp_path / "grid" / name / "config.yaml")
+        assert cfg.train.steps == 2 and cfg.gate.kl_weight == 0.002
+    assert out[2].startswith("ran 2 cell(s), 0 already finished")

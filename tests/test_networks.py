@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from bayesncl_pyro.config.choices import NONNEG
+from bayesncl_pyro.config.errors import RunWarning
 from bayesncl_pyro.networks.backbones import CifarResNet18, ConvNet, ImageNetResNet18
 from bayesncl_pyro.networks.projector import projector
 from bayesncl_pyro.storage.metrics_log import MetricsLog, read_metrics
@@ -69,7 +70,8 @@ def test_metrics_log_drops_a_torn_last_line_and_cuts_on_resume(tmp_path):
     log.close()
     with open(tmp_path / "metrics.jsonl", "a") as handle:
         handle.write('{"step": 4, "lo')
-    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3]
+    with pytest.warns(RunWarning, match="its last line is cut off"):
+        assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3]
     MetricsLog(tmp_path / "metrics.jsonl", resume_step=2).close()
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2]

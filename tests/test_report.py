@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from bayesncl_pyro.cli.report import main as report_main
-from bayesncl_pyro.evaluation.evaluate import evaluate_run
+from bayesncl_pyro.evaluation.evaluate import FEATURE_SETS, evaluate_run
 from bayesncl_pyro.evaluation.gate_posterior import inspect_run
 from bayesncl_pyro.evaluation.glossary import TERMS
 from bayesncl_pyro.evaluation.report import REPORT_FILE, load_artifacts, write_report
@@ -91,7 +91,8 @@ def test_report_of_two_runs_is_self_contained_and_side_by_side(runs, tmp_path):
         evaluation = json.loads((run / "eval.json").read_text())
         top1 = f"{evaluation['linear_probe']['top1']:.4f}".rstrip("0").rstrip(".")
         assert f"<td>{top1}</td>" in text
-    assert "<th colspan='3' class='run'>gated</th><th colspan='3' class='run'>ungated</th>" in text
+    sets = len(FEATURE_SETS)  # h, z, gated, gated_sampled
+    assert f"<th colspan='{sets}' class='run'>gated</th><th colspan='{sets}' class='run'>ungated</th>" in text
     assert text.count("<h4>") == 2  # the two factor-check tables, side by side where they fit
     # a summary card per run opens the page, before the details
     cards = [text.index(f"<section class='card'><h2>{name}</h2>") for name in ("gated", "ungated")]

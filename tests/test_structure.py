@@ -21,14 +21,15 @@ ALLOWED = {
     "distributions": {"config"},
     "storage": {"config"},
     "data": {"config", "storage"},
-    "inference": {"config", "networks", "distributions"},
+    "inference": {"config", "networks", "distributions", "storage", "data"},
     "guides": {"config", "distributions", "inference"},
     "models": {"config", "distributions", "inference", "guides"},
     "evaluation": {"config", "data", "inference", "storage", "networks", "distributions"},
     "training": {"config", "data", "networks", "inference", "storage", "evaluation", "distributions"},
     "experiments": {"config", "data", "inference", "storage", "evaluation", "training"},
+    "browser": {"config", "data", "inference", "storage", "evaluation"},
     "cli": {"config", "data", "networks", "distributions", "inference", "storage", "evaluation", "training",
-            "experiments", "guides", "models"},
+            "experiments", "guides", "models", "browser"},
     "": {"cli"},
 }
 

@@ -9,12 +9,13 @@ import torch
 from bayesncl_pyro import CheckpointError
 from bayesncl_pyro.config.errors import NonFiniteStep
 from bayesncl_pyro.data.augment import BatchAugment
+from bayesncl_pyro.storage import checkpoints
 from bayesncl_pyro.storage.metrics_log import read_metrics
 from bayesncl_pyro.training.loop import train
 
 
 def _params(run) -> dict[str, torch.Tensor]:
-    state = torch.load(run / "last.pt", weights_only=False)
+    state = checkpoints.read(run / "last.pt")
     return {f"{m}.{k}": v for m, sd in state["modules"].items() for k, v in sd.items()}
 
 
@@ -98,7 +99,7 @@ def test_non_finite_batches_are_skipped_then_stop(tiny_config, monkeypatch):
     message = str(info.value)
     assert [str(w.message)[:6] for w in caught if "skipped" in str(w.message)] == ["step 3", "step 4", "step 5"]
     assert "step 5" in message and "loss is nan" in message and "last.pt" in message
-    state = torch.load(Path(cfg.train.out_dir) / "last.pt", weights_only=False)
+    state = checkpoints.read(Path(cfg.train.out_dir) / "last.pt")
     assert state["step"] == 2
     assert all(torch.isfinite(v).all() for v in state["modules"]["net"].values() if v.is_floating_point())
 
@@ -132,7 +133,7 @@ def test_non_finite_gradient_is_caught_before_the_optimizer_moves(tiny_config, m
     with pytest.warns(UserWarning, match="gradient norm"), pytest.raises(NonFiniteStep, match="gradient norm") as info:
         train(cfg, progress=False)
     assert "step 4" in str(info.value)
-    state = torch.load(Path(cfg.train.out_dir) / "last.pt", weights_only=False)
+    state = checkpoints.read(Path(cfg.train.out_dir) / "last.pt")
     assert state["step"] == 2
     assert all(torch.isfinite(v).all() for v in state["modules"]["net"].values() if v.is_floating_point())
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchvision
 from PIL import Image
 from torchvision.io import encode_jpeg, write_png
 
@@ -130,6 +131,52 @@ def test_jpeg_tree_matches_an_independent_decoder(tmp_path):
         difference = (data.images[row].int() - reference.permute(2, 0, 1).int()).abs().float()
         assert difference.mean() < 2.0
     assert (data.images[0].int() - smooth.int()).abs().float().mean() < 4.0
+
+
+def test_hidden_files_and_folders_are_not_data(tmp_path):
+    """Notebook checkpoints, macOS metadata (``._x.png`` is not an image) and hidden class
+    folders are left out; the labels are those of the visible folders."""
+    write_tree(tmp_path, "train", {"cat": 2, "dog": 2})
+    (tmp_path / "train" / "cat" / ".ipynb_checkpoints").mkdir()
+    write_tree(tmp_path / "train" / "cat", ".ipynb_checkpoints", {"stale": 1})
+    (tmp_path / "train" / "dog" / "._000.png").write_bytes(b"AppleDouble metadata, not a PNG")
+    (tmp_path / "train" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    write_tree(tmp_path, "train", {".trash": 3})
+    data = load_imagefolder(str(tmp_path), "train")
+    assert data.classes == ["cat", "dog"] and data.labels.tolist() == [0, 0, 1, 1]
+
+
+def test_links_are_followed_but_never_into_a_loop_or_twice(tmp_path):
+    """A class folder linked from elsewhere is read; a link to a folder above (a loop), to the
+    folder itself, and a second name of a file (a hard link) add nothing."""
+    outside = tmp_path / "elsewhere"
+    write_tree(outside, "pool", {"bird": 2})
+    write_tree(tmp_path, "train", {"cat": 2})
+    os.symlink(outside / "pool" / "bird", tmp_path / "train" / "bird")
+    os.symlink(tmp_path / "train", tmp_path / "train" / "cat" / "up")
+    os.symlink(tmp_path / "train" / "cat", tmp_path / "train" / "cat" / "again")
+    os.link(tmp_path / "train" / "cat" / "000.png", tmp_path / "train" / "cat" / "copy.png")
+    data = load_imagefolder(str(tmp_path), "train")
+    assert data.classes == ["bird", "cat"] and data.labels.tolist() == [0, 0, 1, 1]
+
+
+def test_train_and_test_must_hold_the_same_class_folders(tmp_path):
+    write_tree(tmp_path, "train", {"cat": 1, "dog": 1, "eel": 1})
+    write_tree(tmp_path, "test", {"cat": 1, "dog": 1, "fox": 1})
+    for split in ("train", "test"):
+        with pytest.raises(DataError, match="only in train: eel; only in test: fox|only in test: fox; only in train: eel"):
+            load_imagefolder(str(tmp_path), split)
+
+
+def test_the_file_listing_keeps_imagefolders_order(tmp_path):
+    """Labels and order as torchvision's ImageFolder gives them, for a tree it reads correctly."""
+    write_tree(tmp_path, "train", {"b": 2, "a": 1})
+    write_tree(tmp_path / "train" / "a", "sub", {"x": 1, "x-2": 1})
+    write_tree(tmp_path / "train" / "a" / "sub" / "x", "y", {"z": 1})  # "x-2" sorts before "x/y"
+    reference = torchvision.datasets.ImageFolder(str(tmp_path / "train"), allow_empty=True)
+    files, labels, classes = vision._list_imagefolder(tmp_path, "train")
+    assert [str(f) for f in files] == [path for path, _ in reference.samples]
+    assert labels == [label for _, label in reference.samples] and classes == reference.classes
 
 
 # --- ImageFolder: the cache -------------------------------------------------------------------

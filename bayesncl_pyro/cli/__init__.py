@@ -1,5 +1,5 @@
 """Console commands, one module per command (``bayesncl-train``, ``-eval``, ``-inspect``,
-``-report``, ``-ablate``, ``-reproduce``), each a thin argparse layer over the library.
+``-report``, ``-ablate``, ``-reproduce``, ``-browse``), each a thin argparse layer over the library.
 
 The top of the import graph: commands may import any other subpackage, and nothing imports
 them. Heavy modules are imported inside ``main`` after the arguments are parsed, so ``--help``

@@ -6,20 +6,20 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from bayesncl_pyro.cli.guard import guarded
+from bayesncl_pyro.cli.guard import Parser, guarded, positive_int, user_path
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="bayesncl-ablate",
         description="Run a grid of training runs (priors × estimators × seeds ...) and tabulate them.")
-    p.add_argument("spec", nargs="?", help="ablation YAML file (base config, overrides, grid)")
+    p.add_argument("spec", nargs="?", type=user_path, help="ablation YAML file (base config, overrides, grid)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides applied to every cell after the file's own, e.g. train.epochs=1")
-    p.add_argument("--jobs", type=int, default=1, help="cells run at a time as subprocesses (default 1: in this process)")
-    p.add_argument("--out-dir", help="write the cells and reports here instead of the file's out_dir")
+    p.add_argument("--jobs", type=positive_int, default=1, help="cells run at a time as subprocesses (default 1: in this process)")
+    p.add_argument("--out-dir", type=user_path, help="write the cells and reports here instead of the file's out_dir")
     p.add_argument("--dry-run", action="store_true", help="list the cells, their directories and what would happen; run nothing")
-    p.add_argument("--run-cell", metavar="DIR", help=argparse.SUPPRESS)
+    p.add_argument("--run-cell", metavar="DIR", type=user_path, help=argparse.SUPPRESS)
     return p
 
 

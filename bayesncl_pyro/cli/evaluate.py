@@ -4,11 +4,11 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from bayesncl_pyro.cli.guard import add_run_arguments, guarded
+from bayesncl_pyro.cli.guard import Parser, add_run_arguments, guarded
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="bayesncl-eval",
         description="Evaluate a run on its test split: linear probe and k-NN, the SPEC §6 metrics on h, z and "
                     "gated z, and (on scenes) the ground-truth gate check. Writes eval.json and eval.md.")
@@ -28,6 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                               progress=not args.no_progress)
     probe = result["linear_probe"]
     line = f"linear probe top-1 {probe['top1']:.2f} %, top-5 {probe['top5']:.2f} %"
+    if not probe.get("converged"):
+        line += " (probe NOT converged: see eval.md)"
     sc = result["metrics"]["gated"]["semantic_consistency"]
     if sc is not None:
         line += f"; semantic consistency of gated z {sc:.2f} %"

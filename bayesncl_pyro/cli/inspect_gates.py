@@ -4,11 +4,11 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from bayesncl_pyro.cli.guard import add_run_arguments, guarded, positive_int
+from bayesncl_pyro.cli.guard import Parser, add_run_arguments, guarded, positive_int, seed
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="bayesncl-inspect",
         description="Draw from the variational gate posterior and the prior of a run into an ArviZ "
                     "InferenceData (gates.nc), summarise it (gates_summary.csv/.md) and plot it (gates_*.png); "
@@ -19,7 +19,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--chains", type=positive_int, default=2,
                    help="groups of independent draws (default 2); the draws are not a Markov chain, "
                         "so the summary reports no r-hat or ESS")
-    p.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the draws (default 0)")
     p.add_argument("--top-dims", type=positive_int, default=8, help="dimensions in the image grid (default 8)")
     p.add_argument("--top-images", type=positive_int, default=8, help="images per dimension (default 8)")
     return p

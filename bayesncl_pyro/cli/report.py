@@ -4,17 +4,17 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from bayesncl_pyro.cli.guard import guarded
+from bayesncl_pyro.cli.guard import Parser, guarded, user_path
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="bayesncl-report",
         description="Gather training curves, evaluation tables and gate-posterior figures of one or several "
                     "runs into one self-contained HTML page, runs side by side, and print the main numbers "
                     "of each run.")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
-    p.add_argument("--out", metavar="FILE",
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", type=user_path, help="run directories")
+    p.add_argument("--out", metavar="FILE", type=user_path,
                    help="output file (default: report.html in the run directory, or in the current "
                         "directory when several runs are given)")
     return p

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-from bayesncl_pyro.cli.guard import guarded
+from bayesncl_pyro.cli.guard import Parser, guarded, user_path
 from bayesncl_pyro.config.errors import ConfigError
 
 SHIPPED_SUITES = Path(__file__).resolve().parents[2] / "configs" / "suites"
@@ -13,10 +13,10 @@ SHIPPED_SUITES = Path(__file__).resolve().parents[2] / "configs" / "suites"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bayesncl-reproduce",
+    p = Parser(prog="bayesncl-reproduce",
                                 description="Run a result suite end to end (resumable): train, evaluate, inspect, tables, figures.")
     p.add_argument("suite", help="a suite name in configs/suites (e.g. cpu) or a suite YAML file")
-    p.add_argument("--out-dir", help="where the suite's runs and results go (default: the file's out_dir)")
+    p.add_argument("--out-dir", type=user_path, help="where the suite's runs and results go (default: the file's out_dir)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and stop")
     p.add_argument("--report-only", action="store_true",
                    help="rewrite the tables and figures from the runs there are, without running anything")

@@ -5,14 +5,15 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-from bayesncl_pyro.cli.guard import guarded
+from bayesncl_pyro.cli.guard import Parser, guarded, user_path
 from bayesncl_pyro.config.errors import BayesNCLError
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bayesncl-train", description="Train BayesNCL (or NCL/SimCLR) by SVI.")
-    p.add_argument("--config", help="YAML config file (default: built-in defaults)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p = Parser(prog="bayesncl-train", description="Train BayesNCL (or NCL/SimCLR) by SVI.")
+    p.add_argument("--config", type=user_path, help="YAML config file (default: built-in defaults)")
+    p.add_argument("--resume", metavar="RUN_DIR", type=user_path,
+                   help="continue the run in RUN_DIR from its last intact checkpoint (with its own config)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. gate.prior_prob=0.8")
     return p
@@ -27,6 +28,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bayesncl_pyro.training.loop import train
     from bayesncl_pyro.training.summary import format_summary
 
+    if args.resume and args.config:
+        raise BayesNCLError(f"--config cannot be combined with --resume: a resumed run keeps the config it was "
+                            f"started with ({Path(args.resume) / 'config.yaml'}); give what may change (train.steps, "
+                            "train.epochs, train.device, ...) as key=value")
     if args.resume:
         run = Path(args.resume)
         config_file = run / CONFIG_FILE

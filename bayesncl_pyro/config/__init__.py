@@ -4,7 +4,7 @@ registries of named choices, device and precision, and the errors a user can act
 The bottom of the import graph: modules here import nothing else of ``bayesncl_pyro``. The
 registries name the modules that fill them as strings and import them on first look-up.
 """
-from bayesncl_pyro.config.errors import BayesNCLError, CheckpointError, ConfigError, DataError
+from bayesncl_pyro.config.errors import BayesNCLError, CheckpointError, ConfigError, DataError, StorageError
 from bayesncl_pyro.config.parsing import (
     check_override_key,
     config_from_dict,
@@ -27,6 +27,6 @@ from bayesncl_pyro.config.validation import validate
 
 __all__ = [
     "AugmentConfig", "BayesNCLError", "CheckpointError", "Config", "ConfigError", "DataConfig", "DataError",
-    "GateConfig", "ModelConfig", "OptimConfig", "ScenesConfig", "TrainConfig", "check_override_key",
+    "GateConfig", "ModelConfig", "OptimConfig", "ScenesConfig", "StorageError", "TrainConfig", "check_override_key",
     "config_from_dict", "flatten", "load_config", "parse_override", "read_yaml_mapping", "validate",
 ]

@@ -2,12 +2,14 @@
 
 Each table is filled by the modules that implement its entries (named here as strings and
 imported on first look-up), so this module imports none of them and the config layer stays at
-the bottom of the import graph.
+the bottom of the import graph. Plugin packages fill the same tables through the entry-point group
+``bayesncl_pyro.plugins`` (:data:`.registry.PLUGIN_GROUP`).
 """
 from bayesncl_pyro.config.registry import Registry
 
 NONNEG = Registry("model.nonneg", plugins=["bayesncl_pyro.networks.nonneg"])
-BACKBONES = Registry("model.backbone", plugins=["bayesncl_pyro.networks.backbones"])
+BACKBONES = Registry("model.backbone", plugins=["bayesncl_pyro.networks.backbones",
+                                                 "bayesncl_pyro.networks.torchvision_backbones"])
 DATASETS = Registry("data.name", plugins=["bayesncl_pyro.data.sources"])
 ESTIMATORS = Registry("gate.estimator", plugins=["bayesncl_pyro.distributions.gates"])
 PRIORS = Registry("gate.prior", plugins=["bayesncl_pyro.models"])

@@ -6,15 +6,20 @@ key or value raises :class:`ConfigError` naming the dotted key and what is allow
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
 
-from bayesncl_pyro.config.errors import ConfigError
+from bayesncl_pyro.config.errors import ConfigError, clip, shown
 from bayesncl_pyro.config.schema import Config
 from bayesncl_pyro.config.validation import validate
+
+
+PATH_KEYS = (("data", "root"), ("data", "cache_dir"), ("train", "out_dir"))
+"""The config keys that hold a file system path."""
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -25,17 +30,17 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
     """Convert a YAML/override value to the declared type, or say what was expected."""
     if dataclasses.is_dataclass(kind):
         if not isinstance(value, dict):
-            raise ConfigError(f"{key} must be a mapping of {kind.__name__} fields; got {value!r}")
+            raise ConfigError(f"{key} must be a mapping of {kind.__name__} fields; got {shown(value)}")
         return _build(kind, value, key + ".")
     if kind is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
-        raise ConfigError(f"{key}={value!r} is not allowed; allowed: true or false")
+        raise ConfigError(f"{key}={shown(value)} is not allowed; allowed: true or false")
     if kind is int:
         if isinstance(value, bool):
-            raise ConfigError(f"{key}={value!r} is not allowed; allowed: an integer")
+            raise ConfigError(f"{key}={shown(value)} is not allowed; allowed: an integer")
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
@@ -45,10 +50,10 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
                 return int(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{key}={value!r} is not allowed; allowed: an integer")
+        raise ConfigError(f"{key}={shown(value)} is not allowed; allowed: an integer")
     if kind is float:
         if isinstance(value, bool):
-            raise ConfigError(f"{key}={value!r} is not allowed; allowed: a number")
+            raise ConfigError(f"{key}={shown(value)} is not allowed; allowed: a number")
         if isinstance(value, (int, float)):
             return float(value)
         if isinstance(value, str):
@@ -56,11 +61,11 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
                 return float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{key}={value!r} is not allowed; allowed: a number")
+        raise ConfigError(f"{key}={shown(value)} is not allowed; allowed: a number")
     if kind is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        raise ConfigError(f"{key}={value!r} is not allowed; allowed: a string")
+        raise ConfigError(f"{key}={shown(value)} is not allowed; allowed: a string")
     raise TypeError(f"unsupported config field type {kind!r} for {key}")
 
 
@@ -69,7 +74,7 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     unknown = sorted(set(values) - set(types))
     if unknown:
         raise ConfigError(
-            f"unknown config key {prefix + str(unknown[0])!r}; allowed under "
+            f"unknown config key {shown(prefix + str(unknown[0]))}; allowed under "
             f"{prefix.rstrip('.') or 'the top level'}: {', '.join(types)}"
         )
     kwargs = {name: _coerce(prefix + name, values[name], types[name]) for name in values}
@@ -82,7 +87,7 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"override {dotted!r}: {part!r} is not a section")
+            raise ConfigError(f"override {shown(dotted)}: {shown(part)} is not a section")
         node = child
     node[parts[-1]] = value
 
@@ -92,9 +97,11 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. optim.lr=0.4)")
+        raise ConfigError(f"override {shown(text)} is not of the form key=value (e.g. optim.lr=0.4)")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=UniqueKeyLoader) if raw.strip() else ""
+    except DuplicateKey as exc:
+        raise ConfigError(f"override {shown(text)}: {exc}") from None
     except yaml.YAMLError:
         value = raw
     if value is None:
@@ -110,23 +117,65 @@ def check_override_key(key: str) -> None:
         types = _field_types(cls) if dataclasses.is_dataclass(cls) else {}
         if part not in types:
             where = ".".join(path) or "the top level"
-            raise ConfigError(f"unknown config key {key!r}; allowed under {where}: {', '.join(types)}")
+            raise ConfigError(f"unknown config key {shown(key)}; allowed under {where}: {', '.join(types)}")
         path.append(part)
         cls = types[part]
     if dataclasses.is_dataclass(cls):
-        raise ConfigError(f"config key {key!r} is a section; set one of its fields, e.g. {key}.{next(iter(_field_types(cls)))}=...")
+        raise ConfigError(f"config key {shown(key)} is a section; set one of its fields, e.g. {key}.{next(iter(_field_types(cls)))}=...")
+
+
+class DuplicateKey(yaml.YAMLError):
+    """A mapping of a YAML document names one key twice."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key repeated in one mapping at any depth: plain YAML
+    keeps the last value, so a section written twice would silently replace the first. Keys
+    brought in by a ``<<`` merge may be overridden, as YAML intends."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            lines: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = lines.get(key)
+                except TypeError:  # an unhashable key: the constructor below says so
+                    continue
+                line = key_node.start_mark.line + 1
+                if first is not None:
+                    raise DuplicateKey(f"key {shown(key)} appears twice (lines {first} and {line}); "
+                                       "a repeated key would silently replace the first")
+                lines[key] = line
+        return super().construct_mapping(node, deep)
 
 
 def read_yaml_mapping(path: str | Path, what: str, error: type[Exception] = ConfigError) -> dict[str, Any]:
     """The mapping a YAML file holds (an empty file is an empty mapping), or ``error`` naming the
-    file: missing, not YAML, or not a mapping. ``what`` says what the file is ("config file")."""
-    path = Path(path)
-    if not path.is_file():
+    file: missing, not a file, not UTF-8, not YAML, a key written twice, or not a mapping.
+    ``what`` says what the file is ("config file")."""
+    path = Path(path).expanduser()
+    if not path.exists():
         raise error(f"{what} {path} does not exist")
+    if not path.is_file():
+        raise error(f"{what} {path} is not a file")
     try:
-        tree = yaml.safe_load(path.read_text())
+        data = path.read_bytes()
+    except OSError as exc:
+        raise error(f"{what} {path} cannot be read ({exc.strerror})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{what} {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                    "save it as UTF-8") from None
+    try:
+        tree = yaml.load(text, Loader=UniqueKeyLoader)
+    except DuplicateKey as exc:
+        raise error(f"{what} {path}: {exc}") from None
     except yaml.YAMLError as exc:
-        raise error(f"{what} {path} is not valid YAML ({' '.join(str(exc).split())})") from None
+        raise error(f"{what} {path} is not valid YAML ({clip(exc, 300)})") from None
     if tree is None:
         return {}
     if not isinstance(tree, dict):
@@ -145,8 +194,12 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
 
 
 def config_from_dict(tree: dict[str, Any]) -> Config:
-    """A validated Config from a nested mapping (e.g. a run's ``config.yaml``)."""
+    """A validated Config from a nested mapping (e.g. a run's ``config.yaml``); ``~`` in a path
+    key is expanded to the home directory."""
     cfg = _build(Config, tree)
+    for section, name in PATH_KEYS:
+        part = getattr(cfg, section)
+        setattr(part, name, os.path.expanduser(getattr(part, name)))
     validate(cfg)
     return cfg
 

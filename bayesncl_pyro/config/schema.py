@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from bayesncl_pyro.config.errors import ConfigError
+from bayesncl_pyro.config.errors import ConfigError, shown
 
 
 @dataclass
@@ -38,7 +38,7 @@ class AugmentConfig:
 
         def require(ok: bool, name: str, allowed: str) -> None:
             if not ok:
-                raise ConfigError(f"{prefix}.{name}={getattr(self, name)!r} is not allowed; allowed: {allowed}")
+                raise ConfigError(f"{prefix}.{name}={shown(getattr(self, name))} is not allowed; allowed: {allowed}")
 
         for f in fields(self):
             value = getattr(self, f.name)
@@ -75,6 +75,9 @@ class ScenesConfig:
     shared_p: float = 0.7
     color_tied: bool = False
     seed: int = 0
+    background_class_rate: float = 0.0
+    """Spurious backgrounds: in the training split only, the background is the class's paired one
+    with this probability (0 = independent of the class, as in the test split)."""
 
 
 @dataclass
@@ -94,8 +97,17 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    """The networks. ``backbone`` is a registered name (``convnet``, ``resnet18``, ...) or
+    ``torchvision:<name>``; ``weights`` a local state-dict file loaded into the backbone when the
+    network is first built; ``freeze_backbone`` trains only projector, gates and the online probe
+    on the backbone as it was built (eval mode, no gradient); ``small_stem`` gives a torchvision
+    ResNet-family backbone the 3x3 stride-1 first convolution without max-pool of 32x32 recipes."""
+
     backbone: str = "convnet"
     convnet_width: int = 64
+    weights: str = ""
+    freeze_backbone: bool = False
+    small_stem: bool = False
     proj_hidden: int = 2048
     proj_dim: int = 256
     nonneg: str = "relu"

@@ -12,17 +12,22 @@ from typing import Any
 
 from bayesncl_pyro.config import choices
 from bayesncl_pyro.config.device import DEVICE_PATTERN, PRECISIONS
-from bayesncl_pyro.config.errors import ConfigError
+from bayesncl_pyro.config.errors import ConfigError, shown
 from bayesncl_pyro.config.schema import Config, GateConfig
+
+
+MAX_SEED = 2**32 - 1
+"""The largest seed every random generator a run seeds accepts (numpy's takes 32 bits); seeds
+derived from it (per rank, per step) are taken modulo 2**32."""
 
 
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
-        raise ConfigError(f"{key}={value!r} is not allowed; allowed: {allowed}")
+        raise ConfigError(f"{key}={shown(value)} is not allowed; allowed: {allowed}")
 
 
 def _choice(key: str, value: str, registry: Any) -> None:
-    _require(value in registry, key, value, ", ".join(registry.names()))
+    _require(value in registry, key, value, registry.allowed(value))
 
 
 def _finite(value: float) -> bool:
@@ -44,10 +49,15 @@ def validate(cfg: Config) -> Config:
     _require(s.num_test >= 1, "data.scenes.num_test", s.num_test, "an integer >= 1")
     _require(2 <= s.num_classes <= 10, "data.scenes.num_classes", s.num_classes, "2 to 10")
     _require(0.0 <= s.shared_p <= 1.0, "data.scenes.shared_p", s.shared_p, "[0, 1]")
+    _require(0.0 <= s.background_class_rate <= 1.0, "data.scenes.background_class_rate", s.background_class_rate,
+             "[0, 1] (0 = backgrounds independent of the class)")
     d.augment.validate("data.augment")
 
     _choice("model.backbone", m.backbone, choices.BACKBONES)
     _require(m.convnet_width >= 1, "model.convnet_width", m.convnet_width, "an integer >= 1")
+    _require(not m.small_stem or m.backbone.startswith("torchvision:"), "model.small_stem", m.small_stem,
+             f"false with model.backbone={m.backbone} (the small stem is for torchvision:<ResNet-family name>; "
+             "resnet18 has it built in)")
     _require(m.proj_hidden >= 1, "model.proj_hidden", m.proj_hidden, "an integer >= 1")
     _require(m.proj_dim >= 2, "model.proj_dim", m.proj_dim, "an integer >= 2")
     _choice("model.nonneg", m.nonneg, choices.NONNEG)
@@ -88,7 +98,7 @@ def validate(cfg: Config) -> Config:
 
     _require(t.epochs >= 1, "train.epochs", t.epochs, "an integer >= 1")
     _require(t.steps >= 0, "train.steps", t.steps, "an integer >= 0 (0 = no cap)")
-    _require(t.seed >= 0, "train.seed", t.seed, "an integer >= 0")
+    _require(0 <= t.seed <= MAX_SEED, "train.seed", t.seed, f"an integer from 0 to {MAX_SEED} (2**32 - 1)")
     _require(re.fullmatch(DEVICE_PATTERN, t.device) is not None, "train.device", t.device, "auto, cpu, cuda, cuda:N")
     _require(bool(t.out_dir), "train.out_dir", t.out_dir, "a directory path")
     _require(t.precision in PRECISIONS, "train.precision", t.precision, ", ".join(PRECISIONS))

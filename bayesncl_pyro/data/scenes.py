@@ -2,7 +2,14 @@
 
 The class is the object's shape. Colour, position, scale, rotation and background are drawn
 independently of the class, and with probability ``shared_p`` the background is one shared
-"sky", a feature most images of every class have in common. Because each factor is recorded per
+"sky", a feature most images of every class have in common.
+
+The spurious-background variant (``background_class_rate`` r > 0) ties the background to the
+class in the training split only: with probability r an image gets its class's paired background
+``PAIRED_BACKGROUND[class]`` (a fixed map onto the non-shared textures, two classes per texture),
+otherwise the background is drawn as above; the test split keeps independent backgrounds. Both
+splits then record ``paired_background`` per image, so an evaluation can score the images whose
+background agrees with the training pairing apart from those whose background does not. Because each factor is recorded per
 image, one can ask of every learned dimension which factor it encodes.
 
 Images are rendered in chunks, all on a coordinate grid: each shape is a signed distance
@@ -43,6 +50,9 @@ EDGE_MARGIN_PX = 1.5
 TEXTURE_UNIFORMS = 12
 """Per-image uniforms each background texture reads its random variation from."""
 MIN_IMAGE_SIZE = 16
+PAIRED_BACKGROUND = tuple(1 + c % (len(BACKGROUND_NAMES) - 1) for c in range(len(SHAPE_NAMES)))
+"""Class -> its background in the spurious variant: grass, sand, stripes, checker, noise, then
+again; never the shared sky, which every class already shows."""
 
 
 @dataclass
@@ -66,16 +76,20 @@ def make_scenes(
     color_tied: bool = False,
     image_size: int = 32,
     chunk_size: int = 2048,
+    background_class_rate: float | None = None,
 ) -> ImageDataset:
     """``num_images`` scenes of the first ``num_classes`` shapes, deterministic from ``seed``.
 
     factors: ``background`` and ``color`` (int64 ids, names in ``factor_names``), ``x`` and ``y``
     (object centre in pixels, x along columns, pixel j spanning [j, j+1]), ``scale`` (enclosing
     circle diameter / frame side) and ``rotation`` (radians, counter-clockwise), each [N].
-    With ``color_tied`` the colour is the class index modulo the palette size.
+    With ``color_tied`` the colour is the class index modulo the palette size. With
+    ``background_class_rate`` r (None: no pairing) the background is the class's paired one with
+    probability r, and the factor ``paired_background`` records that paired background (r = 0:
+    recorded, never imposed).
     """
-    _check_arguments(num_images, num_classes, shared_p, image_size, chunk_size)
-    factors = _sample_factors(num_images, seed, num_classes, shared_p, color_tied, image_size)
+    _check_arguments(num_images, num_classes, shared_p, image_size, chunk_size, background_class_rate)
+    factors = _sample_factors(num_images, seed, num_classes, shared_p, color_tied, image_size, background_class_rate)
     images = torch.cat([chunk[0] for chunk in _render_chunks(factors, image_size, chunk_size)])
     return _as_dataset(images, factors, num_classes)
 
@@ -88,11 +102,12 @@ def render_scenes(
     color_tied: bool = False,
     image_size: int = 32,
     chunk_size: int = 2048,
+    background_class_rate: float | None = None,
 ) -> SceneLayers:
     """The same scenes as :func:`make_scenes` with the same arguments, plus their object masks
     and bare backgrounds."""
-    _check_arguments(num_images, num_classes, shared_p, image_size, chunk_size)
-    factors = _sample_factors(num_images, seed, num_classes, shared_p, color_tied, image_size)
+    _check_arguments(num_images, num_classes, shared_p, image_size, chunk_size, background_class_rate)
+    factors = _sample_factors(num_images, seed, num_classes, shared_p, color_tied, image_size, background_class_rate)
     images, masks, backgrounds = [], [], []
     for image, mask, background in _render_chunks(factors, image_size, chunk_size):
         images.append(image)
@@ -103,11 +118,15 @@ def render_scenes(
 
 
 def scenes_splits(
-    num_train: int = 20000, num_test: int = 5000, seed: int = 0, **kwargs
+    num_train: int = 20000, num_test: int = 5000, seed: int = 0, background_class_rate: float = 0.0, **kwargs
 ) -> tuple[ImageDataset, ImageDataset]:
-    """Train and test splits drawn from seeds derived from ``seed``, so the two never coincide."""
-    train = make_scenes(num_train, _derived_seed(seed, "train"), **kwargs)
-    test = make_scenes(num_test, _derived_seed(seed, "test"), **kwargs)
+    """Train and test splits drawn from seeds derived from ``seed``, so the two never coincide.
+
+    ``background_class_rate`` r > 0 ties the background to the class at rate r in the training
+    split only; the test split keeps independent backgrounds, and both record the pairing."""
+    train_rate, test_rate = (background_class_rate, 0.0) if background_class_rate > 0 else (None, None)
+    train = make_scenes(num_train, _derived_seed(seed, "train"), background_class_rate=train_rate, **kwargs)
+    test = make_scenes(num_test, _derived_seed(seed, "test"), background_class_rate=test_rate, **kwargs)
     return train, test
 
 
@@ -116,7 +135,7 @@ def _derived_seed(seed: int, split: str) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def _check_arguments(num_images, num_classes, shared_p, image_size, chunk_size) -> None:
+def _check_arguments(num_images, num_classes, shared_p, image_size, chunk_size, background_class_rate=None) -> None:
     def integer(value) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
 
@@ -130,13 +149,19 @@ def _check_arguments(num_images, num_classes, shared_p, image_size, chunk_size) 
         raise ConfigError(f"image_size must be an integer >= {MIN_IMAGE_SIZE}; got {image_size!r}")
     if not integer(chunk_size) or chunk_size < 1:
         raise ConfigError(f"chunk_size must be an integer >= 1; got {chunk_size!r}")
+    if background_class_rate is not None and (
+            not isinstance(background_class_rate, (int, float)) or isinstance(background_class_rate, bool)
+            or not 0.0 <= background_class_rate <= 1.0):
+        raise ConfigError(f"background_class_rate must be a probability in [0, 1] or None; got {background_class_rate!r}")
 
 
 def _sample_factors(
-    num_images: int, seed: int, num_classes: int, shared_p: float, color_tied: bool, image_size: int
+    num_images: int, seed: int, num_classes: int, shared_p: float, color_tied: bool, image_size: int,
+    background_class_rate: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """Every random choice of every image, [N] or [N, k]; the draws do not depend on
-    ``shared_p`` or ``color_tied``, so changing those changes only what they control."""
+    ``shared_p``, ``color_tied`` or ``background_class_rate``, so changing those changes only what
+    they control (the pairing's draw comes last: without it the scenes are the same as before)."""
     n = num_images
     gen = torch.Generator().manual_seed(seed)
     labels = (torch.arange(n) % num_classes)[torch.randperm(n, generator=gen)]
@@ -151,7 +176,7 @@ def _sample_factors(
     shared = torch.rand(n, generator=gen) < shared_p
     other = torch.randint(1, len(BACKGROUND_NAMES), (n,), generator=gen)
     background = torch.where(shared, torch.full_like(other, SHARED_BACKGROUND), other)
-    return {
+    factors = {
         "labels": labels,
         "background": background,
         "color": color,
@@ -162,16 +187,25 @@ def _sample_factors(
         "texture_uniforms": torch.rand(n, TEXTURE_UNIFORMS, generator=gen),
         "noise_key": torch.randint(0, 2**31 - 1, (n,), generator=gen),
     }
+    if background_class_rate is not None:
+        paired = torch.tensor(PAIRED_BACKGROUND)[labels]
+        tied = torch.rand(n, generator=gen) < background_class_rate
+        factors["background"] = torch.where(tied, paired, background)
+        factors["paired_background"] = paired
+    return factors
 
 
 def _as_dataset(images: torch.Tensor, factors: dict[str, torch.Tensor], num_classes: int) -> ImageDataset:
-    public = ("background", "color", "x", "y", "scale", "rotation")
+    public = ("background", "color", "x", "y", "scale", "rotation", "paired_background")
+    names = {"background": list(BACKGROUND_NAMES), "color": list(COLOR_NAMES)}
+    if "paired_background" in factors:
+        names["paired_background"] = list(BACKGROUND_NAMES)
     return ImageDataset(
         images=images,
         labels=factors["labels"],
         classes=list(SHAPE_NAMES[:num_classes]),
-        factors={name: factors[name] for name in public},
-        factor_names={"background": list(BACKGROUND_NAMES), "color": list(COLOR_NAMES)},
+        factors={name: factors[name] for name in public if name in factors},
+        factor_names=names,
     )
 
 

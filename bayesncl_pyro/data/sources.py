@@ -9,21 +9,26 @@ import torch
 from bayesncl_pyro.config.choices import DATASETS
 from bayesncl_pyro.data.dataset import ImageDataset
 from bayesncl_pyro.data.scenes import scenes_splits
+from bayesncl_pyro.data.status import status
 from bayesncl_pyro.data.vision import NORMALIZATION, VISION_DATASETS
 
 
 @functools.lru_cache(maxsize=4)
 def _scenes(num_train: int, num_test: int, num_classes: int, shared_p: float, color_tied: bool,
-            seed: int, image_size: int) -> tuple[ImageDataset, ImageDataset]:
+            seed: int, image_size: int, background_class_rate: float) -> tuple[ImageDataset, ImageDataset]:
+    """Both splits, cached in memory by every option that changes a pixel or a factor."""
+    status(f"generating scenes: {num_train} train and {num_test} test images of {image_size}x{image_size} "
+           f"(data.scenes.seed={seed})")
     return scenes_splits(num_train=num_train, num_test=num_test, seed=seed, num_classes=num_classes,
-                         shared_p=shared_p, color_tied=color_tied, image_size=image_size)
+                         shared_p=shared_p, color_tied=color_tied, image_size=image_size,
+                         background_class_rate=background_class_rate)
 
 
 @DATASETS.register("scenes")
 def load_scenes(data_cfg, split: str) -> ImageDataset:
     s = data_cfg.scenes
     train, test = _scenes(s.num_train, s.num_test, s.num_classes, s.shared_p, s.color_tied, s.seed,
-                          data_cfg.image_size)
+                          data_cfg.image_size, float(s.background_class_rate))
     return train if split == "train" else test
 
 
@@ -33,7 +38,8 @@ def _vision(name: str):
     def load(data_cfg, split: str) -> ImageDataset:
         root = str(Path(data_cfg.root).expanduser())
         if name == "imagefolder":
-            return loader(root, split, skip_corrupt=data_cfg.skip_corrupt, cache_dir=data_cfg.cache_dir or None)
+            return loader(root, split, skip_corrupt=data_cfg.skip_corrupt, cache_dir=data_cfg.cache_dir or None,
+                          image_size=data_cfg.image_size)
         return loader(root, split, download=data_cfg.download)
 
     load.__name__ = f"load_{name}"

@@ -10,6 +10,9 @@ per-channel statistics for that step.
 
 ImageFolder trees are decoded once (JPEG/PNG/WebP/GIF by ``torchvision.io.decode_image``,
 other formats through PIL) and the stacked tensor is cached, so later runs start in seconds.
+Through the config (``data.name=imagefolder``) every image is resized to ``data.image_size``
+square as it is decoded (bilinear, antialiased; the whole image, aspect not kept), so trees of
+any and mixed sizes load; one size is cached per ``data.image_size``.
 """
 from __future__ import annotations
 
@@ -25,16 +28,19 @@ import torch
 import torchvision
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2.functional import resize
 from tqdm.auto import tqdm
 
 from bayesncl_pyro.config.errors import DataError
 from bayesncl_pyro.data.dataset import ImageDataset
+from bayesncl_pyro.data.status import status
 from bayesncl_pyro.storage.atomic import atomic_torch_save
 
 SPLITS = ("train", "test")
 CACHE_FOLDER = ".bayesncl-cache"
 CACHE_FORMAT = 1
 DECODE_CHUNK = 256
+IMG_EXTENSIONS = torchvision.datasets.folder.IMG_EXTENSIONS
 TORCHVISION_IO_DEPRECATION = (
     "The image decoding and encoding capabilities of TorchVision are deprecated"
 )
@@ -142,36 +148,123 @@ def load_fashion_mnist(root: str, split: str, download: bool = False) -> ImageDa
     return ImageDataset(images, dataset.targets.to(torch.int64), list(dataset.classes))
 
 
+def _visible(name: str) -> bool:
+    """Hidden names (``.ipynb_checkpoints``, ``.DS_Store``, ``._x.jpg``) are not data."""
+    return not name.startswith(".")
+
+
+def _class_folders(split_dir: Path) -> list[str]:
+    """The sorted names of the visible folders (or links to folders) in ``split_dir``."""
+    try:
+        entries = list(os.scandir(split_dir))
+    except OSError as error:
+        raise DataError(f"{split_dir} cannot be read ({error.strerror})") from None
+    return sorted(entry.name for entry in entries if _visible(entry.name) and entry.is_dir())
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_dev, stat.st_ino
+
+
+def _image_files(class_dir: Path, outside: set[tuple[int, int]]) -> list[Path]:
+    """The image files under ``class_dir`` in ImageFolder's order (directories by path, then
+    names), hidden files and folders left out. Links to folders are followed, but never into a
+    folder already visited or into one of ``outside`` (the split and data folders), so a link
+    loop ends and no folder is listed twice."""
+    visited = set(outside)
+    folders: list[tuple[str, list[str]]] = []
+    pending = [class_dir]
+    while pending:
+        folder = pending.pop()
+        try:
+            identity = _identity(folder)
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        if identity in visited:
+            continue
+        visited.add(identity)
+        names, subfolders = [], []
+        for entry in sorted(entries, key=lambda e: e.name):
+            if not _visible(entry.name):
+                continue
+            if entry.is_dir():
+                subfolders.append(folder / entry.name)
+            elif torchvision.datasets.folder.has_file_allowed_extension(entry.name, IMG_EXTENSIONS):
+                names.append(entry.name)
+        folders.append((str(folder), names))
+        pending.extend(reversed(subfolders))  # depth first, by name: which of two paths to a folder is kept does not vary
+    return [Path(folder) / name for folder, names in sorted(folders) for name in names]
+
+
 def _list_imagefolder(root: Path, split: str) -> tuple[list[Path], list[int], list[str]]:
-    """The split's image files (ImageFolder order: by class, then by name), labels, classes."""
+    """The split's image files (ImageFolder order: by class, then by path), labels, classes.
+
+    Labels are indices of the sorted class folder names, so train and test must hold the same
+    class folders (a difference is an error naming it, never a silent shift of labels). Hidden
+    files and folders are ignored; a file reached twice (through links) is listed once, and one
+    reached from two class folders is an error, its label being ambiguous.
+    """
     split_dir = root / split
     layout = f"expected {root}/{split}/<class>/<image>"
     if not root.is_dir():
         raise DataError(f"data.root {root} does not exist; {layout}")
     if not split_dir.is_dir():
         raise DataError(f"{split_dir} does not exist; {layout}")
-    try:
-        folder = torchvision.datasets.ImageFolder(str(split_dir), allow_empty=True)
-    except FileNotFoundError as error:
-        raise DataError(f"{split_dir} holds no class folders ({error}); {layout}") from error
-    if not folder.samples:
+    classes = _class_folders(split_dir)
+    if not classes:
+        raise DataError(f"{split_dir} holds no class folders; {layout}")
+    other = root / next(s for s in SPLITS if s != split)
+    if other.is_dir():
+        other_classes = _class_folders(other)
+        if other_classes != classes:
+            differences = [f"only in {where.name}: {', '.join(sorted(set(mine) - set(theirs)))}"
+                           for where, mine, theirs in ((split_dir, classes, other_classes),
+                                                       (other, other_classes, classes))
+                           if set(mine) - set(theirs)]
+            raise DataError(
+                f"{split_dir} and {other} hold different class folders ({'; '.join(differences)}); labels "
+                f"are indices of the sorted class names, so both splits must hold the same class folders"
+            )
+    files: list[Path] = []
+    labels: list[int] = []
+    owner: dict[tuple[int, int], tuple[int, Path]] = {}
+    outside = {_identity(root), _identity(split_dir)}
+    for label, name in enumerate(classes):
+        for path in _image_files(split_dir / name, outside):
+            try:
+                identity = _identity(path)
+            except OSError:  # a dangling link: listed, and named when it fails to decode
+                identity = None
+            if identity is not None and identity in owner:
+                first_label, first = owner[identity]
+                if first_label == label:
+                    continue
+                raise DataError(
+                    f"{path} and {first} are the same file, in class folders {classes[first_label]!r} and "
+                    f"{name!r}; its label is ambiguous: keep it in one class folder"
+                )
+            if identity is not None:
+                owner[identity] = (label, path)
+            files.append(path)
+            labels.append(label)
+    if not files:
         raise DataError(
-            f"{split_dir} holds no images; {layout} with extensions "
-            f"{', '.join(torchvision.datasets.folder.IMG_EXTENSIONS)}"
+            f"{split_dir} holds no images; {layout} with extensions {', '.join(IMG_EXTENSIONS)}"
         )
-    if len(folder.classes) < 2:
+    if len(classes) < 2:
         raise DataError(
-            f"{split_dir} has one class folder ({folder.classes[0]!r}); "
+            f"{split_dir} has one class folder ({classes[0]!r}); "
             f"an ImageFolder needs at least 2 classes: {layout}"
         )
-    empty = sorted(set(folder.classes) - {folder.classes[t] for _, t in folder.samples})
+    empty = sorted(set(classes) - {classes[label] for label in labels})
     if empty:
         raise DataError(
             f"{split_dir}: class folders {empty} hold no images; "
             f"every class folder needs at least one"
         )
-    files = [Path(path) for path, _ in folder.samples]
-    return files, [label for _, label in folder.samples], list(folder.classes)
+    return files, labels, classes
 
 
 def _tree_key(split_dir: Path, files: list[Path], classes: list[str]) -> str:
@@ -243,6 +336,19 @@ def _decode_file(path: Path) -> torch.Tensor:
         return torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous()
 
 
+def _to_size(image: torch.Tensor, size: int | None) -> torch.Tensor:
+    """uint8 [3, H, W] -> [3, size, size] (bilinear, antialiased); unchanged without ``size`` or
+    when it is that size already."""
+    if size is None or image.shape[-2:] == (size, size):
+        return image
+    return resize(image, [size, size], antialias=True)
+
+
+def _sized_key(key: str, size: int | None) -> str:
+    """The cache key of a tree stored at ``size`` (the tree's own key when kept at its own size)."""
+    return key if size is None else hashlib.sha256(f"{key}\nsize {size}".encode()).hexdigest()
+
+
 def _decode_workers() -> int:
     """Threads for decoding; ``decode_image`` releases the GIL, so they overlap on several cores."""
     if hasattr(os, "sched_getaffinity"):
@@ -258,14 +364,14 @@ def _error_text(error: Exception) -> str:
 
 
 def _decode_reference(
-    files: list[Path], split_dir: Path
+    files: list[Path], split_dir: Path, size: int | None = None
 ) -> tuple[int, torch.Tensor, list[tuple[Path, str]]]:
     """The first decodable file's index and image (its size is the split's size), and the
     corrupt files before it."""
     corrupt: list[tuple[Path, str]] = []
     for index, path in enumerate(files):
         try:
-            return index, _decode_file(path), corrupt
+            return index, _to_size(_decode_file(path), size), corrupt
         except Exception as error:
             corrupt.append((path, _error_text(error)))
     raise DataError(
@@ -274,13 +380,15 @@ def _decode_reference(
     )
 
 
-def _decode_all(files: list[Path], split_dir: Path) -> tuple[torch.Tensor, list[tuple[Path, str]]]:
-    """Decode every file into one uint8 [N, 3, H, W] tensor, in parallel chunks.
+def _decode_all(files: list[Path], split_dir: Path,
+                size: int | None = None) -> tuple[torch.Tensor, list[tuple[Path, str]]]:
+    """Decode every file into one uint8 [N, 3, H, W] tensor, in parallel chunks, each image
+    resized to ``size`` square when that is given.
 
     Returns the tensor (rows of corrupt files left zero) and the corrupt files, in file order,
-    with their errors. All images must share the size of the first decodable one.
+    with their errors. Without ``size`` all images must share the size of the first decodable one.
     """
-    first, reference, corrupt = _decode_reference(files, split_dir)
+    first, reference, corrupt = _decode_reference(files, split_dir, size)
     images = torch.zeros((len(files), *reference.shape), dtype=torch.uint8)
     images[first] = reference
     wrong_size: dict[int, torch.Size] = {}
@@ -290,7 +398,7 @@ def _decode_all(files: list[Path], split_dir: Path) -> tuple[torch.Tensor, list[
         stop = min(start + DECODE_CHUNK, len(files))
         for index in range(start, stop):
             try:
-                image = _decode_file(files[index])
+                image = _to_size(_decode_file(files[index]), size)
             except Exception as error:
                 failed[index] = _error_text(error)
                 continue
@@ -310,8 +418,8 @@ def _decode_all(files: list[Path], split_dir: Path) -> tuple[torch.Tensor, list[
         raise DataError(
             f"{files[index]} is {_size(wrong_size[index])} but {files[first]} is "
             f"{_size(reference.shape)}; all images of an ImageFolder split must share one size "
-            f"({len(wrong_size)} file(s) differ); "
-            f"resize them beforehand (e.g. ImageNet-100 to 64x64 or 224x224)"
+            f"({len(wrong_size)} file(s) differ); set data.image_size=N (image_size=N in Python) to "
+            f"resize every image to NxN as it is decoded, or resize them beforehand"
         )
     return images, corrupt + [(files[index], failed[index]) for index in sorted(failed)]
 
@@ -328,7 +436,7 @@ def _report_corrupt(split_dir: Path, corrupt: list[tuple[Path, str]], skip_corru
         raise DataError(
             f"{path} is not a readable image ({error}); "
             f"{len(corrupt)} file(s) in {split_dir} fail. "
-            f"Remove or replace them, or pass skip_corrupt=True to skip them"
+            f"Remove or replace them, or set data.skip_corrupt=true to skip them"
         )
     names = ", ".join(str(path) for path, _ in corrupt[:5])
     more = f" and {len(corrupt) - 5} more" if len(corrupt) > 5 else ""
@@ -336,14 +444,16 @@ def _report_corrupt(split_dir: Path, corrupt: list[tuple[Path, str]], skip_corru
 
 
 def load_imagefolder(
-    root: str, split: str, skip_corrupt: bool = False, cache_dir: str | None = None
+    root: str, split: str, skip_corrupt: bool = False, cache_dir: str | None = None,
+    image_size: int | None = None,
 ) -> ImageDataset:
     """A ``root/<split>/<class>/<image>`` tree, decoded once and cached.
 
     Returns uint8 [N, 3, H, W]; labels are ImageFolder's class indices (class folders sorted
-    by name), so train and test must hold the same class folders. All images must share one
-    size (pre-resize large datasets such as ImageNet-100; a ``val`` folder can be linked as
-    ``test``).
+    by name), so train and test must hold the same class folders (a ``val`` folder can be
+    linked as ``test``). With ``image_size`` every image is resized to ``image_size`` square as
+    it is decoded (bilinear, antialiased), so images of any size load; without it all images
+    must share one size, which they keep.
 
     The stacked tensor is saved to ``root/.bayesncl-cache/<split>.pt``, or, when ``cache_dir``
     is given or ``root`` is not writable, to ``<cache_dir or ~/.cache/bayesncl_pyro>/
@@ -356,20 +466,27 @@ def load_imagefolder(
     root_path = Path(root).expanduser()
     split_dir = root_path / split
     files, labels, classes = _list_imagefolder(root_path, split)
-    key = _tree_key(split_dir, files, classes)
+    tree_key = _tree_key(split_dir, files, classes)
+    key = _sized_key(tree_key, image_size)
     cache_paths = _cache_paths(root_path, split, cache_dir)
 
     for path in cache_paths:
         cache = _read_cache(path, key)
+        if cache is None and image_size is not None:  # a tree cached at its own size, which is image_size
+            cache = _read_cache(path, tree_key)
+            if cache is not None and cache["images"].shape[-2:] != (image_size, image_size):
+                cache = None
         if cache is None or (cache["skipped"] and not skip_corrupt):
             continue
         skipped = [(split_dir / name, "skipped when cached") for name in cache["skipped"]]
         _report_corrupt(split_dir, skipped, skip_corrupt=True)
         return ImageDataset(cache["images"], cache["labels"], list(cache["classes"]))
 
+    resizing = f", resized to {image_size}x{image_size} (data.image_size)" if image_size is not None else ""
+    status(f"decoding {len(files)} images of {split_dir}{resizing}; cached for the next run")
     with warnings.catch_warnings():  # decode_image's notice about torchcodec, once per file
         warnings.filterwarnings("ignore", TORCHVISION_IO_DEPRECATION, DeprecationWarning)
-        images, corrupt = _decode_all(files, split_dir)
+        images, corrupt = _decode_all(files, split_dir, image_size)
     _report_corrupt(split_dir, corrupt, skip_corrupt)
     label_tensor = torch.as_tensor(labels, dtype=torch.int64)
     if corrupt:

@@ -5,6 +5,7 @@ from bayesncl_pyro.distributions.gates import (
     BernoulliGatePrior,
     ConcreteBernoulli,
     GateBernoulli,
+    SampledStraightThroughBernoulli,
     ScoreBernoulli,
     SoftBernoulli,
     StraightThroughBernoulli,
@@ -13,6 +14,6 @@ from bayesncl_pyro.distributions.gates import (
 from bayesncl_pyro.distributions.hard_concrete import HardConcrete
 
 __all__ = [
-    "BernoulliGatePrior", "ConcreteBernoulli", "GateBernoulli", "HardConcrete", "ScoreBernoulli", "SoftBernoulli",
+    "BernoulliGatePrior", "ConcreteBernoulli", "GateBernoulli", "HardConcrete", "SampledStraightThroughBernoulli", "ScoreBernoulli", "SoftBernoulli",
     "StraightThroughBernoulli", "clamped_bernoulli_kl",
 ]

@@ -10,6 +10,10 @@ gate value is drawn and how gradients flow back to α (``rsample``):
   authors' code adds a single Gumbel draw instead of L; a single Gumbel is not the difference of
   two Gumbels, so its relaxed sample is biased towards 1 and it is not the Binary-Concrete of
   Maddison et al. We implement the correct noise.
+- ``sampled_ste``: m ~ Bern(α) drawn exactly, with the gradient of α (m + α − sg(α)): the gate
+  the training loss sees is a draw from q, as in the ELBO, while the gradient is the same
+  straight-through one as ``ste``'s. It separates "hard gates drawn from the posterior" from "the
+  deterministic thresholded gate" when asking what carries ``ste``'s gain.
 - ``soft`` (the paper's "soft gating" ablation): m = α itself, no threshold and no noise.
 - ``score``: exact draws m ~ Bern(α) with a score-function gradient and a leave-one-out baseline
   over ``gate.particles`` draws (:class:`bayesncl_pyro.inference.leave_one_out.LeaveOneOutELBO`): the unbiased
@@ -89,6 +93,20 @@ class StraightThroughBernoulli(GateBernoulli):
     def _draw(self, shape: torch.Size) -> torch.Tensor:
         probs = self.probs.expand(shape)
         return straight_through((probs > self.threshold).to(probs.dtype), probs)
+
+
+@ESTIMATORS.register("sampled_ste")
+class SampledStraightThroughBernoulli(GateBernoulli):
+    """m ~ Bern(α) exactly, with the gradient of α: m + α − sg(α) (straight-through through a draw).
+
+    The value is a true Bernoulli draw (P(m = 1) = α; the threshold plays no part in training),
+    so the loss is a one-sample estimate of E_q[InfoNCE(m)] + λ·KL; its gradient ∂/∂α is taken as
+    if m were α, which is biased, like ``ste``'s.
+    """
+
+    def _draw(self, shape: torch.Size) -> torch.Tensor:
+        probs = self.probs.expand(shape)
+        return straight_through(torch.bernoulli(probs.detach()), probs)
 
 
 @ESTIMATORS.register("concrete")
@@ -176,6 +194,6 @@ def _kl_gate_bernoulli(q: GateBernoulli, p: Bernoulli) -> torch.Tensor:
 
 
 __all__ = [
-    "BernoulliGatePrior", "GateBernoulli", "StraightThroughBernoulli", "ConcreteBernoulli", "SoftBernoulli",
-    "ScoreBernoulli", "clamped_bernoulli_kl", "straight_through", "kl_divergence",
+    "BernoulliGatePrior", "GateBernoulli", "StraightThroughBernoulli", "SampledStraightThroughBernoulli",
+    "ConcreteBernoulli", "SoftBernoulli", "ScoreBernoulli", "clamped_bernoulli_kl", "straight_through", "kl_divergence",
 ]

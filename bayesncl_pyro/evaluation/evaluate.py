@@ -2,9 +2,12 @@
 on h, z and the gated features, plus, on ``scenes``, the ground-truth gate check.
 
 Features are taken on the test split (and, for the probe and k-NN, the training split) with the
-evaluation transform: ``h`` (backbone), ``z`` (projector after the non-negativity map) and
-``gated`` = normalize(z ⊙ hard gate) — normalize(z) for an ungated run — as ``BayesNCL.features``
-defines them. The result goes to ``eval.json`` and ``eval.md`` in the run directory
+evaluation transform: ``h`` (backbone), ``z`` (projector after the non-negativity map),
+``gated`` = normalize(z ⊙ hard gate) — normalize(z) for an ungated run — and ``gated_sampled`` =
+normalize(z ⊙ m) with the gates drawn from q, m ~ Bern(q(gate = 1 | x)) (seed
+``GATE_DRAW_SEED``; the same as ``gated`` for an ungated run), as ``BayesNCL.features`` defines
+them: every gated run is measured with the thresholded test-time gate and with draws from its
+posterior. The result goes to ``eval.json`` and ``eval.md`` in the run directory
 (``eval_init.*`` for the network at its seeded initialisation).
 """
 from __future__ import annotations
@@ -20,14 +23,18 @@ from tqdm.auto import tqdm
 
 from bayesncl_pyro.data.dataset import ImageDataset
 from bayesncl_pyro.evaluation import glossary, metrics
+from bayesncl_pyro.evaluation.glossary import NOT_CONVERGED_MARK
 from bayesncl_pyro.evaluation.factor_check import check_factors, scene_factor_codes
 from bayesncl_pyro.evaluation.features import extract
 from bayesncl_pyro.evaluation.linear_probe import RECIPE, probe_accuracy
 from bayesncl_pyro.evaluation.markdown import markdown_table
+from bayesncl_pyro.evaluation.run_summary import lookup
 from bayesncl_pyro.evaluation.trained_run import TrainedRun, load_trained
 from bayesncl_pyro.storage.atomic import atomic_write_json, atomic_write_text
 
-FEATURE_SETS = ("h", "z", "gated")
+FEATURE_SETS = ("h", "z", "gated", "gated_sampled")
+GATE_DRAW_SEED = 0
+"""Seed of the gate draws of ``gated_sampled`` (training split first, then test)."""
 KNN_K = 20
 KNN_TEMPERATURE = 0.07
 RETRIEVAL_K = (1, 5, 10)
@@ -42,9 +49,10 @@ def result_files(init: bool) -> tuple[str, str]:
     return f"{stem}.json", f"{stem}.md"
 
 
-def extract_split(run: TrainedRun, data: ImageDataset, desc: str, progress: bool) -> dict[str, Tensor]:
+def extract_split(run: TrainedRun, data: ImageDataset, desc: str, progress: bool,
+                  generator: torch.Generator | None = None) -> dict[str, Tensor]:
     """``features.extract`` over a whole split in chunks, with a progress bar counting images;
-    CPU tensors."""
+    CPU tensors. ``generator`` (on the run's device) draws the gates of ``gated_sampled``."""
     chunk = run.cfg.data.eval_batch_size * EXTRACT_CHUNK_BATCHES
     parts: list[dict[str, Tensor]] = []
     with tqdm(total=len(data), disable=not progress, desc=f"{desc} (h, z, gates)", unit="img", unit_scale=True,
@@ -52,7 +60,7 @@ def extract_split(run: TrainedRun, data: ImageDataset, desc: str, progress: bool
         for start in range(0, len(data), chunk):
             index = torch.arange(start, min(start + chunk, len(data)))
             parts.append(extract(run.net, run.eval_transform, data.subset(index), run.device,
-                                 run.cfg.data.eval_batch_size, run.classifier))
+                                 run.cfg.data.eval_batch_size, run.classifier, generator))
             bar.update(len(index))
     return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
 
@@ -108,12 +116,14 @@ def gate_statistics(gate: Tensor, gate_probs: Tensor) -> dict[str, float]:
 def evaluate(run: TrainedRun, untrained: bool = False, progress: bool = True) -> dict[str, Any]:
     """The whole evaluation of a loaded run (``untrained``: loaded at its initialisation), as a
     dict of floats (nan where a metric is undefined)."""
-    train = extract_split(run, run.train_set, "train features", progress)
-    test = extract_split(run, run.test_set, "test features", progress)
+    generator = torch.Generator(device=run.device).manual_seed(GATE_DRAW_SEED)
+    train = extract_split(run, run.train_set, "train features", progress, generator)
+    test = extract_split(run, run.test_set, "test features", progress, generator)
     device = run.device
     labels, train_labels = test["labels"].to(device), train["labels"].to(device)
     probe = probe_accuracy(train["h"].to(device), train_labels, test["h"].to(device), labels,
                            run.train_set.num_classes, progress=progress)
+    predictions = probe.pop("predictions")
     feature_results = {}
     for name in tqdm(FEATURE_SETS, disable=not progress, desc=f"metrics on {', '.join(FEATURE_SETS)}",
                      unit="feature set", leave=False):
@@ -133,15 +143,55 @@ def evaluate(run: TrainedRun, untrained: bool = False, progress: bool = True) ->
         "online_probe_top1": float((test["logits"].argmax(1) == test["labels"]).double().mean() * 100),
         "knn": {"k": min(KNN_K, len(run.train_set)), "temperature": KNN_TEMPERATURE, "on": "each feature set"},
         "retrieval_top_dims": RETRIEVAL_TOP_DIMS,
+        "gate_draw_seed": GATE_DRAW_SEED,
         "metrics": feature_results,
         "gates": gate_statistics(test["gate"], test["gate_probs"]) if "gate" in test else None,
         "factor_check": None,
+        "background_pairing": background_pairing(run.test_set.factors, test["labels"], predictions,
+                                                 run.cfg.data.scenes.background_class_rate),
     }
     if "background" in run.test_set.factors:
         codes = scene_factor_codes(test["labels"], run.test_set.factors)
         open_rate = test["gate"].mean(dim=0) if "gate" in test else None
         result["factor_check"] = check_factors(F.normalize(test["z"], dim=1), codes, open_rate).to_dict()
     return result
+
+
+def background_pairing(factors: dict[str, Tensor], labels: Tensor, predictions: Tensor,
+                       training_rate: float | None) -> dict[str, Any] | None:
+    """Linear-probe top-1 (%) apart on the test images whose background agrees with the training
+    pairing (it is their class's paired background) and on those whose background does not;
+    None when the dataset records no pairing (``paired_background``). ``gap`` = agrees − disagrees:
+    how much the probe leans on the background the training split tied to the class."""
+    if "paired_background" not in factors:
+        return None
+    agrees = (factors["background"] == factors["paired_background"]).cpu()
+    correct = (predictions.cpu() == labels.cpu()).double()
+
+    def top1(mask: Tensor) -> float:
+        return float(correct[mask].mean() * 100) if bool(mask.any()) else math.nan
+
+    result = {"training_rate": training_rate, "test_agrees": int(agrees.sum()), "test_disagrees": int((~agrees).sum()),
+              "linear_top1_agrees": top1(agrees), "linear_top1_disagrees": top1(~agrees)}
+    result["linear_top1_gap"] = result["linear_top1_agrees"] - result["linear_top1_disagrees"]
+    return result
+
+
+def background_pairing_line(pairing: dict[str, Any] | None) -> str:
+    """The eval.md line of :func:`background_pairing` (empty without a pairing)."""
+    if pairing is None:
+        return ""
+
+    def pct(value: float | None) -> str:
+        return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f} %"
+
+    gap = pairing.get("linear_top1_gap")
+    gap_text = "–" if gap is None or (isinstance(gap, float) and math.isnan(gap)) else f"{gap:+.2f} points"
+    return (f"Spurious backgrounds (training split: background tied to the class at rate "
+            f"{pairing.get('training_rate')}; test split independent): linear-probe top-1 on test images whose "
+            f"background agrees with the training pairing {pct(pairing.get('linear_top1_agrees'))} "
+            f"({pairing['test_agrees']} images), disagrees {pct(pairing.get('linear_top1_disagrees'))} "
+            f"({pairing['test_disagrees']} images); gap {gap_text}.\n")
 
 
 def _json_ready(value: Any) -> Any:
@@ -162,8 +212,8 @@ def format_markdown(result: dict[str, Any]) -> str:
     state = "at initialisation (untrained)" if result["untrained"] else f"after {result['step']} steps"
     probe = result["linear_probe"]
     gates = result["gates"]
-    counts = glossary.dimension_counts(result.get("output_dims"), _get(result, "metrics", "z", "active_dims"),
-                                       _get(result, "metrics", "gated", "active_dims"), gates)
+    counts = glossary.dimension_counts(result.get("output_dims"), lookup(result, "metrics", "z", "active_dims"),
+                                       lookup(result, "metrics", "gated", "active_dims"), gates)
     parts = [
         f"# Evaluation of `{result['run']}` {state}\n",
         f"dataset `{result['dataset']}` (train {result['num_train']}, test {result['num_test']}), "
@@ -177,7 +227,10 @@ def format_markdown(result: dict[str, Any]) -> str:
             ["online probe top-1 (h, %)", result["online_probe_top1"]],
             [f"k-NN top-1 (h, k={result['knn']['k']}, %)", result["metrics"]["h"]["knn_top1"]],
         ]),
-        f"## Metrics on h, z and gated z (test split; top-dims retrieval keeps {result['retrieval_top_dims']} dims)\n",
+        probe_convergence_line(probe),
+        background_pairing_line(result.get("background_pairing")),
+        f"## Metrics on h, z and gated z (test split; gated: the test-time gate, gated_sampled: drawn gates; "
+        f"top-dims retrieval keeps {result['retrieval_top_dims']} dims)\n",
         markdown_table(["metric", *FEATURE_SETS],
                        [[glossary.metric_label(name), *(glossary.shown_value(name, result["metrics"][s].get(name))
                                                         for s in FEATURE_SETS)]
@@ -217,12 +270,22 @@ def _factor_label(label: str) -> str:
     return "dead (z)" if label == "dead" else label
 
 
-def _get(tree: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(tree, dict):
-            return None
-        tree = tree.get(key)
-    return tree
+def probe_convergence_line(probe: dict[str, Any]) -> str:
+    """One line of eval.md saying whether the linear probe met its tolerance (and so whether its
+    top-1 is the probe's optimum), with the weight decay its validation split chose."""
+    iterations = probe.get("iterations")
+    if probe.get("grad_norm") is None or probe.get("tolerance") is None:
+        return (f"Linear probe: {'converged' if probe.get('converged') else '**not converged**'} after {iterations} "
+                "L-BFGS iterations (fitted before the validated protocol: no gradient norm recorded).\n")
+    gradient = f"max |gradient| {probe['grad_norm']:.2e}, tolerance {probe['tolerance']:.2e}, {iterations} L-BFGS iterations"
+    grid = ", ".join(f"{v['weight_decay']:g}: {v['top1']:.2f}" for v in probe.get("validation") or []
+                     if v.get("top1") is not None)
+    chosen = (f"; weight decay {probe['weight_decay']:g} chosen on {probe.get('num_validation')} validation "
+              f"images of the training split (validation top-1 per decay: {grid})") if grid else ""
+    if probe.get("converged"):
+        return f"Linear probe: converged ({gradient}){chosen}.\n"
+    return (f"{NOT_CONVERGED_MARK} **Linear probe NOT converged** ({gradient}): its top-1 is not the optimum of "
+            f"the stated protocol{chosen}.\n")
 
 
 def evaluate_run(path: str | Path, device: str | None = None, init: bool = False,

@@ -22,12 +22,32 @@ TERMS = {
     "never open": "a dimension whose gate is closed on every test image",
     "always open": "a dimension whose gate is open on every test image",
     "kept open": "a dimension whose gate is open on at least half of the test images (factor check)",
+    "drawn gates": "gates drawn from q, m ~ Bern(q(gate = 1 | x)) per image and dimension with a fixed seed, "
+                   "instead of the thresholded test-time gate; the feature set gated_sampled is gated z with "
+                   "drawn gates, normalize(z ⊙ m) (the same as gated for an ungated run)",
+    "background agrees": "a test image of a dataset whose training split ties the background to the class "
+                         "(data.scenes.background_class_rate) has a background that agrees with that pairing "
+                         "when it is its class's paired background, and disagrees otherwise",
+    "†": "after a linear-probe number: the probe (of some of its runs) did not converge, its gradient stayed "
+         "above the tolerance, so the number is not the probe's optimum",
 }
 """Term -> its one definition, as the README's Glossary states it."""
 
+NOT_CONVERGED_MARK = "†"
+"""Put after a linear-probe number when the probe of (some of) its runs did not meet its tolerance."""
+
+
+def unconverged_mark(linear_probe: dict[str, Any] | None) -> str:
+    """`` †`` after the top-1 of an eval.json linear probe that did not converge (a probe without
+    the ``converged`` flag counts as not converged: nothing says it did); empty otherwise."""
+    if not linear_probe or linear_probe.get("top1") is None or linear_probe.get("converged") is True:
+        return ""
+    return f" {NOT_CONVERGED_MARK}"
+
+
 PERCENT_KEYS = ("semantic_consistency", "knn_top1", "top1", "top5", "online_probe_top1", "probe_top1",
                 "retrieval_p1", "retrieval_p5", "retrieval_p10", "retrieval_topdims_p1", "retrieval_topdims_p5",
-                "retrieval_topdims_p10")
+                "retrieval_topdims_p10", "linear_top1_agrees", "linear_top1_disagrees")
 """Keys whose stored value is already a percentage (0–100)."""
 
 FRACTION_KEYS = ("open_rate", "mean_gate_prob", "sparsity", "probe_acc", "background_closed_share",

@@ -1,45 +1,76 @@
 """The offline linear probe: multinomial logistic regression on frozen, cached backbone features h.
 
-Recipe (fixed, so that two runs' probe numbers compare):
+Protocol (fixed and stated, so that two runs' probe numbers compare; ``RECIPE`` writes it into
+eval.json next to the numbers):
 
-1. Standardise h with the training split's per-feature mean and standard deviation (a constant
-   feature is centred to zero and stays zero; the deviation is clamped at 1e-6).
-2. Minimise mean cross-entropy + ``weight_decay`` / 2 · ||W||² (the bias is not penalised) over
-   the whole training split at once, from W = 0, b = 0, with full-batch L-BFGS (strong-Wolfe line
-   search, history 20) until the gradient or the change in the loss falls below tolerance, or
-   ``max_iter`` iterations have run. The objective is strictly convex, so "trained to
-   convergence" has one answer, and full batch plus a zero start make the result deterministic:
-   there is no seed to fix.
-3. Report top-1 and top-k accuracy (%) on the test split.
+1. **Features.** h standardised with the training split's per-feature mean and standard deviation
+   (a constant feature is centred to zero and stays zero; the deviation is clamped at 1e-6).
+2. **Objective.** Mean cross-entropy + ``weight_decay`` / 2 · ||W||² (the bias is not penalised):
+   strictly convex in W, so "solved" has one answer.
+3. **Solver.** Full-batch L-BFGS in float64 (strong-Wolfe line search, history 20), run until the
+   largest absolute entry of the gradient is at most ``GRAD_RTOL`` times its value at W = 0, b = 0
+   (a scale fixed by the data, the same for every fit of one probe), or ``max_iter`` iterations.
+   ``converged`` says whether that tolerance was met; ``grad_norm`` is the final max |gradient|.
+4. **Weight decay.** Chosen from ``WEIGHT_DECAYS`` (decades from 1e-6 to 1e-1) on a validation split
+   of the training features: ``VALIDATION_FRACTION`` of every class, drawn with the fixed seed
+   ``VALIDATION_SEED``. For each decay, from the largest to the smallest, the probe is fitted on
+   the rest of the training split, warm-started from the previous decay's solution (a
+   continuation path: each start is close to the next optimum); the decay with the best
+   validation top-1 wins, a tie going to the larger decay.
+5. **Refit** on the whole training split with the chosen decay, warm-started from its fit on the
+   smaller part, solved to the same tolerance; top-1 and top-k accuracy (%) on the test split.
 
-This is the usual "L-BFGS logistic regression on frozen features" evaluation of self-supervised
-learning, rather than the authors' online probe (which is logged during training as ``probe_acc``).
+Everything is full batch and deterministic: the only random choice, the validation split, has
+its own seed. This is the usual "L-BFGS logistic regression on frozen features" evaluation of
+self-supervised learning, rather than the authors' online probe (which is logged during training
+as ``probe_acc``).
+
+Why the earlier recipe (float32, an absolute tolerance of 1e-6 on max |gradient|, stop when the
+loss changes by less than 1e-10) never reported convergence on real features: in float32 a loss
+near 1.6 moves in steps of about 1e-7, so once L-BFGS is within that of the optimum two
+successive losses are equal and it stops on "no change", with max |gradient| still around 1e-4,
+an order above the check. Float64 and a gradient tolerance that L-BFGS itself tests (no
+loss-change stop) remove both causes.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-WEIGHT_DECAY = 1e-4
-MAX_ITER = 1000
+WEIGHT_DECAYS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
+"""The grid, in the order it is fitted (largest first, each fit warm-starting the next)."""
+VALIDATION_FRACTION = 0.2
+VALIDATION_SEED = 0
+GRAD_RTOL = 1e-5
+"""Converged when max |gradient| <= GRAD_RTOL x max |gradient at W = 0, b = 0|."""
+MAX_ITER = 5000
+"""L-BFGS iterations per fit at most."""
 ITER_PER_ROUND = 50
 """L-BFGS iterations between two progress-bar updates (the optimizer keeps its history)."""
+HISTORY = 20
+MAX_STALLS = 3
+STD_FLOOR = 1e-6
 
 
 @dataclass
 class LinearProbe:
-    """A fitted probe. mean, std: [F]; weight: [C, F]; bias: [C]; ``iterations`` run by L-BFGS;
-    ``converged``: whether it stopped on tolerance before ``max_iter``."""
+    """A fitted probe. mean, std: [F] (float64); weight: [C, F]; bias: [C]; ``iterations`` run by
+    L-BFGS; ``grad_norm``: final max |gradient|; ``tolerance``: the max |gradient| it had to reach;
+    ``converged``: whether it did."""
 
     mean: Tensor
     std: Tensor
     weight: Tensor
     bias: Tensor
+    weight_decay: float
     iterations: int
+    grad_norm: float
+    tolerance: float
     converged: bool
 
     def logits(self, h: Tensor) -> Tensor:
@@ -48,30 +79,63 @@ class LinearProbe:
         return ((h - self.mean) / self.std) @ self.weight.T + self.bias
 
 
+@dataclass
+class ProbeSelection:
+    """The whole protocol's outcome: the final ``probe`` (refit on all training data) and, per
+    decay of the grid, the fit on the smaller part with its validation top-1 (%)."""
+
+    probe: LinearProbe
+    validation: list[dict[str, Any]]
+    num_validation: int
+
+
 def probe_objective(weight: Tensor, bias: Tensor, x: Tensor, labels: Tensor, weight_decay: float) -> Tensor:
     """Mean cross-entropy of standardised x [N, F] under (W [C, F], b [C]) + wd/2 ||W||²."""
     return F.cross_entropy(x @ weight.T + bias, labels) + 0.5 * weight_decay * weight.pow(2).sum()
 
 
-def fit_linear_probe(h: Tensor, labels: Tensor, num_classes: int, weight_decay: float = WEIGHT_DECAY,
-                     max_iter: int = MAX_ITER, tolerance_grad: float = 1e-6, progress: bool = False) -> LinearProbe:
-    """Fit the probe of this module's recipe on training features h [N, F] and labels [N] (0..C-1).
+def standardisation(h: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-feature mean and (clamped, population) standard deviation of h [N, F], in float64."""
+    h = h.to(torch.float64)
+    return h.mean(dim=0), h.std(dim=0, unbiased=False).clamp_min(STD_FLOOR)
 
-    Runs on h's device in float32 (float64 when h is float64).
-    """
-    if h.dim() != 2 or labels.shape != (h.shape[0],):
-        raise ValueError(f"h must be [N, F] and labels [N]; got {tuple(h.shape)} and {tuple(labels.shape)}")
-    dtype = torch.float64 if h.dtype == torch.float64 else torch.float32
-    h = h.to(dtype)
-    labels = labels.to(h.device)
-    mean = h.mean(dim=0)
-    std = h.std(dim=0, unbiased=False).clamp_min(1e-6)
-    x = (h - mean) / std
-    weight = torch.zeros(num_classes, h.shape[1], dtype=dtype, device=h.device, requires_grad=True)
-    bias = torch.zeros(num_classes, dtype=dtype, device=h.device, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=ITER_PER_ROUND, max_eval=10 * ITER_PER_ROUND,
-                                  history_size=20,
-                                  tolerance_grad=tolerance_grad, tolerance_change=1e-10,
+
+def max_abs_gradient(weight: Tensor, bias: Tensor, x: Tensor, labels: Tensor, weight_decay: float) -> float:
+    """max |∂objective / ∂(W, b)| at (W, b)."""
+    weight = weight.detach().clone().requires_grad_(True)
+    bias = bias.detach().clone().requires_grad_(True)
+    grads = torch.autograd.grad(probe_objective(weight, bias, x, labels, weight_decay), [weight, bias])
+    return float(max(g.abs().max() for g in grads))
+
+
+def stratified_split(labels: Tensor, fraction: float = VALIDATION_FRACTION,
+                     seed: int = VALIDATION_SEED) -> tuple[Tensor, Tensor]:
+    """(fit indices, validation indices), sorted: ``fraction`` of every class (rounded, at least
+    one item when the class has two or more, never all of it) drawn with ``seed``."""
+    labels = labels.cpu()
+    generator = torch.Generator().manual_seed(seed)
+    validation = []
+    for value in labels.unique(sorted=True):
+        members = (labels == value).nonzero().squeeze(1)
+        count = len(members)
+        take = min(max(round(fraction * count), 1 if count >= 2 else 0), count - 1)
+        validation.append(members[torch.randperm(count, generator=generator)[:take]])
+    chosen = torch.zeros(len(labels), dtype=torch.bool)
+    chosen[torch.cat(validation)] = True
+    return (~chosen).nonzero().squeeze(1), chosen.nonzero().squeeze(1)
+
+
+def _solve(x: Tensor, labels: Tensor, weight: Tensor, bias: Tensor, weight_decay: float, tolerance: float,
+           max_iter: int, on_round=None) -> tuple[Tensor, Tensor, int, float]:
+    """L-BFGS from (weight, bias) until max |gradient| <= tolerance or ``max_iter`` iterations;
+    returns (weight, bias, iterations, final max |gradient|). ``on_round(iterations, grad)`` is
+    called every ``ITER_PER_ROUND`` iterations."""
+    weight = weight.detach().clone().requires_grad_(True)
+    bias = bias.detach().clone().requires_grad_(True)
+    # tolerance_change=0: no stop on "the loss did not change"; only the gradient, a zero step
+    # (the line search found nothing better: the optimum to float64 precision) or the budget
+    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=ITER_PER_ROUND, max_eval=4 * ITER_PER_ROUND,
+                                  history_size=HISTORY, tolerance_grad=tolerance, tolerance_change=0.0,
                                   line_search_fn="strong_wolfe")
 
     def closure() -> Tensor:
@@ -80,20 +144,109 @@ def fit_linear_probe(h: Tensor, labels: Tensor, num_classes: int, weight_decay: 
         loss.backward()
         return loss
 
-    iterations, converged = 0, False
-    rounds = -(-max_iter // ITER_PER_ROUND)
-    with tqdm(total=max_iter, disable=not progress, desc="linear probe", unit="it", leave=False) as bar:
-        for _ in range(rounds):
-            optimizer.step(closure)
-            ran = optimizer.state[weight]["n_iter"] - iterations
-            iterations += ran
-            bar.update(ran)
-            if ran < ITER_PER_ROUND:  # stopped early: on tolerance, or the line search ran dry
-                closure()
-                grad = torch.cat([weight.grad.flatten(), bias.grad.flatten()])
-                converged = bool(grad.abs().max() <= tolerance_grad * 10)
-                break
-    return LinearProbe(mean, std, weight.detach(), bias.detach(), iterations, converged)
+    iterations, stalls = 0, 0
+    while iterations < max_iter:
+        budget = min(ITER_PER_ROUND, max_iter - iterations)
+        optimizer.param_groups[0]["max_iter"] = budget
+        optimizer.step(closure)
+        ran = optimizer.state[weight]["n_iter"] - iterations
+        iterations += ran
+        grad = max_abs_gradient(weight, bias, x, labels, weight_decay)
+        if on_round is not None:
+            on_round(iterations, grad)
+        if grad <= tolerance:
+            break
+        # a round that ends early above tolerance ran out of line-search evaluations or found no
+        # better point; give up after a few in a row (the result then says converged: false)
+        stalls = stalls + 1 if ran < budget else 0
+        if stalls >= MAX_STALLS:
+            break
+    return weight.detach(), bias.detach(), iterations, max_abs_gradient(weight, bias, x, labels, weight_decay)
+
+
+def _fit(x: Tensor, labels: Tensor, num_classes: int, weight_decay: float, tolerance: float, max_iter: int,
+         start: tuple[Tensor, Tensor] | None, on_round=None) -> tuple[Tensor, Tensor, int, float]:
+    if start is None:
+        start = (x.new_zeros(num_classes, x.shape[1]), x.new_zeros(num_classes))
+    return _solve(x, labels, *start, weight_decay, tolerance, max_iter, on_round)
+
+
+def _check_inputs(h: Tensor, labels: Tensor) -> None:
+    if h.dim() != 2 or labels.shape != (h.shape[0],):
+        raise ValueError(f"h must be [N, F] and labels [N]; got {tuple(h.shape)} and {tuple(labels.shape)}")
+
+
+def _tolerance(x: Tensor, labels: Tensor, num_classes: int, rtol: float) -> float:
+    """rtol × max |gradient at zero| (of the unpenalised loss: the penalty's gradient is 0 there)."""
+    zero_w, zero_b = x.new_zeros(num_classes, x.shape[1]), x.new_zeros(num_classes)
+    return rtol * max_abs_gradient(zero_w, zero_b, x, labels, 0.0)
+
+
+def fit_linear_probe(h: Tensor, labels: Tensor, num_classes: int, weight_decay: float = 1e-4,
+                     max_iter: int = MAX_ITER, rtol: float = GRAD_RTOL) -> LinearProbe:
+    """Fit the probe of this module's recipe for one ``weight_decay`` on training features
+    h [N, F] and labels [N] (0..C-1), from zero, on h's device in float64."""
+    _check_inputs(h, labels)
+    mean, std = standardisation(h)
+    x = (h.to(torch.float64) - mean) / std
+    labels = labels.to(h.device)
+    tolerance = _tolerance(x, labels, num_classes, rtol)
+    weight, bias, iterations, grad = _fit(x, labels, num_classes, weight_decay, tolerance, max_iter, None)
+    return LinearProbe(mean, std, weight, bias, weight_decay, iterations, grad, tolerance, grad <= tolerance)
+
+
+def select_linear_probe(h: Tensor, labels: Tensor, num_classes: int, weight_decays=WEIGHT_DECAYS,
+                        max_iter: int = MAX_ITER, rtol: float = GRAD_RTOL, fraction: float = VALIDATION_FRACTION,
+                        seed: int = VALIDATION_SEED, progress: bool = False) -> ProbeSelection:
+    """The protocol of this module: choose the weight decay on a stratified validation split of
+    the training features h [N, F], then refit on all of them.
+
+    The progress bar counts fits (one per decay, then the refit) and shows the iterations and
+    max |gradient| / tolerance of the fit running.
+    """
+    _check_inputs(h, labels)
+    if not weight_decays or any(not wd > 0 for wd in weight_decays):
+        raise ValueError(f"weight_decays must be a non-empty list of numbers > 0; got {weight_decays!r}")
+    decays = sorted(weight_decays, reverse=True)
+    mean, std = standardisation(h)
+    x = (h.to(torch.float64) - mean) / std
+    labels = labels.to(h.device)
+    fit_index, val_index = (i.to(h.device) for i in stratified_split(labels, fraction, seed))
+    x_fit, y_fit = x[fit_index], labels[fit_index]
+    x_val, y_val = x[val_index], labels[val_index]
+    tolerance_fit = _tolerance(x_fit, y_fit, num_classes, rtol)
+    tolerance = _tolerance(x, labels, num_classes, rtol)
+    validation, solutions, start = [], {}, None
+    with tqdm(total=len(decays) + 1, disable=not progress, unit="fit", leave=False,
+              desc=f"linear probe (fits: {len(decays)} weight decays on {len(y_fit)} images, then refit)") as bar:
+        def show(wd):
+            return lambda it, grad: bar.set_postfix_str(f"decay {wd:g}: {it} it, |g|/tol {grad / tolerance:.2g}")
+
+        for wd in decays:
+            weight, bias, iterations, grad = _fit(x_fit, y_fit, num_classes, wd, tolerance_fit, max_iter, start,
+                                                  show(wd))
+            start = solutions[wd] = (weight, bias)
+            correct = ((x_val @ weight.T + bias).argmax(1) == y_val).double()
+            top1 = float(correct.mean() * 100) if len(y_val) else float("nan")
+            validation.append({"weight_decay": wd, "top1": top1, "iterations": iterations,
+                               "grad_norm": grad, "converged": grad <= tolerance_fit})
+            bar.update(1)
+        chosen = choose_weight_decay(validation)
+        weight, bias, iterations, grad = _fit(x, labels, num_classes, chosen, tolerance, max_iter,
+                                              solutions[chosen], show(chosen))
+        bar.update(1)
+        bar.refresh()
+    probe = LinearProbe(mean, std, weight, bias, chosen, iterations, grad, tolerance, grad <= tolerance)
+    return ProbeSelection(probe, validation, len(y_val))
+
+
+def choose_weight_decay(validation: list[dict[str, Any]]) -> float:
+    """The decay with the best validation ``top1``; a tie goes to the larger decay, and when no
+    decay has a score (an empty validation split) the largest decay is taken."""
+    scored = [v for v in validation if v["top1"] == v["top1"]]  # nan: no validation images
+    if not scored:
+        return max(v["weight_decay"] for v in validation)
+    return max(scored, key=lambda v: (v["top1"], v["weight_decay"]))["weight_decay"]
 
 
 def topk_accuracy(logits: Tensor, labels: Tensor, k: int) -> float:
@@ -104,19 +257,31 @@ def topk_accuracy(logits: Tensor, labels: Tensor, k: int) -> float:
 
 
 def probe_accuracy(train_h: Tensor, train_labels: Tensor, test_h: Tensor, test_labels: Tensor,
-                   num_classes: int, progress: bool = False) -> dict[str, float | int | bool]:
-    """Fit on train, score on test: ``top1``, ``top5`` (%), ``iterations``, ``converged``."""
-    probe = fit_linear_probe(train_h, train_labels, num_classes, progress=progress)
+                   num_classes: int, progress: bool = False) -> dict[str, Any]:
+    """The protocol on train, scored on test: ``top1``, ``top5`` (%), and how the probe was
+    fitted: ``converged``, ``iterations``, ``grad_norm`` (final max |gradient|), ``tolerance``,
+    ``weight_decay`` (chosen), ``validation`` (per decay: validation top-1, iterations,
+    converged), ``num_validation``. ``predictions`` [N_test] is returned for per-group scores and
+    is not meant for eval.json."""
+    selection = select_linear_probe(train_h, train_labels, num_classes, progress=progress)
+    probe = selection.probe
     logits = probe.logits(test_h)
     return {"top1": topk_accuracy(logits, test_labels, 1), "top5": topk_accuracy(logits, test_labels, 5),
-            "iterations": probe.iterations, "converged": probe.converged}
+            "converged": probe.converged, "iterations": probe.iterations, "grad_norm": probe.grad_norm,
+            "tolerance": probe.tolerance, "weight_decay": probe.weight_decay,
+            "validation": selection.validation, "num_validation": selection.num_validation,
+            "predictions": logits.argmax(1).cpu()}
 
 
 RECIPE = {
     "features": "backbone h, standardised with the training split's mean and std",
     "objective": "mean cross-entropy + weight_decay/2 * ||W||^2 (bias not penalised)",
-    "optimizer": "full-batch L-BFGS, strong-Wolfe line search, history 20, from zero",
-    "weight_decay": WEIGHT_DECAY,
+    "optimizer": f"full-batch L-BFGS in float64, strong-Wolfe line search, history {HISTORY}",
+    "tolerance": f"max |gradient| <= {GRAD_RTOL:g} x max |gradient at zero|",
     "max_iter": MAX_ITER,
+    "weight_decay_grid": list(WEIGHT_DECAYS),
+    "selection": (f"best top-1 on a stratified validation split ({VALIDATION_FRACTION:g} of each class of the "
+                  f"training split, seed {VALIDATION_SEED}; ties to the larger decay), fits warm-started from "
+                  "the largest decay down; then refit on the whole training split"),
 }
 """What ``probe_accuracy`` does, written into eval.json next to the numbers."""

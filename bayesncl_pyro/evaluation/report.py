@@ -1,7 +1,8 @@
 """One self-contained HTML page for one run or several side by side: first a one-screen summary
-of each run (method, data, the main numbers with units, its best and worst dimensions with their
-top images), then the details: training curves, evaluation tables, the ArviZ summary of the gate
-posterior and its figures (PNG embedded as base64), and the glossary of the words it uses.
+of each run (method, data, the main numbers with units, a link to its feature browser when
+``bayesncl-browse`` made one, its best and worst dimensions with their top images), then the
+details: training curves, evaluation tables, the ArviZ summary of the gate posterior and its
+figures (PNG embedded as base64), and the glossary of the words it uses.
 
 The report only gathers what the run directories hold (``metrics.jsonl``, ``eval.json``,
 ``eval_init.json``, ``dims.json``, ``gates_summary.csv`` and the figures of ``bayesncl-inspect``);
@@ -15,23 +16,22 @@ import base64
 import csv
 import datetime
 import html
-import json
 import math
+import os
 import struct
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from bayesncl_pyro.config import read_yaml_mapping
 from bayesncl_pyro.config.errors import CheckpointError
 from bayesncl_pyro.evaluation import gate_posterior, glossary, plots
 from bayesncl_pyro.evaluation.dimension_ranking import DIMS_FILE
 from bayesncl_pyro.evaluation.evaluate import FEATURE_SETS, metric_names, result_files
-from bayesncl_pyro.evaluation.run_summary import format_headline, headline
+from bayesncl_pyro.evaluation.run_summary import format_headline, headline, lookup
 from bayesncl_pyro.storage import run_directory
-from bayesncl_pyro.storage.atomic import atomic_write_text
+from bayesncl_pyro.storage.atomic import atomic_write_text, read_json
 from bayesncl_pyro.storage.metrics_log import read_metrics
 
 REPORT_FILE = "report.html"
@@ -71,10 +71,11 @@ class RunArtifacts:
     gate_summary: list[dict[str, str]] | None
     figures: dict[str, Path] = field(default_factory=dict)
     dims: dict[str, Any] | None = None
+    browser: Path | None = None
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path, "result file")
 
 
 def load_artifacts(path: str | Path, label: str | None = None) -> RunArtifacts:
@@ -91,11 +92,12 @@ def load_artifacts(path: str | Path, label: str | None = None) -> RunArtifacts:
     figures = {key: path / name for key, (name, _) in FIGURES.items() if (path / name).is_file()}
     if (path / gate_posterior.BEST_WORST_PNG).is_file():
         figures[BEST_WORST] = path / gate_posterior.BEST_WORST_PNG
+    browser = path / run_directory.BROWSER_DIR / "index.html"
     return RunArtifacts(
-        path=path, label=label or path.name, config=yaml.safe_load(config_file.read_text()),
+        path=path, label=label or path.name, config=read_yaml_mapping(config_file, "run config", CheckpointError),
         metrics=read_metrics(path), evaluation=_read_json(path / result_files(False)[0]),
         evaluation_init=_read_json(path / result_files(True)[0]), gate_summary=summary, figures=figures,
-        dims=_read_json(path / DIMS_FILE),
+        dims=_read_json(path / DIMS_FILE), browser=browser if browser.is_file() else None,
     )
 
 
@@ -149,27 +151,19 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _get(tree: dict[str, Any] | None, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(tree, dict):
-            return None
-        tree = tree.get(key)
-    return tree
-
-
 def _gate_setting(run: RunArtifacts, key: str) -> Any:
     """A gate.* setting, or None for an ungated run (where it has no effect)."""
-    return None if _get(run.config, "gate", "prior") == "none" else _get(run.config, "gate", key)
+    return None if lookup(run.config, "gate", "prior") == "none" else lookup(run.config, "gate", key)
 
 
 def _runs_table(runs: list[RunArtifacts]) -> str:
     rows = [
-        ["dataset", *(_get(r.config, "data", "name") for r in runs)],
-        ["prior", *(_get(r.config, "gate", "prior") for r in runs)],
+        ["dataset", *(lookup(r.config, "data", "name") for r in runs)],
+        ["prior", *(lookup(r.config, "gate", "prior") for r in runs)],
         ["estimator", *(_gate_setting(r, "estimator") for r in runs)],
-        ["nonneg", *(_get(r.config, "model", "nonneg") for r in runs)],
-        ["backbone", *(_get(r.config, "model", "backbone") for r in runs)],
-        ["proj_dim", *(_get(r.config, "model", "proj_dim") for r in runs)],
+        ["nonneg", *(lookup(r.config, "model", "nonneg") for r in runs)],
+        ["backbone", *(lookup(r.config, "model", "backbone") for r in runs)],
+        ["proj_dim", *(lookup(r.config, "model", "proj_dim") for r in runs)],
         ["kl_weight", *(_gate_setting(r, "kl_weight") for r in runs)],
         ["prior_prob", *(_gate_setting(r, "prior_prob") for r in runs)],
         ["logged steps", *((r.metrics[-1].get("step") if r.metrics else None) for r in runs)],
@@ -197,7 +191,7 @@ def _metrics_table(labels: list[str], results: list[dict[str, Any]]) -> str:
     """Rows = metrics (key and unit); columns = runs, each split into h | z | gated."""
     names = metric_names()
     for result in results:
-        names += [n for n in (_get(result, "metrics", "h") or {}) if n not in names]
+        names += [n for n in (lookup(result, "metrics", "h") or {}) if n not in names]
     top = "<th></th>" + "".join(f"<th colspan='{len(FEATURE_SETS)}' class='run'>{html.escape(label)}</th>"
                                 for label in labels)
     sub = "<th>metric (unit)</th>" + "".join(f"<th class='{'run' if i == 0 else ''}'>{s}</th>"
@@ -205,16 +199,16 @@ def _metrics_table(labels: list[str], results: list[dict[str, Any]]) -> str:
     body = []
     for name in names:
         cells = "".join(f"<td class='{'run' if i == 0 else ''}'>"
-                        f"{_fmt(glossary.shown_value(name, _get(result, 'metrics', s, name)))}</td>"
+                        f"{_fmt(glossary.shown_value(name, lookup(result, 'metrics', s, name)))}</td>"
                         for result in results for i, s in enumerate(FEATURE_SETS))
         body.append(f"<tr><th scope='row'>{html.escape(glossary.metric_label(name))}</th>{cells}</tr>")
     return f"<table><thead><tr>{top}</tr><tr>{sub}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 def _counts(run: RunArtifacts, evaluation: dict[str, Any]) -> dict[str, int | None]:
-    dims = evaluation.get("output_dims") or _get(run.config, "model", "proj_dim")
-    return glossary.dimension_counts(dims, _get(evaluation, "metrics", "z", "active_dims"),
-                                     _get(evaluation, "metrics", "gated", "active_dims"), evaluation.get("gates"))
+    dims = evaluation.get("output_dims") or lookup(run.config, "model", "proj_dim")
+    return glossary.dimension_counts(dims, lookup(evaluation, "metrics", "z", "active_dims"),
+                                     lookup(evaluation, "metrics", "gated", "active_dims"), evaluation.get("gates"))
 
 
 def _evaluation_section(runs: list[RunArtifacts], init: bool) -> str:
@@ -231,22 +225,32 @@ def _evaluation_section(runs: list[RunArtifacts], init: bool) -> str:
     counts = [_counts(r, getattr(r, key)) for r in evaluated]
     headers = ["", *(r.label for r in evaluated)]
     downstream = [
-        ["linear probe top-1 (h, %)", *(_get(e, "linear_probe", "top1") for e in results)],
-        ["linear probe top-5 (h, %)", *(_get(e, "linear_probe", "top5") for e in results)],
+        ["linear probe top-1 (h, %)", *(_fmt(lookup(e, "linear_probe", "top1"))
+                                        + glossary.unconverged_mark(e.get("linear_probe")) for e in results)],
+        ["linear probe top-5 (h, %)", *(lookup(e, "linear_probe", "top5") for e in results)],
         ["online probe top-1 (h, %)", *(e.get("online_probe_top1") for e in results)],
-        ["k-NN top-1 (h, %)", *(_get(e, "metrics", "h", "knn_top1") for e in results)],
+        ["k-NN top-1 (h, %)", *(lookup(e, "metrics", "h", "knn_top1") for e in results)],
+        *([label, *(lookup(e, "background_pairing", key) for e in results)] for label, key in (
+            ("linear probe top-1, background agrees (h, %)", "linear_top1_agrees"),
+            ("linear probe top-1, background disagrees (h, %)", "linear_top1_disagrees"))
+          if any(e.get("background_pairing") for e in results)),
         ["share of gates open (open_rate, %)",
-         *(glossary.shown_value("open_rate", _get(e, "gates", "open_rate")) for e in results)],
+         *(glossary.shown_value("open_rate", lookup(e, "gates", "open_rate")) for e in results)],
         ["output dimensions (z)", *(c["dims"] for c in counts)],
         *([label, *(c[count] for c in counts)] for count, label in glossary.COUNT_LABELS.items()),
-        *([label, *(glossary.shown_value(name, _get(e, "factor_check", name)) for e in results)] for label, name in (
+        *([label, *(glossary.shown_value(name, lookup(e, "factor_check", name)) for e in results)] for label, name in (
             ("background dims the gate closes (factor check, %)", "background_closed_share"),
             ("class dims the gate keeps open (factor check, %)", "class_open_share"),
             ("object dims the gate keeps open (factor check, %)", "object_open_share"))),
     ]
     parts.append("<h3>Downstream, gates and dimensions</h3>" + _table(headers, downstream))
-    parts.append("<h3>Metrics on h, z and gated z</h3>" + _metrics_table([r.label for r in evaluated], results))
-    checks = [(r.label, _get(getattr(r, key), "factor_check")) for r in evaluated]
+    if any(glossary.unconverged_mark(e.get("linear_probe")) for e in results):
+        parts.append(f"<p>{glossary.NOT_CONVERGED_MARK} the linear probe did not converge: its top-1 is not the "
+                     "probe's optimum (eval.md gives its gradient and tolerance).</p>")
+    parts.append("<h3>Metrics on h, z and gated z</h3><p>gated: gated z with the test-time gate; gated_sampled: "
+                 "gated z with drawn gates (see the glossary).</p>"
+                 + _metrics_table([r.label for r in evaluated], results))
+    checks = [(r.label, lookup(getattr(r, key), "factor_check")) for r in evaluated]
     if any(check for _, check in checks):
         parts.append("<h3>Ground-truth factor check (label of each dimension of z)</h3>" + _grid(420))
         for label, check in checks:
@@ -273,8 +277,8 @@ def _figure_row(runs: list[RunArtifacts], key: str, caption: str) -> str:
 
 def _posterior_section(runs: list[RunArtifacts]) -> str:
     parts = []
-    missing = [r for r in runs if r.gate_summary is None and _get(r.config, "gate", "prior") != "none"]
-    ungated = [r for r in runs if _get(r.config, "gate", "prior") == "none"]
+    missing = [r for r in runs if r.gate_summary is None and lookup(r.config, "gate", "prior") != "none"]
+    ungated = [r for r in runs if lookup(r.config, "gate", "prior") == "none"]
     if ungated:
         parts.append(_missing("No gates to inspect", ungated))
     if missing:
@@ -309,12 +313,22 @@ def run_headline(run: RunArtifacts) -> dict[str, str]:
     return headline(run.config, run.evaluation, run.evaluation_init, _last_step(run))
 
 
-def _summary_card(run: RunArtifacts) -> str:
-    """The one-screen summary of a run: what it is, its main numbers, its best and worst dimensions."""
+def _browser_link(run: RunArtifacts, base: Path | None) -> str:
+    """A link to the run's feature browser (``bayesncl-browse``), relative to the folder ``base``
+    of the report (an absolute ``file://`` link without it); empty when the run has none."""
+    if run.browser is None:
+        return ""
+    href = Path(os.path.relpath(run.browser, base)).as_posix() if base else run.browser.resolve().as_uri()
+    return f"<p class='browser'>Feature browser: <a href='{html.escape(href)}'>{html.escape(run.label)}</a></p>"
+
+
+def _summary_card(run: RunArtifacts, base: Path | None = None) -> str:
+    """The one-screen summary of a run: what it is, its main numbers, the link to its feature
+    browser, its best and worst dimensions."""
     rows = run_headline(run)
     table = "".join(f"<tr><th scope='row'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows.items())
     parts = [f"<section class='card'><h2>{html.escape(run.label)}</h2><div class='card-body'><div>",
-             f"<table class='headline'><tbody>{table}</tbody></table>"]
+             f"<table class='headline'><tbody>{table}</tbody></table>", _browser_link(run, base)]
     if run.evaluation is None:
         parts.append(_missing("Not evaluated", [run], "bayesncl-eval"))
     parts.append("</div>")
@@ -356,14 +370,16 @@ dt { font-weight: bold; } dd { margin: 0 0 .5em 1.5em; }
 """
 
 
-def render_report(runs: list[RunArtifacts]) -> str:
-    """The HTML page of ``runs``: a summary card per run, then the details side by side."""
+def render_report(runs: list[RunArtifacts], base: Path | None = None) -> str:
+    """The HTML page of ``runs``: a summary card per run, then the details side by side; links to
+    other files (the feature browsers) are relative to the folder ``base`` (absolute ``file://``
+    links without it)."""
     created = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     title = "BayesNCL report: " + ", ".join(r.label for r in runs)
     body = [
         f"<h1>{html.escape(title)}</h1><p>Generated {created}. Shares are in %; the words dead, never open, "
         "never active, always open and active are defined in the <a href='#glossary'>glossary</a>.</p>",
-        *(_summary_card(r) for r in runs),
+        *(_summary_card(r, base) for r in runs),
         "<h2>Runs</h2>", _runs_table(runs),
         "<h2>Training curves</h2>", _curves_figure(runs),
         "<h2>Evaluation (test split)</h2>", _evaluation_section(runs, init=False),
@@ -393,7 +409,7 @@ def save_report(runs: list[RunArtifacts], out: str | Path | None = None) -> Path
     """:func:`write_report` of runs already loaded."""
     if out is None:
         out = runs[0].path / REPORT_FILE if len(runs) == 1 else Path.cwd() / REPORT_FILE
-    return atomic_write_text(out, render_report(runs))
+    return atomic_write_text(out, render_report(runs, Path(out).resolve().parent))
 
 
 def text_summary(runs: list[RunArtifacts]) -> str:

@@ -13,7 +13,8 @@ from typing import Any
 from bayesncl_pyro.evaluation import glossary
 
 
-def _get(tree: Any, *keys: str) -> Any:
+def lookup(tree: Any, *keys: str) -> Any:
+    """``tree[k1][k2]...`` of parsed JSON/YAML, or None where a level is missing or not a mapping."""
     for key in keys:
         if not isinstance(tree, dict):
             return None
@@ -23,9 +24,9 @@ def _get(tree: Any, *keys: str) -> Any:
 
 def method_name(config: dict[str, Any]) -> str:
     """``BayesNCL (bernoulli prior, ste gates)``, ``NCL (relu, no gates)`` or ``SimCLR (no gates)``."""
-    prior, nonneg = _get(config, "gate", "prior"), _get(config, "model", "nonneg")
+    prior, nonneg = lookup(config, "gate", "prior"), lookup(config, "model", "nonneg")
     if prior and prior != "none":
-        estimator = _get(config, "gate", "estimator")
+        estimator = lookup(config, "gate", "estimator")
         gates = "hard-concrete gates" if prior == "hard_concrete" else f"{estimator} gates"
         return f"BayesNCL ({prior} prior, {gates}, {nonneg})"
     if nonneg == "none":
@@ -46,30 +47,31 @@ def _of(count: int | None, total: int | None) -> str:
 def headline(config: dict[str, Any], evaluation: dict[str, Any] | None, evaluation_init: dict[str, Any] | None,
              last_step: int | None) -> dict[str, str]:
     """Label (with unit) -> the value as text, in reading order. Missing parts show "–"."""
-    data = _get(config, "data", "name")
+    data = lookup(config, "data", "name")
     rows = {
         "method": method_name(config),
         "data": (f"{data}: {evaluation['num_train']:,} train / {evaluation['num_test']:,} test images"
                  if evaluation else str(data)),
-        "network": (f"{_get(config, 'model', 'backbone')} backbone, {_get(config, 'model', 'proj_dim')} output "
+        "network": (f"{lookup(config, 'model', 'backbone')} backbone, {lookup(config, 'model', 'proj_dim')} output "
                     f"dims; {last_step if last_step is not None else '–'} steps "
-                    f"({_get(config, 'train', 'epochs')} epochs)"),
+                    f"({lookup(config, 'train', 'epochs')} epochs)"),
     }
     e = evaluation or {}
     gates = e.get("gates")
-    init_sc = _get(evaluation_init, "metrics", "gated", "semantic_consistency")
-    rows["linear probe top-1 after training (h, %)"] = _number(_get(e, "linear_probe", "top1"))
-    rows["k-NN top-1 (h, %)"] = _number(_get(e, "metrics", "h", "knn_top1"))
-    sc = _number(_get(e, "metrics", "gated", "semantic_consistency"))
+    init_sc = lookup(evaluation_init, "metrics", "gated", "semantic_consistency")
+    rows["linear probe top-1 after training (h, %)"] = (_number(lookup(e, "linear_probe", "top1"))
+                                                         + glossary.unconverged_mark(e.get("linear_probe")))
+    rows["k-NN top-1 (h, %)"] = _number(lookup(e, "metrics", "h", "knn_top1"))
+    sc = _number(lookup(e, "metrics", "gated", "semantic_consistency"))
     if init_sc is not None:
         sc += f" (at initialisation {_number(init_sc)})"
     rows["semantic consistency of gated z (%)" if gates or evaluation is None else
          "semantic consistency of z, no gates (%)"] = sc
     rows["share of gates open (test, %)"] = (_number(glossary.shown_value("open_rate", gates["open_rate"]))
                                              if gates else "no gates")
-    dims = e.get("output_dims") or _get(config, "model", "proj_dim")
-    counts = glossary.dimension_counts(dims, _get(e, "metrics", "z", "active_dims"),
-                                       _get(e, "metrics", "gated", "active_dims"), gates)
+    dims = e.get("output_dims") or lookup(config, "model", "proj_dim")
+    counts = glossary.dimension_counts(dims, lookup(e, "metrics", "z", "active_dims"),
+                                       lookup(e, "metrics", "gated", "active_dims"), gates)
     for key, label in glossary.COUNT_LABELS.items():
         if evaluation is None or gates is not None or key == "dead_z":
             rows[label] = _of(counts[key], dims)

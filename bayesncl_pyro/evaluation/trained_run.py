@@ -1,6 +1,7 @@
 """A finished (or checkpointed) run, loaded back for evaluation and inspection."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import torch
 from torch import nn
 
 from bayesncl_pyro.config import Config
+from bayesncl_pyro.config.errors import CheckpointError
 from bayesncl_pyro.config.device import resolve_device
 from bayesncl_pyro.data.augment import EvalTransform
 from bayesncl_pyro.data.dataset import ImageDataset
@@ -32,24 +34,37 @@ class TrainedRun:
 
 def load_trained(path: str | Path, device: str | None = None, checkpoint_name: str = run_directory.LAST_CHECKPOINT,
                  untrained: bool = False) -> TrainedRun:
-    """Rebuild the network of the run in ``path`` and load its checkpoint, in eval mode.
+    """Rebuild the network of the run in ``path`` and load its checkpoint, in eval mode. A
+    damaged checkpoint (the error names the newest intact one) or one holding a non-finite
+    weight or buffer is refused with a CheckpointError.
 
     ``untrained=True`` skips the checkpoint: the same network at its seeded initialisation
-    (what the metrics "at initialisation" are measured on).
+    (what the metrics "at initialisation" are measured on; with ``model.weights``, the loaded
+    backbone). A run trained before its evaluation transform was recorded gets the record here,
+    from the dataset this reads anyway, so ``BayesNCL.from_run`` can load it without data.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     cfg = run_directory.read_config(path)
     dev = resolve_device(device or cfg.train.device)
     train_set = load_split(cfg.data, "train")
     test_set = load_split(cfg.data, "test")
     mean, std = normalization(cfg.data, train_set)
+    if run_directory.read_preprocessing(path) is None:
+        with contextlib.suppress(OSError):  # a read-only run directory stays as it is
+            run_directory.write_preprocessing(path, cfg.data.image_size, mean, std)
     torch.manual_seed(cfg.train.seed)
-    net = BayesNCL(cfg)
+    net = BayesNCL(cfg, load_weights=untrained)
     classifier = online_classifier(net.feature_dim, train_set.num_classes, cfg.train.seed)
     step = 0
     if not untrained:
-        state = checkpoints.load(path / checkpoint_name, cfg.to_dict())
-        checkpoints.restore_modules(state, {"net": net, "classifier": classifier}, path / checkpoint_name)
+        file, state = checkpoints.read_for_evaluation(path, checkpoint_name)
+        checkpoints.check_config(state, cfg.to_dict(), file)
+        modules = {"net": net, "classifier": classifier}
+        checkpoints.restore_modules(state, modules, file)
+        bad = checkpoints.modules_non_finite(modules)
+        if bad is not None:
+            raise CheckpointError(f"checkpoint {file} holds NaN or infinite values ({bad}); a network with "
+                                  "non-finite weights or buffers is not evaluated")
         step = int(state["step"])
     net.to(dev).eval()
     classifier.to(dev).eval()

@@ -48,6 +48,7 @@ from bayesncl_pyro.training.loop import SUMMARY_FILE
 CELL_FILE = "cell.json"
 ERROR_FILE = "error.txt"
 LOG_FILE = "log.txt"
+EVAL_FILE = "eval.json"
 ALLOWED_KEYS = ("base", "out_dir", "overrides", "grid", "true_elbo")
 
 
@@ -213,6 +214,7 @@ def cell_row(cell: Cell) -> dict[str, Any]:
     row: dict[str, Any] = {"cell": cell.name, **cell.axes}
     summary = read_json(cell.directory / SUMMARY_FILE) or {}
     elbo = read_json(cell.directory / TRUE_ELBO_FILE) or {}
+    evaluation = read_json(cell.directory / EVAL_FILE) or {}  # when someone ran bayesncl-eval on the cell
     if cell.skip_reason is not None:
         row.update(status="skipped", note=cell.skip_reason)
     elif summary and elbo:
@@ -230,6 +232,8 @@ def cell_row(cell: Cell) -> dict[str, Any]:
         "open_rate": summary.get("open_rate"),
         "semantic_consistency": summary.get("semantic_consistency"),
         "probe_top1": summary.get("probe_top1"),
+        "linear_top1": (evaluation.get("linear_probe") or {}).get("top1"),
+        "linear_converged": (evaluation.get("linear_probe") or {}).get("converged"),
         "sparsity": summary.get("sparsity"),
         "steps": summary.get("steps"),
     })

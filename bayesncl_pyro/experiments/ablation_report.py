@@ -5,7 +5,8 @@ Rows are dictionaries of axis values, ``status`` (done, skipped, failed), ``note
 markdown lists the cells, then mean ± sd over ``train.seed`` for every other combination of axes,
 then the skipped and failed cells with the reason; the figure shows the same aggregates. The
 markdown and the figure show the share of gates open in %; ``ablation.csv`` keeps the stored
-values (``open_rate`` and ``sparsity`` as fractions, ``semantic_consistency`` and ``probe_top1`` in %).
+values (``open_rate`` and ``sparsity`` as fractions, ``semantic_consistency``, ``probe_top1`` and
+``linear_top1`` in %); a linear top-1 whose probe did not converge is marked †.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bayesncl_pyro.experiments.figures import plot_metrics
+from bayesncl_pyro.experiments.run_results import probe_mark, probe_note
 from bayesncl_pyro.experiments.stats import finite_values, format_mean_sd
 from bayesncl_pyro.storage.atomic import atomic_write_text
 
@@ -30,20 +32,29 @@ METRIC_LABELS = {
 """How the markdown and the figure name each metric, with its unit, and the factor from the stored
 value (``open_rate`` is stored as a fraction in ablation.csv, shown in %)."""
 CSV_METRICS = ("final_loss", "surrogate_negative_elbo", "true_negative_elbo", "true_negative_elbo_stderr", "true_infonce", "true_kl",
-               "open_rate", "semantic_consistency", "probe_top1", "sparsity", "steps")
+               "open_rate", "semantic_consistency", "probe_top1", "linear_top1", "linear_converged", "sparsity", "steps")
 
 
 def group_over_seeds(rows: list[dict[str, Any]], axes: Sequence[str]) -> list[tuple[tuple, dict[str, list[float]]]]:
     """Finished rows grouped by every axis but ``train.seed``: [(axis values, metric -> values)]."""
+    return [(key, {m: [v for r in group for v in finite_values([r.get(m)])] for m in METRICS})
+            for key, group in _groups(rows, axes)]
+
+
+def _groups(rows: list[dict[str, Any]], axes: Sequence[str]) -> list[tuple[tuple, list[dict[str, Any]]]]:
+    """Finished rows grouped by every axis but ``train.seed``: [(axis values, rows)]."""
     group_axes = [a for a in axes if a != SEED_KEY]
-    groups: dict[tuple, dict[str, list[float]]] = {}
+    groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
-        if row["status"] != "done":
-            continue
-        metrics = groups.setdefault(tuple(row[a] for a in group_axes), {m: [] for m in METRICS})
-        for m in METRICS:
-            metrics[m].extend(finite_values([row[m]]))
+        if row["status"] == "done":
+            groups.setdefault(tuple(row[a] for a in group_axes), []).append(row)
     return list(groups.items())
+
+
+def _linear(rows: list[dict[str, Any]]) -> str:
+    """Linear-probe top-1 (mean ± sd; from eval.json, '-' where no cell was evaluated), marked †
+    when a probe did not converge."""
+    return format_mean_sd([r.get("linear_top1") for r in rows], digits=2, missing="-") + probe_mark(rows)
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -63,10 +74,11 @@ def markdown_report(spec, rows: list[dict[str, Any]]) -> str:
              f"overrides: `{' '.join(spec.overrides) or '(none)'}`; "
              f"true negative ELBO: {spec.true_elbo.samples} exact gate samples on the first data.batch_size "
              f"test images, seed {spec.true_elbo.seed}. Mean ± sd over seeds uses the sample sd; a "
-             f"single seed shows the mean alone.", "",
+             f"single seed shows the mean alone. Linear top-1 is the linear probe of a cell's eval.json "
+             f"(`bayesncl-eval` on its directory; - where none), † where that probe did not converge.", "",
              "## Cells", ""]
     header = [*axes, "status", "final loss (nats)", "surrogate neg. ELBO (nats)", "true neg. ELBO (± s.e., nats)",
-              "gates open (%)", "semantic consistency of gated z (%)"]
+              "gates open (%)", "semantic consistency of gated z (%)", "linear top-1 (h, %)"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         if row["status"] == "skipped":
@@ -76,18 +88,22 @@ def markdown_report(spec, rows: list[dict[str, Any]]) -> str:
         cells = [*(_fmt(row[a]) for a in axes), row["status"], _fmt(row["final_loss"]),
                  _fmt(row.get("surrogate_negative_elbo")), elbo,
                  _fmt(None if row["open_rate"] is None else 100.0 * row["open_rate"], 2),
-                 _fmt(row["semantic_consistency"], 2)]
+                 _fmt(row["semantic_consistency"], 2), _linear([row])]
         lines.append("| " + " | ".join(cells) + " |")
+    flagged = probe_note([r for r in rows if r["status"] != "skipped"], "cell")
+    if flagged:
+        lines += ["", flagged]
     grouped = group_over_seeds(rows, axes)
     if grouped:
         lines += ["", f"## Mean ± sd over {SEED_KEY}", ""]
-        header = [*group_axes, "runs", *(METRIC_LABELS[m][0] for m in METRICS)]
+        header = [*group_axes, "runs", *(METRIC_LABELS[m][0] for m in METRICS), "linear top-1 (h, %)"]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for key, metrics in grouped:
+        for (key, metrics), (_, group) in zip(grouped, _groups(rows, axes)):
             runs = max(len(v) for v in metrics.values())
             lines.append("| " + " | ".join([*(_fmt(k) for k in key), str(runs),
                                             *(format_mean_sd(metrics[m], scale=METRIC_LABELS[m][1], missing="-")
-                                              for m in METRICS)]) + " |")
+                                              for m in METRICS),
+                                            _linear(group)]) + " |")
     problems = [r for r in rows if r["status"] != "done"]
     if problems:
         lines += ["", "## Skipped and failed cells", ""]

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bayesncl_pyro.evaluation.glossary import NOT_CONVERGED_MARK
 from bayesncl_pyro.storage.metrics_log import read_metrics
 
 
@@ -40,3 +41,23 @@ def kl_share(directory: Path) -> float | None:
         return None
     tail = records[-max(1, len(records) // 10):]
     return sum(r["kl"] / r["loss"] for r in tail) / len(tail)
+
+
+def probe_not_converged(row: dict[str, Any]) -> bool:
+    """Whether a table row has a linear-probe top-1 whose probe did not converge (an eval.json
+    without the flag counts as not converged: nothing says it did)."""
+    return row.get("linear_top1") is not None and row.get("linear_converged") is not True
+
+
+def probe_mark(rows: list[dict[str, Any]]) -> str:
+    """`` †`` when any of ``rows`` has a non-converged linear probe, else empty."""
+    return f" {NOT_CONVERGED_MARK}" if any(probe_not_converged(r) for r in rows) else ""
+
+
+def probe_note(rows: list[dict[str, Any]], name_key: str) -> str:
+    """The footnote of the mark: which runs' probes did not converge (empty when none)."""
+    names = [str(r[name_key]) for r in rows if probe_not_converged(r)]
+    if not names:
+        return ""
+    return (f"{NOT_CONVERGED_MARK} linear probe not converged (its top-1 is not the probe's optimum) in "
+            f"{len(names)} run(s): {', '.join(names)}.")

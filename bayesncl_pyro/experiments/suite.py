@@ -16,6 +16,9 @@ A suite file::
     seeds: [0, 1]
     inspect: {draws: 100, seeds: [0]}         # ArviZ export for these seeds of gated methods
     true_elbo: {samples: 64, seed: 0}
+    comparisons:                              # optional: paired differences (by seed), 95 % t CI
+      - {method: bayesncl_ste, against: ncl, metrics: [sc_gain, linear_top1]}
+      - {method: learned_mask, against: bayesncl_ste, suite: cpu_seeds.yaml, metrics: [sc_gain]}
     sweep:                                    # optional: a grid of one method on one dataset
       dataset: scenes
       method: bayesncl_ste
@@ -23,7 +26,9 @@ A suite file::
       grid: {gate.kl_weight: [3e-5, 1e-3], gate.prior_prob: [0.5, 0.8]}
 
 The fields shared with ablation grids are read and checked by :mod:`.grid_file`; each run is a
-grid point of :mod:`.cells`. Every step of every run is skipped when its output file exists, so
+grid point of :mod:`.cells`. A comparison's ``against`` is a method of this suite or, with
+``suite`` (a suite file, relative to this one), of that suite, whose finished runs are read (never
+trained) and paired with this suite's by dataset name and seed. Every step of every run is skipped when its output file exists, so
 re-running a suite resumes it (a run interrupted after a checkpoint resumes from that checkpoint).
 """
 from __future__ import annotations
@@ -51,12 +56,18 @@ from bayesncl_pyro.experiments.cells import (
     point_overrides,
 )
 from bayesncl_pyro.experiments.grid_file import GridFile, TrueElboSettings
-from bayesncl_pyro.experiments.run_results import final_loss, kl_share, read_json
+from bayesncl_pyro.experiments.run_results import final_loss, kl_share, probe_not_converged, read_json
+from bayesncl_pyro.experiments.stats import paired_difference
 from bayesncl_pyro.experiments.suite_report import write_results
 from bayesncl_pyro.training.loop import SUMMARY_FILE
 
 ALLOWED_KEYS = ("out_dir", "prepare", "base", "overrides", "datasets", "methods", "seeds", "inspect",
-                "true_elbo", "sweep")
+                "true_elbo", "sweep", "comparisons")
+ROW_METRICS = ("sc_init", "sc", "sc_gain", "sc_sampled", "sc_sampled_gain", "entropy_freq", "entropy_sum",
+               "entropy_mean", "sparsity", "active_dims", "open_rate", "linear_top1", "linear_top1_init",
+               "knn_top1", "true_neg_elbo", "surrogate_neg_elbo", "kl_share", "train_seconds", "final_loss",
+               "background_closed", "object_open", "linear_top1_agrees", "linear_top1_disagrees", "linear_top1_gap")
+"""The numbers of a run's table row (:func:`job_row`): what a comparison may name."""
 
 
 @dataclass
@@ -65,6 +76,22 @@ class Sweep:
     method: str
     overrides: list[str]
     grid: dict[str, list[Any]]
+
+
+@dataclass
+class Comparison:
+    """``method`` − ``against``, paired by seed, on each of ``metrics``; ``against_suite``: the
+    suite file ``against`` is read from (None: this suite)."""
+
+    method: str
+    against: str
+    metrics: list[str]
+    against_suite: Path | None = None
+
+    @property
+    def label(self) -> str:
+        where = f" ({self.against_suite.stem})" if self.against_suite is not None else ""
+        return f"{self.method} − {self.against}{where}"
 
 
 @dataclass
@@ -81,6 +108,7 @@ class SuiteSpec:
     inspect_seeds: list[int] = field(default_factory=lambda: [0])
     true_elbo: TrueElboSettings = field(default_factory=TrueElboSettings)
     sweep: Sweep | None = None
+    comparisons: list[Comparison] = field(default_factory=list)
 
 
 @dataclass
@@ -136,6 +164,7 @@ def load_suite(path: str | Path, out_dir: str | Path | None = None) -> SuiteSpec
         if sweep.dataset not in datasets or sweep.method not in methods:
             raise file.error(f"sweep.dataset={sweep.dataset!r} and sweep.method={sweep.method!r} must name a "
                              f"dataset ({', '.join(datasets)}) and a method ({', '.join(methods)})")
+    comparisons = read_comparisons(file, tree.get("comparisons"), methods)
     return SuiteSpec(
         path=file.path,
         out_dir=file.out_dir(out_dir, default=f"runs/suites/{file.path.stem}"),
@@ -149,7 +178,45 @@ def load_suite(path: str | Path, out_dir: str | Path | None = None) -> SuiteSpec
         inspect_seeds=inspect_seeds,
         true_elbo=file.true_elbo(),
         sweep=sweep,
+        comparisons=comparisons,
     )
+
+
+def read_comparisons(file: GridFile, value: Any, methods: dict[str, list[str]]) -> list[Comparison]:
+    """The ``comparisons`` list: each a mapping {method, against, metrics[, suite]}."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise file.error(f"comparisons must be a list of {{method, against, metrics}} mappings; got {value!r}")
+    comparisons = []
+    for i, item in enumerate(value):
+        where = f"comparisons[{i}]"
+        if not isinstance(item, dict) or not {"method", "against", "metrics"} <= set(item) \
+                or set(item) - {"method", "against", "metrics", "suite"}:
+            raise file.error(f"{where} must be a mapping with method, against, metrics (and optionally suite); "
+                             f"got {item!r}")
+        method, against, metrics = str(item["method"]), str(item["against"]), item["metrics"]
+        if method not in methods:
+            raise file.error(f"{where}.method={method!r} is not a method of this suite; allowed: {', '.join(methods)}")
+        other = None
+        if item.get("suite") is not None:
+            other = Path(str(item["suite"])).expanduser()
+            other = (other if other.is_absolute() else file.path.parent / other).resolve()
+            if not other.is_file():
+                raise file.error(f"{where}.suite={item['suite']!r} does not exist (looked for {other})")
+            other_file = GridFile(other, "suite file", ALLOWED_KEYS)
+            other_methods = other_file.named_overrides(other_file.tree.get("methods"), "methods")
+        else:
+            other_methods = methods
+        if against not in other_methods or (other is None and against == method):
+            allowed = [m for m in other_methods if other is not None or m != method]
+            raise file.error(f"{where}.against={against!r} is not allowed; allowed: {', '.join(allowed)}"
+                             + (f" (methods of {other.name})" if other is not None else ""))
+        if not isinstance(metrics, list) or not metrics or any(m not in ROW_METRICS for m in metrics):
+            raise file.error(f"{where}.metrics={metrics!r} is not allowed; allowed: a non-empty list of "
+                             f"{', '.join(ROW_METRICS)}")
+        comparisons.append(Comparison(method, against, [str(m) for m in metrics], other))
+    return comparisons
 
 
 def plan(spec: SuiteSpec) -> list[Job]:
@@ -240,13 +307,15 @@ def job_row(job: Job) -> dict[str, Any]:
     init = read_json(d / result_files(True)[0]) or {}
     summary, elbo = read_json(d / SUMMARY_FILE) or {}, read_json(d / TRUE_ELBO_FILE) or {}
 
-    def gated(result: dict, key: str) -> float | None:
-        return ((result.get("metrics") or {}).get("gated") or {}).get(key)
+    def gated(result: dict, key: str, features: str = "gated") -> float | None:
+        return ((result.get("metrics") or {}).get(features) or {}).get(key)
 
     row: dict[str, Any] = {
         "name": job.name, "dataset": job.dataset, "method": job.method, "seed": job.seed,
         "sc_init": gated(init, "semantic_consistency"),
         "sc": gated(trained, "semantic_consistency"),
+        "sc_sampled_init": gated(init, "semantic_consistency", "gated_sampled"),
+        "sc_sampled": gated(trained, "semantic_consistency", "gated_sampled"),
         "entropy_freq": gated(trained, "semantic_entropy_frequency"),
         "entropy_sum": gated(trained, "semantic_entropy_sum"),
         "entropy_mean": gated(trained, "semantic_entropy_mean"),
@@ -254,6 +323,7 @@ def job_row(job: Job) -> dict[str, Any]:
         "active_dims": gated(trained, "active_dims"),
         "open_rate": (trained.get("gates") or {}).get("open_rate"),
         "linear_top1": (trained.get("linear_probe") or {}).get("top1"),
+        "linear_converged": (trained.get("linear_probe") or {}).get("converged"),
         "linear_top1_init": (init.get("linear_probe") or {}).get("top1"),
         "knn_top1": ((trained.get("metrics") or {}).get("h") or {}).get("knn_top1"),
         "true_neg_elbo": elbo.get("negative_elbo"),
@@ -262,19 +332,58 @@ def job_row(job: Job) -> dict[str, Any]:
         "train_seconds": summary.get("train_seconds"),
         "final_loss": final_loss(d, summary) if summary else None,
     }
+    pairing = trained.get("background_pairing") or {}
+    for key in ("linear_top1_agrees", "linear_top1_disagrees", "linear_top1_gap"):
+        row[key] = pairing.get(key)
     fc = trained.get("factor_check") or {}
     row["background_closed"] = fc.get("background_closed_share")
     row["object_open"] = fc.get("object_open_share")
     if row["sc"] is not None and row["sc_init"] is not None:
         row["sc_gain"] = row["sc"] - row["sc_init"]
+    if row["sc_sampled"] is not None and row["sc_sampled_init"] is not None:
+        row["sc_sampled_gain"] = row["sc_sampled"] - row["sc_sampled_init"]
     if job.sweep_point is not None:
         row.update({f"sweep:{k}": v for k, v in job.sweep_point.items()})
     return row
 
 
 def collect(spec: SuiteSpec, jobs: Sequence[Job] | None = None) -> dict[str, Any]:
+    """The table rows of ``jobs`` (default: every job of the suite) and the suite's comparisons."""
     jobs = plan(spec) if jobs is None else jobs
-    return {"rows": [job_row(j) for j in jobs], "machine": machine_description()}
+    rows = [job_row(j) for j in jobs]
+    return {"rows": rows, "comparisons": compare(spec, rows), "machine": machine_description()}
+
+
+def compare(spec: SuiteSpec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every comparison of the suite on every dataset and metric: the mean paired difference
+    ``method − against`` over the seeds both have, with its 95 % t interval, and the runs whose
+    linear probe did not converge (for a linear-probe metric)."""
+    results = []
+    elsewhere: dict[Path, list[dict[str, Any]]] = {}
+    for comparison in spec.comparisons:
+        against_rows = rows
+        if comparison.against_suite is not None:
+            path = comparison.against_suite
+            if path not in elsewhere:  # read, never run: the other suite's finished runs
+                elsewhere[path] = [job_row(j) for j in plan(load_suite(path)) if j.sweep_point is None]
+            against_rows = elsewhere[path]
+        for dataset in spec.datasets:
+            mine = _by_seed(rows, dataset, comparison.method)
+            theirs = _by_seed(against_rows, dataset, comparison.against)
+            for metric in comparison.metrics:
+                difference = paired_difference({s: r.get(metric) for s, r in mine.items()},
+                                               {s: r.get(metric) for s, r in theirs.items()})
+                paired = [r for s in difference.seeds for r in (mine[s], theirs[s])]
+                unconverged = [r["name"] for r in paired if metric.startswith("linear_") and probe_not_converged(r)]
+                results.append({"dataset": dataset, "method": comparison.method, "against": comparison.against,
+                                "label": comparison.label, "metric": metric, **difference.to_dict(),
+                                "probe_not_converged": unconverged})
+    return results
+
+
+def _by_seed(rows: list[dict[str, Any]], dataset: str, method: str) -> dict[int, dict[str, Any]]:
+    return {r["seed"]: r for r in rows if r["dataset"] == dataset and r["method"] == method
+            and not any(k.startswith("sweep:") for k in r)}
 
 
 def machine_description() -> str:

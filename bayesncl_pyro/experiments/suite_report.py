@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from bayesncl_pyro.experiments.figures import SC_GAIN_KEYS, plot_sc_gain, plot_sweep
+from bayesncl_pyro.experiments.run_results import NOT_CONVERGED_MARK, probe_mark, probe_note
 from bayesncl_pyro.experiments.stats import format_mean_sd
 from bayesncl_pyro.storage.atomic import atomic_write_json, atomic_write_text
 
@@ -17,11 +18,15 @@ RESULTS_MD = "results.md"
 RESULTS_JSON = "results.json"
 COLUMNS = [
     ("sc_init", "SC init (%)"), ("sc", "SC (%)"), ("sc_gain", "SC gain (points)"),
+    ("sc_sampled_gain", "SC gain, drawn gates (points)"),
     ("entropy_freq", "entropy (freq, nats)"), ("sparsity", "sparsity (%)"), ("active_dims", "active dims (gated z)"),
     ("open_rate", "gates open (%)"), ("linear_top1", "linear top-1 (%)"), ("knn_top1", "k-NN top-1 (%)"),
     ("surrogate_neg_elbo", "surrogate −ELBO (nats)"), ("true_neg_elbo", "true −ELBO (nats)"),
     ("kl_share", "KL share (%)"), ("train_seconds", "train s"),
 ]
+PAIRING_COLUMNS = [("linear_top1_agrees", "linear top-1, bg agrees (%)"),
+                   ("linear_top1_disagrees", "linear top-1, bg disagrees (%)"), ("linear_top1_gap", "bg gap (points)")]
+"""Shown when a dataset ties the background to the class in training (the spurious-background variant)."""
 PERCENT_OF_FRACTION = ("sparsity", "open_rate", "kl_share", "background_closed", "object_open")
 """Row keys stored as fractions and shown in % in the tables (``background_closed`` and ``object_open``
 are the factor check's ``background_closed_share`` and ``object_open_share``)."""
@@ -41,23 +46,40 @@ def _cell(values: Sequence[Any], key: str) -> str:
     return format_mean_sd(values, digits=4 if key == "kl_share" else 2, scale=scale)
 
 
+def _group_cell(group: list[dict[str, Any]], key: str) -> str:
+    """A table cell over the runs of a group; linear top-1 marked when a probe did not converge."""
+    text = _cell([r.get(key) for r in group], key)
+    return text + probe_mark(group) if key.startswith("linear_top1") else text
+
+
 def method_tables(spec, rows: list[dict[str, Any]]) -> str:
     """One Markdown table per dataset: a row per method, mean ± sd over seeds."""
     parts = []
     for dataset in spec.datasets:
-        head = "| method | " + " | ".join(label for _, label in COLUMNS) + " |"
-        lines = [f"### {dataset}", "", head, "|" + "---|" * (len(COLUMNS) + 1)]
+        paired = any(r.get("linear_top1_agrees") is not None for r in rows if r["dataset"] == dataset)
+        columns = COLUMNS + (PAIRING_COLUMNS if paired else [])
+        head = "| method | " + " | ".join(label for _, label in columns) + " |"
+        lines = [f"### {dataset}", "", head, "|" + "---|" * (len(columns) + 1)]
+        shown = []
         for method in spec.methods:
             group = _method_rows(rows, dataset, method)
             if group:
-                lines.append(f"| {method} | " + " | ".join(_cell([r.get(k) for r in group], k) for k, _ in COLUMNS) + " |")
-        parts.append("\n".join(lines))
+                lines.append(f"| {method} | " + " | ".join(_group_cell(group, k) for k, _ in columns) + " |")
+                shown += group
+        flagged = probe_note(shown, "name")
+        parts.append("\n".join(lines) + (f"\n\n{flagged}" if flagged else ""))
     note = ("SC, entropy, sparsity and active dims are on gated z of the test split (normalize(z) for "
-            "ungated methods); SC init is the same network at its seeded initialisation; shares in % "
-            "(KL share = KL term / loss, last tenth of training); linear top-1 on frozen h; "
+            "ungated methods); SC init is the same network at its seeded initialisation; \"SC gain, "
+            "drawn gates\" is the same gain on gated z with drawn gates, m ~ Bern(q(gate = 1 | x)), instead of "
+            "the thresholded test-time gate (equal to SC gain for ungated methods); shares in % "
+            "(KL share = KL term / loss, last tenth of training); linear top-1 on frozen h "
+            "(standardised, weight decay chosen on a validation split, solved to a stated tolerance; "
+            "† where a probe did not meet it); "
             "surrogate −ELBO = the loss the estimator trains on and true −ELBO = Monte-Carlo "
             "E_q[InfoNCE] + KL (exact gate draws), both on the same fixed held-out batch. "
-            "Mean ± sample sd over seeds; a single seed shows the mean alone.")
+            "Mean ± sample sd over seeds; a single seed shows the mean alone. Where the training split "
+            "ties the background to the class, linear top-1 is also shown on the test images whose "
+            "background agrees / disagrees with that pairing, and bg gap = agrees − disagrees.")
     return "\n\n".join(parts) + "\n\n" + note + "\n"
 
 
@@ -70,11 +92,40 @@ def sweep_table(spec, rows: list[dict[str, Any]]) -> str:
             ("linear_top1", "linear top-1 (%)")]
     lines = ["| " + " | ".join(keys) + " | " + " | ".join(c for _, c in cols) + " |",
              "|" + "---|" * (len(keys) + len(cols))]
-    for r in rows:
-        if is_sweep_row(r):
-            lines.append("| " + " | ".join(str(r[f"sweep:{k}"]) for k in keys) + " | "
-                         + " | ".join(_cell([r.get(k)], k) for k, _ in cols) + " |")
-    return "\n".join(lines) + "\n"
+    points = [r for r in rows if is_sweep_row(r)]
+    for r in points:
+        lines.append("| " + " | ".join(str(r[f"sweep:{k}"]) for k in keys) + " | "
+                     + " | ".join(_group_cell([r], k) for k, _ in cols) + " |")
+    note = probe_note(points, "name")
+    return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "")
+
+
+def comparison_tables(spec, comparisons: list[dict[str, Any]]) -> str:
+    """One table per dataset: for each comparison and metric, the pairs, the mean paired
+    difference, its 95 % t interval and whether the interval excludes 0."""
+    if not comparisons:
+        return ""
+    parts = []
+    for dataset in spec.datasets:
+        entries = [c for c in comparisons if c["dataset"] == dataset]
+        lines = [f"### {dataset}", "", "| comparison | metric | pairs | mean difference | 95 % CI | CI excludes 0 |",
+                 "|---|---|---|---|---|---|"]
+        for c in entries:
+            scale = 100.0 if c["metric"] in PERCENT_OF_FRACTION else 1.0
+            mark = f" {NOT_CONVERGED_MARK}" if c["probe_not_converged"] else ""
+            mean = "–" if c["pairs"] == 0 else f"{c['mean'] * scale:+.2f}{mark}"
+            interval = "–" if c["pairs"] < 2 else f"[{c['lower'] * scale:+.2f}, {c['upper'] * scale:+.2f}]"
+            verdict = "–" if c["pairs"] < 2 else ("yes" if c["excludes_zero"] else "no")
+            lines.append(f"| {c['label']} | {c['metric']} | {c['pairs']} | {mean} | {interval} | {verdict} |")
+        flagged = sorted({name for c in entries for name in c["probe_not_converged"]})
+        if flagged:
+            lines += ["", f"{NOT_CONVERGED_MARK} a linear probe of the pairs did not converge: {', '.join(flagged)}."]
+        parts.append("\n".join(lines))
+    note = ("Mean of method − against over the seeds both have finished (runs of one seed share the "
+            "initialisation, data order and augmentations), with the two-sided 95 % t interval "
+            "mean ± t(0.975, n − 1) · sd / √n; \"CI excludes 0\" = the difference is established at that "
+            "level. Percentages as in the tables above.")
+    return "\n\n".join(parts) + "\n\n" + note + "\n"
 
 
 def write_results(spec, results: dict[str, Any]) -> None:
@@ -85,6 +136,8 @@ def write_results(spec, results: dict[str, Any]) -> None:
     if spec.sweep is not None and len(spec.sweep.grid) >= 2:
         figures.append(plot_sweep(*sweep_grids(spec, rows), out / "sweep.png"))
     text = [f"# Suite `{spec.path.stem}`", "", method_tables(spec, rows)]
+    if results.get("comparisons"):
+        text += ["## Paired differences", "", comparison_tables(spec, results["comparisons"])]
     if spec.sweep is not None:
         text += ["## Sweep", "", sweep_table(spec, rows)]
     text += ["Figures: " + ", ".join(f"`{p.name}`" for p in figures if p is not None), ""]

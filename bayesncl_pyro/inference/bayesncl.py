@@ -4,6 +4,9 @@ The backbone runs once per step; its features feed the model (through z) and the
 the gate logits). The loss is ``TraceMeanField_ELBO().differentiable_loss(model, guide, ...)``:
 with the registered analytic KL this is exactly InfoNCE + λ · mean_rows Σ_d KL (SPEC §3).
 
+A trained run comes back with :meth:`BayesNCL.from_run`, in eval mode, with the evaluation
+transform it was trained with (:meth:`BayesNCL.preprocess` for raw images), without its dataset.
+
 Two departures from Pyro idiom, on purpose: the model and guide take already computed tensors
 (z, gate logits) rather than data, because the PyTorch encoder runs once per step outside SVI;
 and the contrastive term's value is read back through :class:`RecordedLoss` after the ELBO, since
@@ -13,7 +16,8 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, fields
-from typing import Optional
+from pathlib import Path
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -22,11 +26,18 @@ from torch import nn
 
 from bayesncl_pyro.config import Config
 from bayesncl_pyro.config.choices import BACKBONES, NONNEG, PRIORS
+from bayesncl_pyro.config.device import resolve_device
+from bayesncl_pyro.config.errors import CheckpointError, DataError
+from bayesncl_pyro.data.augment import EvalTransform
+from bayesncl_pyro.data.image_input import image_batches
 from bayesncl_pyro.inference.contrastive import InfoNCE, RecordedLoss, two_view_ids
 from bayesncl_pyro.inference.elbo import make_elbo
 from bayesncl_pyro.inference.negatives import Negatives, local_batch
 from bayesncl_pyro.inference.plates import at_least_float32
+from bayesncl_pyro.inference.trained_network import read_saved_network
+from bayesncl_pyro.networks.pretrained_weights import load_backbone_weights
 from bayesncl_pyro.networks.projector import projector
+from bayesncl_pyro.storage.checkpoints import modules_non_finite, restore_modules
 
 
 @dataclass
@@ -56,13 +67,22 @@ pytree.register_pytree_node(
 
 
 class BayesNCL(nn.Module):
-    """The whole network of one run. ``negatives`` says where InfoNCE takes its negatives from."""
+    """The whole network of one run. ``negatives`` says where InfoNCE takes its negatives from.
 
-    def __init__(self, cfg: Config, negatives: Negatives = local_batch):
+    ``load_weights`` loads ``model.weights`` into the backbone, as a run starts; a network whose
+    checkpoint is loaded next skips it. With ``model.freeze_backbone`` the backbone has no
+    gradient and stays in eval mode (BatchNorm statistics frozen) whatever ``train()`` is called.
+    """
+
+    def __init__(self, cfg: Config, negatives: Negatives = local_batch, load_weights: bool = True):
         super().__init__()
         m, g = cfg.model, cfg.gate
         self.cfg = cfg
-        self.backbone = BACKBONES.get(m.backbone)(width=m.convnet_width)
+        self.backbone = BACKBONES.get(m.backbone)(cfg)
+        if m.weights and load_weights:
+            load_backbone_weights(self.backbone, m.weights)
+        if m.freeze_backbone:
+            self.backbone.requires_grad_(False).eval()
         feat_dim = self.backbone.out_dim
         self.projector = projector(feat_dim, m.proj_hidden, m.proj_dim)
         self.nonneg = NONNEG.get(m.nonneg)
@@ -71,13 +91,50 @@ class BayesNCL(nn.Module):
         self.guide = family.guide(feat_dim, m.proj_dim, g)
         self.contrastive = InfoNCE(m.temperature, negatives)
         self.elbo = make_elbo(self.guide, g)
+        self.eval_transform: Optional[EvalTransform] = None
+
+    @classmethod
+    def from_run(cls, run: str | Path, checkpoint: str | Path | None = None, device: str = "cpu") -> "BayesNCL":
+        """The trained network of the run directory ``run``, in eval mode, with its config
+        (``net.cfg``) and evaluation transform (``net.preprocess``); ``checkpoint`` names another
+        checkpoint of the run (``"epoch_0002.pt"``) or a path. Reads no dataset and no
+        ``model.weights`` file: everything comes from the run directory."""
+        saved = read_saved_network(run, checkpoint)
+        net = cls(saved.cfg, load_weights=False)
+        restore_modules(saved.state, {"net": net}, saved.checkpoint)
+        bad = modules_non_finite({"net": net})
+        if bad is not None:
+            raise CheckpointError(f"checkpoint {saved.checkpoint} holds NaN or infinite values ({bad}); a network "
+                                  "with non-finite weights or buffers is not loaded")
+        net.eval_transform = saved.eval_transform
+        return net.to(resolve_device(device)).eval()
+
+    def train(self, mode: bool = True) -> "BayesNCL":
+        super().train(mode)
+        if self.cfg.model.freeze_backbone:
+            self.backbone.eval()
+        return self
 
     @property
     def feature_dim(self) -> int:
         return self.backbone.out_dim
 
+    def preprocess(self, images: Any) -> torch.Tensor:
+        """Raw images -> the network's input [B, 3, S, S], on its device: exactly the evaluation
+        transform of the run (resize to S, scale to [0, 1], normalise with the run's statistics).
+        ``images``: a PIL image, a uint8 (0..255) or float ([0, 1]) tensor [3, H, W] or
+        [B, 3, H, W], or a list of those; a single image gives a batch of one."""
+        if self.eval_transform is None:
+            raise DataError("this network has no evaluation transform: load a trained one with "
+                            "BayesNCL.from_run(RUN_DIR), or set net.eval_transform = EvalTransform(size, mean, std)")
+        device = next(self.parameters()).device
+        return torch.cat([self.eval_transform(batch.to(device)) for batch in image_batches(images)])
+
     def encode(self, x: torch.Tensor) -> dict[str, Optional[torch.Tensor]]:
         """x: [N, 3, S, S] -> h [N, F] (backbone), z [N, D] (after nonneg), gate_logits [N, D] or None."""
+        if not x.is_floating_point():
+            raise DataError(f"the network takes normalised float images, not {x.dtype}; pass raw images (uint8, "
+                            "floats in [0, 1], PIL) through net.preprocess(images) first")
         h = self.backbone(x)
         z = self.nonneg(self.projector(h))
         return {"h": h, "z": z, "gate_logits": self.guide.gate_logits(h)}
@@ -109,18 +166,32 @@ class BayesNCL(nn.Module):
         return self.step(x1, x2).loss
 
     @torch.no_grad()
-    def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Test-time features (SPEC §6): h, z, and ``gated`` = normalize(z ⊙ hard gate)
-        (for an ungated model, normalize(z)); ``gate`` is the hard gate where there is one."""
+    def features(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Test-time features (SPEC §6) of preprocessed images x [N, 3, S, S]: h [N, F], z [N, D],
+        and ``gated`` = normalize(z ⊙ hard gate) [N, D]; with gates also ``gate_probs`` (q(gate = 1 | x))
+        and ``gate`` (the hard gate), both [N, D]. For an ungated model ``gated`` = normalize(z).
+
+        With a ``generator`` (on x's device) also ``gated_sampled`` = normalize(z ⊙ m), the gates
+        drawn from q instead of thresholded: m ~ Bern(q(gate = 1 | x)) (for hard-concrete gates,
+        whether a gate is non-zero, with its probability; the draws are ``gate_sampled``);
+        normalize(z) for an ungated model. Without one nothing random is drawn, so the global
+        random state is left alone.
+        """
         out = self.encode(x)
         z = out["z"].float()
         result = {"h": out["h"].float(), "z": z}
         if out["gate_logits"] is None:
             result["gated"] = F.normalize(z, dim=1)
+            if generator is not None:
+                result["gated_sampled"] = result["gated"]
         else:
             posterior = self.guide.posterior(out["gate_logits"])
             gate = posterior.hard_gate()
             result["gate"] = gate
             result["gate_probs"] = posterior.probs
             result["gated"] = F.normalize(z * gate, dim=1)
+            if generator is not None:
+                drawn = torch.bernoulli(posterior.probs.float(), generator=generator)
+                result["gate_sampled"] = drawn
+                result["gated_sampled"] = F.normalize(z * drawn, dim=1)
         return result

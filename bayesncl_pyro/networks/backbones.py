@@ -1,4 +1,10 @@
-"""Encoders f(x) -> h: the CIFAR ResNet-18 of the paper and a small convnet for CPU runs."""
+"""Encoders f(x) -> h: the CIFAR ResNet-18 of the paper and a small convnet for CPU runs.
+
+A registered backbone is a callable ``make(cfg) -> Backbone`` that takes the run's whole
+:class:`~bayesncl_pyro.config.Config` (plugins register theirs the same way); ``torchvision:<name>``
+is :mod:`.torchvision_backbones`. All of them start randomly initialised; ``model.weights`` loads a
+local state dict afterwards (:mod:`.pretrained_weights`).
+"""
 from __future__ import annotations
 
 import torch
@@ -9,12 +15,11 @@ from bayesncl_pyro.config.choices import BACKBONES
 
 
 class Backbone(nn.Module):
-    """An encoder with a known feature width ``out_dim``."""
+    """An encoder x [N, 3, S, S] -> h [N, out_dim] with a known feature width ``out_dim``."""
 
     out_dim: int
 
 
-@BACKBONES.register("resnet18")
 class CifarResNet18(Backbone):
     """torchvision's ResNet-18 with a 3x3 stride-1 first conv, no max-pool, no fc: h is 512-d."""
 
@@ -31,7 +36,6 @@ class CifarResNet18(Backbone):
         return self.net(x)
 
 
-@BACKBONES.register("resnet18_imagenet")
 class ImageNetResNet18(Backbone):
     """torchvision's ResNet-18 with its ImageNet stem (7x7 stride-2 conv, max-pool), fc removed:
     for 224-pixel images such as ImageNet-100. h is 512-d."""
@@ -53,7 +57,6 @@ def _conv_block(cin: int, cout: int) -> nn.Sequential:
     )
 
 
-@BACKBONES.register("convnet")
 class ConvNet(Backbone):
     """Four conv-BN-ReLU blocks (width w, 2w, 4w, 4w), pooling between, global average pool.
 
@@ -75,3 +78,8 @@ class ConvNet(Backbone):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+BACKBONES.register("resnet18", lambda cfg: CifarResNet18(cfg.model.convnet_width))
+BACKBONES.register("resnet18_imagenet", lambda cfg: ImageNetResNet18(cfg.model.convnet_width))
+BACKBONES.register("convnet", lambda cfg: ConvNet(cfg.model.convnet_width))

@@ -1,14 +1,29 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+"""Atomic file writes: a reader sees the old file or the new one, never half of one.
+
+A write goes to a temporary file ``.<name>.<random>.tmp`` beside the target, is fsynced and
+renamed over it. A process killed mid-write can leave such a temporary file behind (never a half
+target); :func:`remove_stale_temporaries` clears them when a run directory is opened again.
+Every OS failure becomes one :class:`StorageError` line naming the path: a full disk (with the
+free space), a file size limit, a read-only file system, no permission, a file in the way.
+"""
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable
 
 import torch
+
+from bayesncl_pyro.config.errors import StorageError
+
+TEMPORARY = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.tmp")
+"""Names of the temporary files of :func:`atomic_write_file` (``tempfile.mkstemp``'s 8 characters)."""
 
 
 def _umask() -> int:
@@ -17,12 +32,81 @@ def _umask() -> int:
     return mask
 
 
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} bytes"
+
+
+def _existing_ancestor(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path(".")
+
+
+def _file_in_the_way(path: Path) -> Path | None:
+    """The first component of ``path`` that exists and is not a directory."""
+    for candidate in reversed((path, *path.parents)):
+        if candidate.exists() and not candidate.is_dir():
+            return candidate
+    return None
+
+
+def free_space(path: str | os.PathLike) -> str:
+    """The free space of the file system holding ``path`` (or its nearest existing parent)."""
+    where = _existing_ancestor(Path(path).absolute())
+    try:
+        return f"{_size(shutil.disk_usage(where).free)} free on {where}"
+    except OSError:
+        return "free space unknown"
+
+
+def storage_error(error: OSError, path: str | os.PathLike, doing: str = "write") -> StorageError:
+    """One line for an OS failure to ``doing`` (write, create, ...) ``path``."""
+    path = Path(path)
+    code = error.errno
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        what = "no space left on the device" if code == errno.ENOSPC else "the disk quota is used up"
+        reason = f"{what} ({free_space(path.parent)})"
+    elif code == errno.EFBIG:
+        reason = "the file would exceed the file size limit of this process (ulimit -f)"
+    elif code == errno.EROFS:
+        reason = "the file system is read-only"
+    elif code in (errno.EACCES, errno.EPERM):
+        reason = "permission denied (the directory is not writable)"
+    elif code in (errno.ENOTDIR, errno.EEXIST):
+        blocker = _file_in_the_way(path)
+        reason = (f"{blocker} is a file, not a directory" if blocker is not None
+                  else error.strerror or type(error).__name__)
+    elif code == errno.EISDIR:
+        reason = f"{error.filename or path} is a directory"
+    else:
+        reason = error.strerror or str(error) or type(error).__name__
+    return StorageError(f"cannot {doing} {path}: {reason}")
+
+
+def make_directory(path: str | os.PathLike) -> Path:
+    """``mkdir -p path``; an OS failure is one StorageError line."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise storage_error(error, path, "create the directory") from None
+    return path
+
+
 def atomic_write_file(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Let ``write`` fill a temporary file (given by name) beside ``path``, fsync it, rename it
     over ``path``; for writers that want a file name (NetCDF, ...)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    make_directory(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise storage_error(error, path) from None
     os.close(fd)
     try:
         write(Path(tmp))
@@ -30,9 +114,11 @@ def atomic_write_file(path: str | os.PathLike, write: Callable[[Path], None]) ->
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(error, OSError) and not isinstance(error, StorageError):
+            raise storage_error(error, path) from None
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -43,6 +129,17 @@ def atomic_write_file(path: str | os.PathLike, write: Callable[[Path], None]) ->
     except OSError:
         pass
     return path
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files interrupted atomic writes left in ``folder``; returns them.
+    Only for a folder this process alone writes (a run directory it holds the lock of)."""
+    removed = []
+    for entry in Path(folder).iterdir():
+        if TEMPORARY.fullmatch(entry.name) and entry.is_file() and not entry.is_symlink():
+            entry.unlink()
+            removed.append(entry)
+    return removed
 
 
 def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
@@ -69,3 +166,20 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_json(path: str | os.PathLike, what: str = "file") -> Any:
+    """The JSON value in ``path`` (None when there is no such file), or one StorageError line
+    naming the file when it is truncated, damaged or not UTF-8."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise StorageError(f"{what} {path} is damaged: not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        raise StorageError(f"{what} {path} is truncated or damaged: not valid JSON "
+                           f"({error.msg} at line {error.lineno}, column {error.colno})") from None
+    except OSError as error:
+        raise storage_error(error, path, "read") from None

@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from bayesncl_pyro.config.device import resolve_device
 from bayesncl_pyro.config.errors import ConfigError
+from bayesncl_pyro.config.validation import MAX_SEED
 from bayesncl_pyro.inference.bayesncl import StepOutput
 from bayesncl_pyro.inference.leave_one_out import LeaveOneOutELBO
 from bayesncl_pyro.inference.negatives import Negatives, local_batch
@@ -179,9 +180,10 @@ class DistributedContext:
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         return bool(flag.item())
 
-    def seed(self, seed: int) -> int:
-        """A per-rank seed for augmentation draws, so that ranks do not crop alike."""
-        return seed + 1_000_003 * self.rank
+    def seed(self, seed: int, step: int = 0) -> int:
+        """A per-rank seed (at ``step``) for augmentation and global draws, so that ranks do not
+        crop alike; taken modulo 2**32, the range every seeded generator accepts."""
+        return (seed + 1_000_003 * self.rank + step) % (MAX_SEED + 1)
 
     def cleanup(self) -> None:
         if self.active and dist.is_initialized():

@@ -14,7 +14,7 @@ from torch import nn
 from bayesncl_pyro.config import Config
 from bayesncl_pyro.config.choices import OPTIMIZERS
 from bayesncl_pyro.config.device import resolve_device
-from bayesncl_pyro.config.errors import BayesNCLError
+from bayesncl_pyro.config.errors import BayesNCLError, CheckpointError, clip
 from bayesncl_pyro.data.augment import BatchAugment, EvalTransform
 from bayesncl_pyro.data.sources import load_split, normalization
 from bayesncl_pyro.inference.bayesncl import BayesNCL
@@ -74,24 +74,31 @@ class Session:
                          epoch=step // self.steps_per_epoch, config=self.cfg.to_dict(),
                          generators=self.generators())
 
-    def restore(self, run: Path) -> int:
-        """Load ``last.pt`` of ``run`` into this session; returns the step it was saved at."""
-        path = run / LAST_CHECKPOINT
-        state = checkpoints.load(path, self.cfg.to_dict())
+    def restore(self, state: dict[str, Any], path: Path) -> int:
+        """Load a checkpoint's ``state`` (read from ``path``) into this session; returns the step
+        it was saved at. A state that does not fit this run is one CheckpointError naming ``path``."""
+        checkpoints.check_config(state, self.cfg.to_dict(), path)
         checkpoints.restore_modules(state, self.modules(), path)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler is not None and state["scaler"] is not None:
-            self.scaler.load_state_dict(state["scaler"])
-        checkpoints.set_rng_state(state["rng"], self.generators())
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            if self.scaler is not None and state["scaler"] is not None:
+                self.scaler.load_state_dict(state["scaler"])
+            checkpoints.set_rng_state(state["rng"], self.generators())
+        except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as exc:
+            detail = clip(exc, 200)
+            raise CheckpointError(f"checkpoint {path} does not fit this run: its optimizer, schedule or "
+                                  f"random state cannot be restored ({type(exc).__name__}: {detail})") from None
         return int(state["step"])
 
 
-def build(cfg: Config, ctx: DistributedContext | None = None) -> Session:
+def build(cfg: Config, ctx: DistributedContext | None = None, resume: bool = False) -> Session:
     """Data, network, step module (DDP-wrapped under torchrun), optimizer and schedule.
 
     Under torchrun each rank takes ``data.batch_size`` images of a global batch of
-    ``world_size × data.batch_size``; the learning rate scales with the global batch.
+    ``world_size × data.batch_size``; the learning rate scales with the global batch. A session
+    that will ``resume`` does not read ``model.weights``: its checkpoint holds the weights. With
+    ``model.freeze_backbone`` the optimizer holds no backbone parameter.
     """
     t = cfg.train
     ctx = ctx or DistributedContext(device=resolve_device(t.device))
@@ -100,7 +107,7 @@ def build(cfg: Config, ctx: DistributedContext | None = None) -> Session:
     train_set = load_split(cfg.data, "train")
     test_set = load_split(cfg.data, "test")
     mean, std = normalization(cfg.data, train_set)
-    net = BayesNCL(cfg, negatives=ctx.negatives).to(device)
+    net = BayesNCL(cfg, negatives=ctx.negatives, load_weights=not resume).to(device)
     if t.channels_last:
         net = net.to(memory_format=torch.channels_last)
     classifier = online_classifier(net.feature_dim, train_set.num_classes, t.seed).to(device)

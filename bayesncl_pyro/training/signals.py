@@ -1,4 +1,12 @@
-"""SIGTERM and SIGINT as a request to stop at the next step boundary (with a checkpoint)."""
+"""SIGTERM and SIGINT as a request to stop, honoured where stopping loses nothing.
+
+While the training loop runs, a signal only records a request; the loop honours it at the next
+step boundary by saving a checkpoint and stopping (exit code 130). Further signals are recorded
+and change nothing: a checkpoint being written is never cut short, so whatever the signals and
+their timing the run ends with a complete checkpoint. Outside the loop (loading data before the
+first step, the end-of-run summary after the last checkpoint) there is nothing to save, and the
+first signal stops at once (KeyboardInterrupt).
+"""
 from __future__ import annotations
 
 import signal
@@ -7,26 +15,90 @@ from contextlib import contextmanager
 from typing import Iterator
 
 
+RECEIVED: list[str] = []
+"""Every SIGTERM/SIGINT a handler of this module saw in this process, in order."""
+
+
+def _record(signum: int) -> str:
+    name = signal.Signals(signum).name
+    RECEIVED.append(name)
+    return name
+
+
+class StopRequests:
+    """The names of the signals received (``SIGTERM``, ``SIGINT``); true once one arrived."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.deferring = False
+
+    def __bool__(self) -> bool:
+        return bool(self.names)
+
+    @property
+    def first(self) -> str:
+        return self.names[0]
+
+    def receive(self, name: str) -> None:
+        stopping = bool(self.names)
+        self.names.append(name)
+        if not (self.deferring or stopping):
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def deferred(self) -> Iterator["StopRequests"]:
+        """Within this block signals only record a request (the loop checks it at step boundaries)."""
+        self.deferring = True
+        try:
+            yield self
+        finally:
+            self.deferring = False
+
+
 @contextmanager
-def stop_requests() -> Iterator[list[str]]:
-    """Turn SIGTERM/SIGINT into a request the loop honours at the next step boundary: the list
-    yielded holds the names of the signals received. A second signal stops at once
-    (KeyboardInterrupt). Outside the main thread no handler can be installed; nothing is caught."""
-    requests: list[str] = []
+def stop_requests() -> Iterator[StopRequests]:
+    """Handle SIGTERM/SIGINT for the duration of a run (see the module docstring). Outside the
+    main thread no handler can be installed; nothing is caught."""
+    requests = StopRequests()
     if threading.current_thread() is not threading.main_thread():
         yield requests
         return
-    previous = {}
 
     def handler(signum, frame):
-        if requests:  # a second request: stop now, without a checkpoint
-            raise KeyboardInterrupt
-        requests.append(signal.Signals(signum).name)
+        requests.receive(_record(signum))
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        previous[sig] = signal.signal(sig, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield requests
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def install_process_handlers() -> None:
+    """For a process that ends when its command does (a console command): SIGTERM stops it like
+    SIGINT (KeyboardInterrupt, exit code 130), and once any signal asked this process to stop,
+    later ones are ignored, so that a second signal cannot cut short the saving and shutdown
+    the first one started (see :func:`ignore_when_stopping` for the very end). Never undone:
+    the process is about to end."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum, frame):
+        already = bool(RECEIVED)
+        _record(signum)
+        if not already:
+            raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
+
+
+def ignore_when_stopping() -> None:
+    """Just before a console command exits: when a signal asked it to stop, ignore SIGTERM and
+    SIGINT outright. The interpreter's shutdown puts back the default action (ending the process
+    by the signal, not with exit code 130) for every signal with a Python handler, but leaves an
+    ignored one ignored."""
+    if RECEIVED and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)

@@ -46,12 +46,31 @@ def _grad_norm(optimizer: torch.optim.Optimizer) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
 
 
+def _buffers(s: Session) -> list[torch.Tensor]:
+    return [b for module in s.modules().values() for b in module.buffers()]
+
+
 def train_step(s: Session, images: torch.Tensor, labels: torch.Tensor) -> StepRecord:
     """One optimisation step on a batch of uint8 images [B, 3, H, W] and labels [B].
 
     Raises :class:`NonFiniteStep` before the optimizer moves if the loss or the gradient is not
-    finite (with float16 the gradient scaler handles overflow instead).
+    finite (with float16 the gradient scaler handles overflow instead). A skipped step changes
+    no parameter and no buffer: the forward pass in train mode has already moved the BatchNorm
+    running statistics and counters, so the buffers are copied before it (they are small) and
+    put back. The random streams stay advanced and the batch is spent, as for a taken step.
     """
+    buffers = _buffers(s)
+    before = [b.detach().clone() for b in buffers]
+    try:
+        return _step(s, images, labels)
+    except NonFiniteStep:
+        with torch.no_grad():
+            for buffer, value in zip(buffers, before):
+                buffer.copy_(value)
+        raise
+
+
+def _step(s: Session, images: torch.Tensor, labels: torch.Tensor) -> StepRecord:
     x = images.to(s.device, non_blocking=True)
     y = labels.to(s.device, non_blocking=True)
     view1, view2 = s.augment(x, s.augment_generator), s.augment(x, s.augment_generator)
