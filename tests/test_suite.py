@@ -108,3 +108,38 @@ def test_reproduce_names_a_missing_suite(capsys):
     assert reproduce_main(["no_such_suite"]) == 2
     err = capsys.readouterr().err
     assert "no_such_suite" in err and "does not exist" in err and "cpu" in err
+
+
+def test_prepare_exports_a_runs_backbone_for_model_weights(tmp_path_factory, tmp_path, monkeypatch):
+    """``prepare: [{backbone_of: RUN, into: FILE}]`` writes the run's backbone as the state dict that
+    ``model.weights`` loads: a network built from it has the run's backbone, bit for bit."""
+    import torch
+
+    from bayesncl_pyro import BayesNCL, load_config
+    from bayesncl_pyro.experiments.suite import prepare_inputs
+    from bayesncl_pyro.storage import checkpoints
+
+    from .conftest import tiny_run
+
+    run = tiny_run(tmp_path_factory, "encoder_run")
+    monkeypatch.chdir(tmp_path)
+    spec_path = tmp_path / "frozen.yaml"
+    spec_path.write_text(yaml.safe_dump({
+        "prepare": [{"backbone_of": str(run), "into": "encoders/tiny.pt"}],
+        "datasets": {"scenes": ["data.name=scenes"]}, "methods": {"ncl": ["gate.prior=none"]}}))
+    spec = load_suite(spec_path)
+    prepare_inputs(spec)
+    exported = tmp_path / "encoders" / "tiny.pt"
+    stamp = exported.stat().st_mtime_ns
+    prepare_inputs(spec)  # made once
+    assert exported.stat().st_mtime_ns == stamp
+    cfg = load_config(ROOT / "configs" / "scenes_quick.yaml",
+                      [*TINY, f"model.weights={exported}", "model.freeze_backbone=true"])
+    net = BayesNCL(cfg)
+    saved = checkpoints.read(run / "last.pt")["modules"]["net"]
+    for key, value in net.backbone.state_dict().items():
+        assert torch.equal(value, saved[f"backbone.{key}"]), key
+    spec_path.write_text(yaml.safe_dump({"prepare": [{"backbone_of": str(run)}],
+                                         "datasets": {"scenes": []}, "methods": {"ncl": []}}))
+    with pytest.raises(ConfigError, match="backbone_of, into"):
+        load_suite(spec_path)

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from bayesncl_pyro.browser.posterior_source import PosteriorDraws, read_draws

@@ -17,7 +17,6 @@ from bayesncl_pyro.config.errors import ConfigError, clip, shown
 from bayesncl_pyro.config.schema import Config
 from bayesncl_pyro.config.validation import validate
 
-
 PATH_KEYS = (("data", "root"), ("data", "cache_dir"), ("train", "out_dir"))
 """The config keys that hold a file system path."""
 

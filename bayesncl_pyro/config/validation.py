@@ -15,7 +15,6 @@ from bayesncl_pyro.config.device import DEVICE_PATTERN, PRECISIONS
 from bayesncl_pyro.config.errors import ConfigError, shown
 from bayesncl_pyro.config.schema import Config, GateConfig
 
-
 MAX_SEED = 2**32 - 1
 """The largest seed every random generator a run seeds accepts (numpy's takes 32 bits); seeds
 derived from it (per rank, per step) are taken modulo 2**32."""

@@ -23,9 +23,9 @@ from tqdm.auto import tqdm
 
 from bayesncl_pyro.data.dataset import ImageDataset
 from bayesncl_pyro.evaluation import glossary, metrics
-from bayesncl_pyro.evaluation.glossary import NOT_CONVERGED_MARK
 from bayesncl_pyro.evaluation.factor_check import check_factors, scene_factor_codes
 from bayesncl_pyro.evaluation.features import extract
+from bayesncl_pyro.evaluation.glossary import NOT_CONVERGED_MARK
 from bayesncl_pyro.evaluation.linear_probe import RECIPE, probe_accuracy
 from bayesncl_pyro.evaluation.markdown import markdown_table
 from bayesncl_pyro.evaluation.run_summary import lookup

@@ -36,9 +36,9 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch import Tensor
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from bayesncl_pyro.config.errors import ConfigError

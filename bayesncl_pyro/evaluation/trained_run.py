@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from bayesncl_pyro.config import Config
-from bayesncl_pyro.config.errors import CheckpointError
 from bayesncl_pyro.config.device import resolve_device
+from bayesncl_pyro.config.errors import CheckpointError
 from bayesncl_pyro.data.augment import EvalTransform
 from bayesncl_pyro.data.dataset import ImageDataset
 from bayesncl_pyro.data.sources import load_split, normalization

@@ -4,8 +4,9 @@ evaluate at initialisation and after training, inspect, sweep, and write tables 
 A suite file::
 
     out_dir: runs/suites/cpu
-    prepare:                                  # archives unpacked once (skipped when present)
+    prepare:                                  # inputs made once (each skipped when ``into`` exists)
       - {archive: ../shared/data/cifar10-jpeg.tar.gz, into: ~/.cache/bayesncl_pyro/datasets/cifar10-jpeg}
+      - {backbone_of: runs/suites/cpu_seeds/runs/scenes/simclr/seed0, into: runs/encoders/scenes.pt}
     base: ../scenes_quick.yaml                # relative to the suite file
     overrides: [train.epochs=10]              # every run
     datasets:                                 # name -> overrides
@@ -59,13 +60,14 @@ from bayesncl_pyro.experiments.grid_file import GridFile, TrueElboSettings
 from bayesncl_pyro.experiments.run_results import final_loss, kl_share, probe_not_converged, read_json
 from bayesncl_pyro.experiments.stats import paired_difference
 from bayesncl_pyro.experiments.suite_report import write_results
+from bayesncl_pyro.storage.checkpoints import export_backbone
 from bayesncl_pyro.training.loop import SUMMARY_FILE
 
 ALLOWED_KEYS = ("out_dir", "prepare", "base", "overrides", "datasets", "methods", "seeds", "inspect",
                 "true_elbo", "sweep", "comparisons")
 ROW_METRICS = ("sc_init", "sc", "sc_gain", "sc_sampled", "sc_sampled_gain", "entropy_freq", "entropy_sum",
                "entropy_mean", "sparsity", "active_dims", "open_rate", "linear_top1", "linear_top1_init",
-               "knn_top1", "true_neg_elbo", "surrogate_neg_elbo", "kl_share", "train_seconds", "final_loss",
+               "knn_top1", "knn_top1_gated", "true_neg_elbo", "surrogate_neg_elbo", "kl_share", "train_seconds", "final_loss",
                "background_closed", "object_open", "linear_top1_agrees", "linear_top1_disagrees", "linear_top1_gap")
 """The numbers of a run's table row (:func:`job_row`): what a comparison may name."""
 
@@ -143,8 +145,9 @@ def load_suite(path: str | Path, out_dir: str | Path | None = None) -> SuiteSpec
     tree = file.tree
     seeds = file.seeds(tree.get("seeds", [0]), "seeds")
     prepare = tree.get("prepare") or []
-    if not isinstance(prepare, list) or not all(isinstance(p, dict) and set(p) == {"archive", "into"} for p in prepare):
-        raise file.error(f"prepare must be a list of {{archive, into}} mappings; got {prepare!r}")
+    kinds = ({"archive", "into"}, {"backbone_of", "into"})
+    if not isinstance(prepare, list) or not all(isinstance(p, dict) and set(p) in kinds for p in prepare):
+        raise file.error(f"prepare must be a list of {{archive, into}} or {{backbone_of, into}} mappings; got {prepare!r}")
     inspect = tree.get("inspect") or {}
     if not isinstance(inspect, dict) or set(inspect) - {"draws", "seeds"}:
         raise file.error(f"inspect takes draws and seeds; got {inspect!r}")
@@ -244,9 +247,17 @@ def plan(spec: SuiteSpec) -> list[Job]:
 
 # ----------------------------------------------------------------------------- running
 
-def prepare_archives(spec: SuiteSpec) -> None:
-    """Unpack each archive into its folder once (into a temporary sibling, then renamed)."""
+def prepare_inputs(spec: SuiteSpec) -> None:
+    """Make each input of ``prepare`` once: unpack an ``archive`` (relative to the suite file) into
+    its folder (into a temporary sibling, then renamed), or write the backbone weights of a
+    finished run ``backbone_of`` (a run directory, relative to the working directory, as
+    ``out_dir`` is) as the state dict ``into`` that ``model.weights`` reads."""
     for item in spec.prepare:
+        if "backbone_of" in item:
+            into = Path(item["into"]).expanduser()
+            if not into.is_file():
+                export_backbone(Path(item["backbone_of"]), into)
+            continue
         archive = Path(item["archive"]).expanduser()
         archive = archive if archive.is_absolute() else (spec.path.parent / archive).resolve()
         into = Path(os.path.expanduser(item["into"]))
@@ -279,7 +290,7 @@ def run_job(job: Job, spec: SuiteSpec, progress: bool = False) -> None:
 def run_suite(spec: SuiteSpec, progress: bool = True, only: Callable[[Job], bool] | None = None) -> dict[str, Any]:
     """Run every unfinished job, one progress bar over the suite (weighted by training images),
     then write ``results.md``, ``results.json`` and the figures into ``spec.out_dir``."""
-    prepare_archives(spec)
+    prepare_inputs(spec)
     jobs = [job for job in plan(spec) if only is None or only(job)]
     started = time.perf_counter()
     bar = tqdm(total=sum(j.cost for j in jobs), disable=not progress,
@@ -326,6 +337,7 @@ def job_row(job: Job) -> dict[str, Any]:
         "linear_converged": (trained.get("linear_probe") or {}).get("converged"),
         "linear_top1_init": (init.get("linear_probe") or {}).get("top1"),
         "knn_top1": ((trained.get("metrics") or {}).get("h") or {}).get("knn_top1"),
+        "knn_top1_gated": gated(trained, "knn_top1"),
         "true_neg_elbo": elbo.get("negative_elbo"),
         "surrogate_neg_elbo": elbo.get("surrogate"),
         "kl_share": kl_share(d) if job.gated else None,

@@ -287,3 +287,20 @@ def restore_modules(state: dict[str, Any], modules: dict[str, torch.nn.Module], 
         except RuntimeError as exc:
             detail = clip(exc, 300)
             raise CheckpointError(f"checkpoint {path} does not fit this code's {name!r} ({detail})") from None
+
+
+BACKBONE_PREFIX = "backbone."
+
+
+def export_backbone(run: Path, out: Path) -> Path:
+    """Write the backbone weights of the run in ``run`` (its intact ``last.pt``) as a plain state
+    dict ``out``, the form ``model.weights`` reads: an encoder trained once, frozen in other runs."""
+    run = Path(run).expanduser()
+    path, state = read_for_evaluation(run)
+    weights = state["modules"].get("net") or {}
+    backbone = {key[len(BACKBONE_PREFIX):]: value for key, value in weights.items() if key.startswith(BACKBONE_PREFIX)}
+    if not backbone:
+        raise CheckpointError(f"checkpoint {path} holds no backbone weights (no {BACKBONE_PREFIX}* keys in 'net')")
+    buffer = io.BytesIO()
+    torch.save(backbone, buffer)
+    return atomic_write_bytes(Path(out).expanduser(), buffer.getvalue())

@@ -14,7 +14,6 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-
 RECEIVED: list[str] = []
 """Every SIGTERM/SIGINT a handler of this module saw in this process, in order."""
 
