@@ -175,6 +175,63 @@ def test_semantic_consistency_matches_loop(data, device):
     assert metrics.semantic_consistency(*as_torch(x, labels, device)) == pytest.approx(sc_loop(x, labels), abs=TOL)
 
 
+def sc_variants_loop(x: np.ndarray, labels: np.ndarray, min_count: int) -> tuple[float, float]:
+    """(SC over dims with at least ``min_count`` active rows, share of active entries in their
+    dimension's majority class), both in %, by counting row by row."""
+    f = unit_rows(x)
+    shares, majority_entries, active_entries = [], 0, 0
+    for d in range(f.shape[1]):
+        column = f[:, d]
+        if column.sum() == 0:
+            continue
+        active_labels = [labels[i] for i in range(len(column)) if abs(column[i]) > ACTIVE]
+        if not active_labels:
+            continue
+        top = Counter(active_labels).most_common(1)[0][1]
+        majority_entries += top
+        active_entries += len(active_labels)
+        if len(active_labels) >= min_count:
+            shares.append(top / len(active_labels))
+    supported = 100.0 * sum(shares) / len(shares) if shares else math.nan
+    return supported, 100.0 * majority_entries / active_entries
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_supported_and_weighted_semantic_consistency_match_loop(data, device):
+    x, labels = data
+    f, y = as_torch(x, labels, device)
+    n = x.shape[0]
+    for min_share in (0.0, 0.01, 0.1, 0.3):
+        expected, weighted = sc_variants_loop(x, labels, max(1, math.ceil(min_share * n)))
+        got = metrics.semantic_consistency_supported(f, y, min_share)
+        assert got == pytest.approx(expected, abs=TOL, nan_ok=True)
+    assert metrics.semantic_consistency_supported(f, y, 0.0) == pytest.approx(metrics.semantic_consistency(f, y), abs=TOL)
+    assert metrics.semantic_consistency_weighted(f, y) == pytest.approx(weighted, abs=TOL)
+
+
+def test_rare_dimensions_move_plain_sc_but_not_supported_or_weighted_sc():
+    """A dense class-blind code plus dimensions that each fire on one image: the plain SC rises
+    towards 100 with every such dimension, the supported SC ignores them (1 image < 1 % of 1,000)
+    and the weighted SC barely moves."""
+    rng = np.random.default_rng(3)
+    n, classes = 1000, 10
+    labels = np.arange(n) % classes
+    dense = rng.random((n, 8)) + 0.1
+    rare = np.zeros((n, 40))
+    rare[rng.choice(n, 40, replace=False), np.arange(40)] = 1.0
+    f, y = as_torch(np.concatenate([dense, rare], axis=1), labels)
+    assert metrics.semantic_consistency(f, y) == pytest.approx((8 * 10.0 + 40 * 100.0) / 48, abs=1e-9)
+    assert metrics.semantic_consistency_supported(f, y) == pytest.approx(10.0, abs=1e-9)
+    assert metrics.semantic_consistency_weighted(f, y) == pytest.approx(100.0 * (8 * 100 + 40) / (8 * 1000 + 40), abs=1e-9)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, "0.01", True, None])
+def test_supported_semantic_consistency_names_a_bad_share(bad):
+    f, y = as_torch(np.ones((4, 2)), np.array([0, 1, 0, 1]))
+    with pytest.raises(ValueError, match=r"min_share must be a number in \[0, 1\], got"):
+        metrics.semantic_consistency_supported(f, y, bad)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_semantic_entropies_match_loop(data, device):
     x, labels = data

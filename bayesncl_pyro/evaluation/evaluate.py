@@ -69,6 +69,8 @@ def _metric_table() -> dict[str, Callable[[Tensor, Tensor], float]]:
     """name -> metric(features [N, D], labels [N]) of every per-feature-set metric but k-NN."""
     table: dict[str, Callable[[Tensor, Tensor], float]] = {
         "semantic_consistency": metrics.semantic_consistency,
+        "semantic_consistency_supported": metrics.semantic_consistency_supported,
+        "semantic_consistency_weighted": metrics.semantic_consistency_weighted,
         "semantic_entropy_sum": metrics.semantic_entropy_sum,
         "semantic_entropy_mean": metrics.semantic_entropy_mean,
         "semantic_entropy_frequency": metrics.semantic_entropy_frequency,

@@ -28,6 +28,11 @@ TERMS = {
     "background agrees": "a test image of a dataset whose training split ties the background to the class "
                          "(data.scenes.background_class_rate) has a background that agrees with that pairing "
                          "when it is its class's paired background, and disagrees otherwise",
+    "supported SC": "semantic consistency over the dimensions active on at least 1 % of the test images "
+                    "(semantic_consistency_supported): the plain SC counts a dimension that fires on three images "
+                    "like one that fires on thousands, and few active images give a high majority share by chance",
+    "weighted SC": "the share of active (image, dimension) entries that belong to their dimension's majority class "
+                   "(semantic_consistency_weighted): SC with each dimension weighted by its number of active images",
     "†": "after a linear-probe number: the probe (of some of its runs) did not converge, its gradient stayed "
          "above the tolerance, so the number is not the probe's optimum",
 }
@@ -45,7 +50,7 @@ def unconverged_mark(linear_probe: dict[str, Any] | None) -> str:
     return f" {NOT_CONVERGED_MARK}"
 
 
-PERCENT_KEYS = ("semantic_consistency", "knn_top1", "top1", "top5", "online_probe_top1", "probe_top1",
+PERCENT_KEYS = ("semantic_consistency", "semantic_consistency_supported", "semantic_consistency_weighted", "knn_top1", "top1", "top5", "online_probe_top1", "probe_top1",
                 "retrieval_p1", "retrieval_p5", "retrieval_p10", "retrieval_topdims_p1", "retrieval_topdims_p5",
                 "retrieval_topdims_p10", "linear_top1_agrees", "linear_top1_disagrees")
 """Keys whose stored value is already a percentage (0–100)."""
@@ -56,6 +61,8 @@ FRACTION_KEYS = ("open_rate", "mean_gate_prob", "sparsity", "probe_acc", "backgr
 
 METRIC_UNITS = {
     "semantic_consistency": "%",
+    "semantic_consistency_supported": "%",
+    "semantic_consistency_weighted": "%",
     "semantic_entropy_sum": "nats",
     "semantic_entropy_mean": "nats",
     "semantic_entropy_frequency": "nats",

@@ -165,6 +165,51 @@ def semantic_consistency_per_dim(features: Tensor, labels: Tensor) -> Tensor:
     return torch.where(kept, share * 100.0, torch.full_like(share, math.nan))
 
 
+SUPPORTED_MIN_SHARE = 0.01
+"""``semantic_consistency_supported`` keeps dimensions active on at least 1 % of the samples."""
+
+
+def semantic_consistency_supported(features: Tensor, labels: Tensor, min_share: float = SUPPORTED_MIN_SHARE) -> float:
+    """:func:`semantic_consistency` over the dimensions active on at least ``min_share`` of the
+    samples (at least ``ceil(min_share * N)`` of them, and at least one).
+
+    Why: the plain mean counts a dimension that fires on three images like one that fires on
+    three thousand, and a dimension with few active samples has a high majority share by chance
+    alone (one active sample scores 100). A gate that is almost always closed makes such
+    dimensions; this variant asks whether the dimensions that carry the representation are
+    class-consistent. ``min_share`` in [0, 1]; ``nan`` when no dimension qualifies.
+    """
+    if isinstance(min_share, bool) or not isinstance(min_share, (int, float)) or not 0.0 <= min_share <= 1.0:
+        raise ValueError(f"min_share must be a number in [0, 1], got {min_share!r}")
+    f, active, class_index, n_classes = _activity(features, labels)
+    counts = _class_counts(active, class_index, n_classes)
+    support = counts.sum(dim=0)
+    needed = max(1, math.ceil(min_share * f.shape[0] - 1e-9))
+    kept = (f.sum(dim=0) != 0) & (support >= needed)
+    if not bool(kept.any()):
+        return math.nan
+    share = counts[:, kept].max(dim=0).values / support[kept]
+    return float(share.mean() * 100.0)
+
+
+def semantic_consistency_weighted(features: Tensor, labels: Tensor) -> float:
+    """Share (%) of the active entries that belong to their dimension's majority class:
+    :func:`semantic_consistency` with every dimension weighted by its number of active samples,
+    ``sum_d max_c count[c, d] / sum_d sum_c count[c, d]``.
+
+    Why: a reading of SC that no rarely active dimension can move far; a dense representation
+    still scores 100 times the largest class share and a one-class-per-dimension code 100.
+    ``nan`` if no entry is active.
+    """
+    f, active, class_index, n_classes = _activity(features, labels)
+    counts = _class_counts(active, class_index, n_classes)
+    kept = (f.sum(dim=0) != 0) & (counts.sum(dim=0) > 0)
+    if not bool(kept.any()):
+        return math.nan
+    kept_counts = counts[:, kept]
+    return float(kept_counts.max(dim=0).values.sum() / kept_counts.sum() * 100.0)
+
+
 def _mean_entropy_over_active_dims(weights: Tensor, active: Tensor) -> float:
     dims = active.any(dim=0)
     if not bool(dims.any()):

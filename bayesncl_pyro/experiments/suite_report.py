@@ -19,6 +19,7 @@ RESULTS_JSON = "results.json"
 COLUMNS = [
     ("sc_init", "SC init (%)"), ("sc", "SC (%)"), ("sc_gain", "SC gain (points)"),
     ("sc_sampled_gain", "SC gain, drawn gates (points)"),
+    ("sc_supported_gain", "supported SC gain (points)"), ("sc_weighted_gain", "weighted SC gain (points)"),
     ("entropy_freq", "entropy (freq, nats)"), ("sparsity", "sparsity (%)"), ("active_dims", "active dims (gated z)"),
     ("open_rate", "gates open (%)"), ("linear_top1", "linear top-1 (%)"), ("knn_top1", "k-NN top-1 (%)"),
     ("surrogate_neg_elbo", "surrogate −ELBO (nats)"), ("true_neg_elbo", "true −ELBO (nats)"),
@@ -71,7 +72,9 @@ def method_tables(spec, rows: list[dict[str, Any]]) -> str:
     note = ("SC, entropy, sparsity and active dims are on gated z of the test split (normalize(z) for "
             "ungated methods); SC init is the same network at its seeded initialisation; \"SC gain, "
             "drawn gates\" is the same gain on gated z with drawn gates, m ~ Bern(q(gate = 1 | x)), instead of "
-            "the thresholded test-time gate (equal to SC gain for ungated methods); shares in % "
+            "the thresholded test-time gate (equal to SC gain for ungated methods); supported SC = SC over the "
+            "dimensions active on at least 1 % of the test images, weighted SC = share of active entries in "
+            "their dimension's majority class (gains: trained − initialisation, thresholded gates); shares in % "
             "(KL share = KL term / loss, last tenth of training); linear top-1 on frozen h "
             "(standardised, weight decay chosen on a validation split, solved to a stated tolerance; "
             "† where a probe did not meet it); "

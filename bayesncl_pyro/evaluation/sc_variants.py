@@ -1,0 +1,77 @@
+"""Supported and weighted semantic consistency for runs evaluated before eval.json held them.
+
+``bayesncl-eval`` computes every metric of :mod:`.metrics`, the supported and weighted SC included.
+A run evaluated by an earlier version has eval.json files without them; rather than evaluate such a
+run again (the linear probe is most of that cost), this module computes just these two metrics
+on the same features — the same test-time gates, and the drawn gates from the same seeded
+generator in the same order (training split first, then test) — and keeps them beside the
+evaluation in ``sc_variants.json``. Readers take eval.json's value when it has one.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import math
+
+import torch
+
+from bayesncl_pyro.evaluation import metrics
+from bayesncl_pyro.evaluation.evaluate import GATE_DRAW_SEED, extract_split, result_files
+from bayesncl_pyro.evaluation.trained_run import load_trained
+from bayesncl_pyro.storage.atomic import atomic_write_json, read_json
+
+SC_VARIANTS_FILE = "sc_variants.json"
+VARIANT_METRICS = {
+    "semantic_consistency_supported": metrics.semantic_consistency_supported,
+    "semantic_consistency_weighted": metrics.semantic_consistency_weighted,
+}
+FEATURES = ("gated", "gated_sampled")
+
+
+def _stage(init: bool) -> str:
+    return "init" if init else "trained"
+
+
+def compute_sc_variants(path: str | Path, init: bool, device: str | None = None) -> dict[str, dict[str, float]]:
+    """{feature set: {metric: value}} of the run in ``path`` (``init``: at its initialisation)."""
+    run = load_trained(path, device=device, untrained=init)
+    generator = torch.Generator(device=run.device).manual_seed(GATE_DRAW_SEED)
+    extract_split(run, run.train_set, "train features", False, generator)  # the evaluation's draw order
+    test = extract_split(run, run.test_set, "test features", False, generator)
+    values = {name: {key: metric(test[name], test["labels"]) for key, metric in VARIANT_METRICS.items()}
+              for name in FEATURES}
+    return {name: {key: (v if math.isfinite(v) else None) for key, v in row.items()} for name, row in values.items()}
+
+
+def ensure_sc_variants(path: str | Path, device: str | None = None) -> dict[str, Any]:
+    """Compute what eval.json / eval_init.json of ``path`` lack and write ``sc_variants.json``
+    (atomically; stages already there are kept). Returns the file's content."""
+    path = Path(path)
+    target = path / SC_VARIANTS_FILE
+    stored: dict[str, Any] = (read_json(target, "SC variants") if target.is_file() else None) or {}
+    changed = False
+    for init in (True, False):
+        evaluation = path / result_files(init)[0]
+        if _stage(init) in stored or not evaluation.is_file():
+            continue
+        gated = ((read_json(evaluation, "evaluation") or {}).get("metrics") or {}).get("gated") or {}
+        if all(key in gated for key in VARIANT_METRICS):
+            continue
+        stored[_stage(init)] = compute_sc_variants(path, init, device)
+        changed = True
+    if changed:
+        atomic_write_json(target, stored)
+    return stored
+
+
+def sc_variant(path: str | Path, evaluation: dict[str, Any], init: bool, key: str, features: str = "gated") -> float | None:
+    """``key`` of ``features`` from a loaded eval.json, else from ``sc_variants.json``; None if neither has it."""
+    value = ((evaluation.get("metrics") or {}).get(features) or {}).get(key)
+    if value is not None:
+        return value
+    target = Path(path) / SC_VARIANTS_FILE
+    if not target.is_file():
+        return None
+    stored = read_json(target, "SC variants") or {}
+    return ((stored.get(_stage(init)) or {}).get(features) or {}).get(key)
