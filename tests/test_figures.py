@@ -78,10 +78,20 @@ def _sweep():
     return grid_figures.sweep_figure("gate.kl_weight", [1e-4, 1e-3], "gate.prior_prob", [0.5, 0.8], SWEEP)
 
 
+def _paired_rows():
+    return [("ste − ncl: sc_gain (n=5)", 3.4, 2.0, 4.7), ("ste − ncl: linear_top1 (n=5)", -0.4, -2.1, 1.3),
+            ("score − ncl: sc_gain (n=1)", -2.0, float("nan"), float("nan"))]
+
+
+def _paired():
+    rows = _paired_rows()
+    return grid_figures.paired_differences_figure({"scenes": rows, "cifar10": rows[:1]})
+
+
 BUILDERS = {
     "training_curves_figure": _curves, "forest_figure": _forest, "class_heatmap_figure": _heatmap,
     "activation_frequency_figure": _frequency, "top_images_figure": _top_images, "metrics_figure": _metrics,
-    "sc_gain_figure": _sc_gain, "sweep_figure": _sweep,
+    "sc_gain_figure": _sc_gain, "sweep_figure": _sweep, "paired_differences_figure": _paired,
 }
 IMAGE_DATA = {"class_heatmap_figure": [HEATMAP], "sweep_figure": list(SWEEP.values())}
 """The arrays each image plot shows; its colour bar must span exactly their finite values."""
@@ -167,3 +177,15 @@ def test_the_heatmap_labels_every_dimension_and_marks_the_groups():
     assert len(edges) == 4  # five groups of nine: four edges
     group_names = [t.get_text() for ax in panels for child in ax.child_axes for t in child.get_xticklabels()]
     assert "a" in group_names and "e" in group_names
+
+
+def test_paired_differences_fill_exactly_the_established_intervals_and_span_them():
+    fig = _paired()
+    ax = fig.axes[0]
+    markers = [line for line in ax.get_lines() if line.get_marker() == "o"]
+    filled = [line.get_markerfacecolor() != "white" for line in markers]
+    assert filled == [True, False, False]  # [2.0, 4.7] excludes 0; [-2.1, 1.3] and one pair do not
+    low, high = ax.get_xlim()
+    assert low <= -2.1 and high >= 4.7
+    by_height = sorted(zip(ax.get_yticks(), (t.get_text() for t in ax.get_yticklabels())), reverse=True)
+    assert [text for _, text in by_height] == [row[0] for row in _paired_rows()]  # read top-down in row order

@@ -1,5 +1,6 @@
 """Figures of grids and suites: per-group metrics of an ablation grid, SC before and after training
-and SC gain against linear probe per suite dataset, and the sweep heatmaps.
+and SC gain against linear probe per suite dataset, the paired differences of a suite's
+comparisons, and the sweep heatmaps.
 
 As in :mod:`bayesncl_pyro.evaluation.plots`, each figure has a builder of arrays (values in the
 unit they show, shares in %) that returns a matplotlib ``Figure`` (no pyplot state), and a
@@ -105,6 +106,47 @@ def sc_gain_figure(datasets: Mapping[str, Mapping[str, Mapping[str, Sequence[flo
 def plot_sc_gain(datasets: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]], path: str | Path) -> Path:
     """:func:`sc_gain_figure` as a PNG."""
     return save_figure(sc_gain_figure(datasets), path)
+
+
+PairedRow = tuple[str, float, float, float]
+"""(label, mean difference, lower, upper) of one comparison on one metric, in points."""
+
+
+def paired_differences_figure(datasets: Mapping[str, Sequence[PairedRow]], level: float = 0.95) -> Figure:
+    """Per dataset (a row of panels, one above the other): each comparison's mean paired difference with its confidence
+    interval as a horizontal bar, filled where the interval excludes 0, hollow where it does not.
+
+    datasets: dataset -> rows (label, mean, lower, upper), differences in percentage points
+    (NaN bounds: fewer than two pairs, drawn as the mean alone).
+    """
+    names = list(datasets) or ["(no comparisons)"]
+    heights = [max(len(datasets.get(d, ())), 2) for d in names]
+    fig = Figure(figsize=(10.0, 0.9 * len(names) + 0.27 * sum(heights)), layout="constrained")
+    axes = fig.subplots(len(names), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
+    for ax, dataset in zip(axes, names):
+        rows = list(datasets.get(dataset, ()))
+        y = np.arange(len(rows))[::-1]
+        for position, (label, mean, lower, upper) in zip(y, rows):
+            defined = math.isfinite(lower) and math.isfinite(upper)
+            established = defined and (lower > 0 or upper < 0)
+            if defined:
+                ax.plot([lower, upper], [position, position], color="#38598b", lw=2)
+            ax.plot([mean], [position], "o", color="#38598b", markersize=6,
+                    markerfacecolor="#38598b" if established else "white")
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_yticks(y, [row[0] for row in rows], fontsize=8)
+        ax.set_ylim(-0.7, max(len(rows), 1) - 0.3)
+        ax.set_xlabel(f"mean paired difference (points) with its {level:.0%} t interval", fontsize=9)
+        ax.set_ylabel("comparison: metric", fontsize=9)
+        ax.set_title(f"{dataset}: filled = interval excludes 0", fontsize=10)
+        if not rows:
+            ax.text(0.5, 0.5, "no comparisons", ha="center", va="center", transform=ax.transAxes)
+    return fig
+
+
+def plot_paired_differences(datasets: Mapping[str, Sequence[PairedRow]], path: str | Path) -> Path:
+    """:func:`paired_differences_figure` as a PNG."""
+    return save_figure(paired_differences_figure(datasets), path)
 
 
 def sweep_figure(y_name: str, y_values: Sequence, x_name: str, x_values: Sequence,

@@ -1,15 +1,16 @@
-"""The tables and figures of a result suite: ``results.md``, ``results.json``, ``sc_gain.png`` and
-(with a sweep) ``sweep.png``, from the rows of :func:`bayesncl_pyro.experiments.suite.collect`.
+"""The tables and figures of a result suite: ``results.md``, ``results.json``, ``sc_gain.png``,
+(with comparisons) ``paired_differences.png`` and (with a sweep) ``sweep.png``, from the rows of :func:`bayesncl_pyro.experiments.suite.collect`.
 
 Tables show shares in % (the README's Glossary); ``results.json`` keeps the rows as stored, with
 the shares of :data:`PERCENT_OF_FRACTION` as fractions."""
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import numpy as np
 
-from bayesncl_pyro.experiments.figures import SC_GAIN_KEYS, plot_sc_gain, plot_sweep
+from bayesncl_pyro.experiments.figures import SC_GAIN_KEYS, plot_paired_differences, plot_sc_gain, plot_sweep
 from bayesncl_pyro.experiments.run_results import NOT_CONVERGED_MARK, probe_mark, probe_note
 from bayesncl_pyro.experiments.stats import format_mean_sd
 from bayesncl_pyro.storage.atomic import atomic_write_json, atomic_write_text
@@ -131,6 +132,31 @@ def comparison_tables(spec, comparisons: list[dict[str, Any]]) -> str:
     return "\n\n".join(parts) + "\n\n" + note + "\n"
 
 
+POINT_METRICS_PREFIXES = ("sc", "linear_top1", "knn_top1")
+"""Comparison metrics whose differences are percentage points (with :data:`PERCENT_OF_FRACTION`):
+what the paired-differences figure shows; the others (nats, counts) stay in the table."""
+
+
+def paired_rows(spec, comparisons: list[dict[str, Any]]) -> dict[str, list[tuple[str, float, float, float]]]:
+    """dataset -> (label, mean, lower, upper) in points of every comparison on a metric in points."""
+    def number(value: Any) -> float:
+        return math.nan if value is None else float(value)
+
+    out: dict[str, list[tuple[str, float, float, float]]] = {}
+    for dataset in spec.datasets:
+        rows = []
+        for c in comparisons:
+            metric = c["metric"]
+            in_points = metric.startswith(POINT_METRICS_PREFIXES) or metric in PERCENT_OF_FRACTION
+            if c["dataset"] != dataset or c["pairs"] == 0 or not in_points:
+                continue
+            scale = 100.0 if metric in PERCENT_OF_FRACTION else 1.0
+            rows.append((f"{c['label']}: {metric} (n={c['pairs']})", number(c["mean"]) * scale,
+                         number(c["lower"]) * scale, number(c["upper"]) * scale))
+        out[dataset] = rows
+    return out
+
+
 def write_results(spec, results: dict[str, Any]) -> None:
     out = spec.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -138,6 +164,8 @@ def write_results(spec, results: dict[str, Any]) -> None:
     figures = [plot_sc_gain(sc_gain_values(spec, rows), out / "sc_gain.png")]
     if spec.sweep is not None and len(spec.sweep.grid) >= 2:
         figures.append(plot_sweep(*sweep_grids(spec, rows), out / "sweep.png"))
+    if results.get("comparisons"):
+        figures.append(plot_paired_differences(paired_rows(spec, results["comparisons"]), out / "paired_differences.png"))
     text = [f"# Suite `{spec.path.stem}`", "", method_tables(spec, rows)]
     if results.get("comparisons"):
         text += ["## Paired differences", "", comparison_tables(spec, results["comparisons"])]
