@@ -53,17 +53,22 @@ def as_torch(x: np.ndarray, labels: np.ndarray | None = None, device: str = "cpu
 # ---------------------------------------------------------------- loop references
 
 
-def sc_loop(x: np.ndarray, labels: np.ndarray) -> float:
+def active_labels_per_dim(x: np.ndarray, labels: np.ndarray) -> list[list[int]]:
+    """For each kept dimension (non-zero column sum, an active entry), the labels of its active rows."""
     f = unit_rows(x)
-    shares = []
+    kept = []
     for d in range(f.shape[1]):
         column = f[:, d]
         if column.sum() == 0:
             continue
         active_labels = [labels[i] for i in range(len(column)) if abs(column[i]) > ACTIVE]
-        if not active_labels:
-            continue
-        shares.append(Counter(active_labels).most_common(1)[0][1] / len(active_labels))
+        if active_labels:
+            kept.append(active_labels)
+    return kept
+
+
+def sc_loop(x: np.ndarray, labels: np.ndarray) -> float:
+    shares = [Counter(active).most_common(1)[0][1] / len(active) for active in active_labels_per_dim(x, labels)]
     return 100.0 * sum(shares) / len(shares)
 
 
@@ -178,15 +183,8 @@ def test_semantic_consistency_matches_loop(data, device):
 def sc_variants_loop(x: np.ndarray, labels: np.ndarray, min_count: int) -> tuple[float, float]:
     """(SC over dims with at least ``min_count`` active rows, share of active entries in their
     dimension's majority class), both in %, by counting row by row."""
-    f = unit_rows(x)
     shares, majority_entries, active_entries = [], 0, 0
-    for d in range(f.shape[1]):
-        column = f[:, d]
-        if column.sum() == 0:
-            continue
-        active_labels = [labels[i] for i in range(len(column)) if abs(column[i]) > ACTIVE]
-        if not active_labels:
-            continue
+    for active_labels in active_labels_per_dim(x, labels):
         top = Counter(active_labels).most_common(1)[0][1]
         majority_entries += top
         active_entries += len(active_labels)
