@@ -20,3 +20,10 @@ class PriorFamily:
         estimator (its class says so with ``uses_gate_estimator = True``). Hard-concrete gates are
         pathwise by construction and ungated models have no gates."""
         return bool(getattr(self.guide, "uses_gate_estimator", False))
+
+    @property
+    def has_prior(self) -> bool:
+        """Whether the model draws its gates from a prior (a latent ``gate`` site), so that prior
+        draws exist to compare the posterior with; a model class without one says so with
+        ``has_prior = False`` (the plain learned mask of the ablations)."""
+        return bool(getattr(self.model, "has_prior", True))

@@ -34,6 +34,9 @@ def straight_through_mask(mask_logits: torch.Tensor, temperature: float, thresho
 
 
 class LearnedMask:
+    has_prior = False
+    """No latent and no prior: ``bayesncl-inspect`` writes no prior group for it."""
+
     def __init__(self, gate_cfg):
         self.temperature = gate_cfg.temperature
         self.threshold = gate_cfg.threshold

@@ -17,6 +17,7 @@ from bayesncl_pyro import BayesNCL
 from bayesncl_pyro.config.errors import ConfigError
 from bayesncl_pyro.distributions.gates import SampledStraightThroughBernoulli
 from bayesncl_pyro.evaluation.evaluate import evaluate_run
+from bayesncl_pyro.evaluation.gate_posterior import inspect_run
 from bayesncl_pyro.inference.contrastive import two_view_ids
 from bayesncl_pyro.training.loop import train
 
@@ -131,6 +132,18 @@ def test_learned_mask_is_the_same_for_every_image_and_is_its_own_test_time_gate(
     # a point mass: the drawn gates are the mask itself
     assert torch.equal(features["gate_sampled"], features["gate"])
     assert torch.equal(features["gated_sampled"], features["gated"])
+
+
+def test_inspecting_a_learned_mask_exports_its_gates_without_a_prior_group(tmp_path_factory):
+    """The mask has no latent, so there is nothing to draw from a prior; the posterior group and
+    the figures are written as for any gated run."""
+    inspection = inspect_run(tiny_run(tmp_path_factory, "mask_inspect", "gate.prior=learned_mask"), draws=4,
+                             progress=False)
+    groups = inspection.idata.groups()
+    assert "posterior" in groups and "prior" not in groups
+    assert inspection.netcdf.is_file() and inspection.summary_md.is_file()
+    with_prior = inspect_run(tiny_run(tmp_path_factory, "bernoulli_inspect"), draws=4, progress=False)
+    assert "prior" in with_prior.idata.groups()
 
 
 def test_learned_mask_refuses_a_gate_estimator(tiny_config):

@@ -315,7 +315,8 @@ def inspect_run(path: str | Path, draws: int = 200, chains: int = 2, device: str
                 seed: int = 0, top_dims: int = 8, top_images: int = 8, progress: bool = True) -> GateInspection:
     """Export the gate posterior and prior of the run in ``path`` and draw its figures, all into the
     run directory. An ungated run gets only what does not need gates: ``dims.json`` and the
-    figure of its best and worst dimensions."""
+    figure of its best and worst dimensions; a run whose model has no prior (``gate.prior=learned_mask``)
+    gets no ``prior`` group."""
     return inspect_loaded(load_trained(path, device=device), draws, chains, seed, top_dims, top_images, progress)
 
 
@@ -338,8 +339,9 @@ def inspect_loaded(run: TrainedRun, draws: int, chains: int, seed: int, top_dims
     open_rate, class_open_rate = open_rate_draws(test["gate_probs"].to(run.device), test["labels"], len(classes),
                                                  draws, chains, seed, progress)
     pi = global_rate_draws(run.net.guide, draws, chains, seed)
+    has_prior = getattr(run.net.model, "has_prior", True)  # the plain learned mask has none
     prior = prior_draws(run.net.model, test["labels"], len(classes), test["gate_probs"].shape[1], draws, chains,
-                        seed, progress)
+                        seed, progress) if has_prior else None
     attrs = {"run": run.path, "step": run.step, "prior": run.cfg.gate.prior, "estimator": run.cfg.gate.estimator,
              "draws": "independent draws from the variational posterior; chains are groups of draws"}
     idata = gate_inference_data(open_rate, class_open_rate, test["gate_probs"], test["labels"], classes, pi,
