@@ -5,6 +5,8 @@ temporary files of interrupted writes are cleared, ``~`` is expanded, one writer
 signals only ever stop the loop at a step boundary."""
 from __future__ import annotations
 
+import math
+
 import errno
 import hashlib
 import json
@@ -114,6 +116,38 @@ def test_a_skipped_step_changes_no_parameter_and_no_buffer(tiny_config):
     assert any("running_var" in k for k in after) and any("num_batches_tracked" in k for k in after)
     for key, value in before.items():
         assert torch.equal(value, after[key]), key
+
+
+def test_a_float16_overflow_is_a_scaler_skip_that_changes_no_parameter_and_no_buffer(tiny_config):
+    """An overflow in the scaled gradients (a scale far too large for the gradient): the scaler
+    skips the optimizer step and halves its scale; the step is not an error, its record says so,
+    and weights and BatchNorm buffers are as before. The next step, at a sane scale, moves them."""
+    s = build(tiny_config("train.precision=16"))
+    s.net.train()
+    images, labels = s.train_set.images[:32], s.train_set.labels[:32]
+    # the default initial scale (2**16) overflows at first; the scaler halves it until a step is taken
+    scales = []
+    for _ in range(40):
+        if not train_step(s, images, labels).scaler_skipped:
+            break
+        scales.append(s.scaler.get_scale())
+    else:
+        pytest.fail("the scaler skipped 40 steps in a row")
+    assert all(later == earlier / 2 for earlier, later in zip(scales, scales[1:]))
+    s.scaler.update(new_scale=2.0 ** 127)  # any gradient times this overflows float32
+    before = {f"{m}.{k}": v.clone() for m, module in s.modules().items() for k, v in module.state_dict().items()}
+    record = train_step(s, images, labels)
+    assert record.scaler_skipped == 1.0 and math.isfinite(record.loss)
+    assert s.scaler.get_scale() == 2.0 ** 126
+    after = {f"{m}.{k}": v for m, module in s.modules().items() for k, v in module.state_dict().items()}
+    for key, value in before.items():
+        assert torch.equal(value, after[key]), key
+    assert "scaler_skipped" in record.to_dict()
+    s.scaler.update(new_scale=2.0 ** 10)
+    assert train_step(s, images, labels).scaler_skipped == 0.0
+    moved = {f"{m}.{k}": v for m, module in s.modules().items() for k, v in module.state_dict().items()}
+    assert any(not torch.equal(before[k], moved[k]) for k in before if "running_mean" in k)
+    assert any(not torch.equal(before[k], moved[k]) for k in before if k.endswith("weight"))
 
 
 def test_after_a_skipped_step_every_checkpoint_is_finite(tiny_config, monkeypatch):

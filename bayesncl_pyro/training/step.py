@@ -22,8 +22,10 @@ from bayesncl_pyro.training.session import Session
 class StepRecord:
     """What one step logs: the negative ELBO ``loss`` = ``infonce`` + ``kl`` (the λ-weighted KL
     term), the online probe's cross-entropy and accuracy (a fraction), the learning rate this
-    step used, the share of training gates open (a fraction; None without gates), and where the
-    step is (``step`` counts finished steps, ``epoch`` is 0-based)."""
+    step used, the share of training gates open (a fraction; None without gates), with float16 whether
+    the gradient scaler found an overflow and skipped the optimizer step (1.0 or 0.0; averaged over
+    ranks like the rest; None without a scaler), and where the step is (``step`` counts finished
+    steps, ``epoch`` is 0-based)."""
 
     loss: float
     infonce: float
@@ -32,11 +34,13 @@ class StepRecord:
     probe_acc: float
     lr: float
     open_rate: Optional[float] = None
+    scaler_skipped: Optional[float] = None
     step: int = 0
     epoch: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON line of ``metrics.jsonl`` (``open_rate`` left out when there are no gates)."""
+        """The JSON line of ``metrics.jsonl`` (``open_rate`` left out when there are no gates,
+        ``scaler_skipped`` without float16)."""
         return {key: value for key, value in dataclasses.asdict(self).items() if value is not None}
 
 
@@ -54,20 +58,30 @@ def train_step(s: Session, images: torch.Tensor, labels: torch.Tensor) -> StepRe
     """One optimisation step on a batch of uint8 images [B, 3, H, W] and labels [B].
 
     Raises :class:`NonFiniteStep` before the optimizer moves if the loss or the gradient is not
-    finite (with float16 the gradient scaler handles overflow instead). A skipped step changes
-    no parameter and no buffer: the forward pass in train mode has already moved the BatchNorm
-    running statistics and counters, so the buffers are copied before it (they are small) and
-    put back. The random streams stay advanced and the batch is spent, as for a taken step.
+    finite. With float16 an overflow in the scaled gradients is the gradient scaler's business:
+    it skips the optimizer step and lowers its scale, a normal part of dynamic loss scaling, so
+    the step is not an error (it does not count towards ``train.max_bad_steps``) and its record
+    says ``scaler_skipped=1.0``. Either way a skipped step changes no parameter and no buffer: the
+    forward pass in train mode has already moved the BatchNorm running statistics and counters,
+    so the buffers are copied before it (they are small) and put back. The random streams stay
+    advanced and the batch is spent, as for a taken step.
     """
     buffers = _buffers(s)
     before = [b.detach().clone() for b in buffers]
-    try:
-        return _step(s, images, labels)
-    except NonFiniteStep:
+
+    def put_back() -> None:
         with torch.no_grad():
             for buffer, value in zip(buffers, before):
                 buffer.copy_(value)
+
+    try:
+        record = _step(s, images, labels)
+    except NonFiniteStep:
+        put_back()
         raise
+    if record.scaler_skipped:
+        put_back()
+    return record
 
 
 def _step(s: Session, images: torch.Tensor, labels: torch.Tensor) -> StepRecord:
@@ -88,10 +102,13 @@ def _step(s: Session, images: torch.Tensor, labels: torch.Tensor) -> StepRecord:
         raise NonFiniteStep(f"loss is {total.item()} (negative ELBO {out.loss.item()}, probe loss "
                             f"{probe_loss.item()}){where}")
     s.optimizer.zero_grad(set_to_none=True)
+    scaler_skipped = None
     if s.scaler is not None:
         s.scaler.scale(total).backward()
+        scale = s.scaler.get_scale()
         s.scaler.step(s.optimizer)
         s.scaler.update()
+        scaler_skipped = float(s.scaler.get_scale() < scale)  # the scale drops exactly when it skipped
     else:
         total.backward()
         grad_norm = _grad_norm(s.optimizer)
@@ -104,5 +121,5 @@ def _step(s: Session, images: torch.Tensor, labels: torch.Tensor) -> StepRecord:
     return StepRecord(
         loss=out.loss.item(), infonce=out.infonce.item(), kl=out.kl.item(), probe_loss=probe_loss.item(),
         probe_acc=(logits.argmax(1) == targets).float().mean().item(), lr=lr,
-        open_rate=None if out.open_rate is None else out.open_rate.item(),
+        open_rate=None if out.open_rate is None else out.open_rate.item(), scaler_skipped=scaler_skipped,
     )
