@@ -7,7 +7,8 @@ import json
 import pytest
 
 from bayesncl_pyro.evaluation.evaluate import evaluate_run, result_files
-from bayesncl_pyro.evaluation.sc_variants import SC_VARIANTS_FILE, VARIANT_METRICS, ensure_sc_variants, sc_variant
+from bayesncl_pyro.evaluation.sc_variants import (SC_VARIANTS_FILE, VARIANT_METRICS, ensure_sc_variants,
+                                                  read_sc_variants, sc_variant)
 from tests.conftest import tiny_run
 
 
@@ -42,7 +43,7 @@ def test_backfilled_variants_equal_the_full_evaluation_for_thresholded_and_drawn
                 got = stored[stage][features][key]
                 assert got == pytest.approx(want, abs=1e-9), (stage, features, key)
                 evaluation = json.loads((path / result_files(init)[0]).read_text())
-                assert sc_variant(path, evaluation, init, key, features) == pytest.approx(want, abs=1e-9)
+                assert sc_variant(evaluation, read_sc_variants(path), init, key, features) == pytest.approx(want, abs=1e-9)
     # a second call computes nothing new and leaves the file as it was
     before = (path / SC_VARIANTS_FILE).read_bytes()
     assert ensure_sc_variants(path) == stored
@@ -56,5 +57,5 @@ def test_nothing_is_written_when_eval_json_already_holds_the_variants(tmp_path_f
     assert ensure_sc_variants(path) == {}
     assert not (path / SC_VARIANTS_FILE).exists()
     key = "semantic_consistency_weighted"
-    assert sc_variant(path, result, False, key) == result["metrics"]["gated"][key]
-    assert sc_variant(path, {}, True, key) is None
+    assert sc_variant(result, read_sc_variants(path), False, key) == result["metrics"]["gated"][key]
+    assert read_sc_variants(path) == {} and sc_variant({}, {}, True, key) is None

@@ -16,11 +16,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bayesncl_pyro.evaluation.metrics import ACTIVITY_THRESHOLD, semantic_consistency_per_dim
+from bayesncl_pyro.evaluation.metrics import ACTIVITY_THRESHOLD, SUPPORTED_MIN_SHARE, semantic_consistency_per_dim
 
 DIMS_FILE = "dims.json"
-MIN_ACTIVE_SHARE = 0.01
-"""A dimension enters the best/worst ranking when it is active on at least 1 % of the test images."""
+MIN_ACTIVE_SHARE = SUPPORTED_MIN_SHARE
+"""A dimension enters the best/worst ranking when it is active on at least 1 % of the test images:
+the dimensions the supported SC (``metrics.semantic_consistency_supported``) averages over."""
 RANKED = 3
 """How many best and how many worst dimensions are shown."""
 

@@ -41,6 +41,7 @@ from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from bayesncl_pyro.config.choices import PRIORS
 from bayesncl_pyro.config.errors import ConfigError
 from bayesncl_pyro.evaluation import plots
 from bayesncl_pyro.evaluation.dimension_ranking import DIMS_FILE, MIN_ACTIVE_SHARE, DimensionRanking, rank_dimensions
@@ -339,9 +340,8 @@ def inspect_loaded(run: TrainedRun, draws: int, chains: int, seed: int, top_dims
     open_rate, class_open_rate = open_rate_draws(test["gate_probs"].to(run.device), test["labels"], len(classes),
                                                  draws, chains, seed, progress)
     pi = global_rate_draws(run.net.guide, draws, chains, seed)
-    has_prior = getattr(run.net.model, "has_prior", True)  # the plain learned mask has none
     prior = prior_draws(run.net.model, test["labels"], len(classes), test["gate_probs"].shape[1], draws, chains,
-                        seed, progress) if has_prior else None
+                        seed, progress) if PRIORS.get(run.cfg.gate.prior).has_prior else None
     attrs = {"run": run.path, "step": run.step, "prior": run.cfg.gate.prior, "estimator": run.cfg.gate.estimator,
              "draws": "independent draws from the variational posterior; chains are groups of draws"}
     idata = gate_inference_data(open_rate, class_open_rate, test["gate_probs"], test["labels"], classes, pi,

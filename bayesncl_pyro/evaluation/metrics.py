@@ -158,11 +158,19 @@ def semantic_consistency_per_dim(features: Tensor, labels: Tensor) -> Tensor:
     """The per-dimension terms of :func:`semantic_consistency`: [D] float64, the majority-label
     share (%) among each kept dimension's active samples, ``nan`` for a dimension that is not kept.
     features: [N, D]; labels: [N] integers."""
+    majority, support, kept = _majority_and_support(features, labels)
+    share = majority / support.clamp_min(1.0)
+    return torch.where(kept, share * 100.0, torch.full_like(share, math.nan))
+
+
+def _majority_and_support(features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """What every form of SC is made of, per dimension: [D] float64 count of active samples of the
+    majority class, [D] float64 count of active samples, and [D] bool whether the dimension is
+    kept (non-zero column sum and at least one active sample)."""
     f, active, class_index, n_classes = _activity(features, labels)
     counts = _class_counts(active, class_index, n_classes)
-    kept = (f.sum(dim=0) != 0) & (counts.sum(dim=0) > 0)
-    share = counts.max(dim=0).values / counts.sum(dim=0).clamp_min(1.0)
-    return torch.where(kept, share * 100.0, torch.full_like(share, math.nan))
+    support = counts.sum(dim=0)
+    return counts.max(dim=0).values, support, (f.sum(dim=0) != 0) & (support > 0)
 
 
 SUPPORTED_MIN_SHARE = 0.01
@@ -181,15 +189,11 @@ def semantic_consistency_supported(features: Tensor, labels: Tensor, min_share: 
     """
     if isinstance(min_share, bool) or not isinstance(min_share, (int, float)) or not 0.0 <= min_share <= 1.0:
         raise ValueError(f"min_share must be a number in [0, 1], got {min_share!r}")
-    f, active, class_index, n_classes = _activity(features, labels)
-    counts = _class_counts(active, class_index, n_classes)
-    support = counts.sum(dim=0)
-    needed = max(1, math.ceil(min_share * f.shape[0] - 1e-9))
-    kept = (f.sum(dim=0) != 0) & (support >= needed)
+    majority, support, kept = _majority_and_support(features, labels)
+    kept &= support >= max(1, math.ceil(min_share * features.shape[0] - 1e-9))
     if not bool(kept.any()):
         return math.nan
-    share = counts[:, kept].max(dim=0).values / support[kept]
-    return float(share.mean() * 100.0)
+    return float((majority[kept] / support[kept]).mean() * 100.0)
 
 
 def semantic_consistency_weighted(features: Tensor, labels: Tensor) -> float:
@@ -201,13 +205,10 @@ def semantic_consistency_weighted(features: Tensor, labels: Tensor) -> float:
     still scores 100 times the largest class share and a one-class-per-dimension code 100.
     ``nan`` if no entry is active.
     """
-    f, active, class_index, n_classes = _activity(features, labels)
-    counts = _class_counts(active, class_index, n_classes)
-    kept = (f.sum(dim=0) != 0) & (counts.sum(dim=0) > 0)
+    majority, support, kept = _majority_and_support(features, labels)
     if not bool(kept.any()):
         return math.nan
-    kept_counts = counts[:, kept]
-    return float(kept_counts.max(dim=0).values.sum() / kept_counts.sum() * 100.0)
+    return float(majority[kept].sum() / support[kept].sum() * 100.0)
 
 
 def _mean_entropy_over_active_dims(weights: Tensor, active: Tensor) -> float:

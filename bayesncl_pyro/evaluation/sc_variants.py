@@ -9,10 +9,9 @@ evaluation in ``sc_variants.json``. Readers take eval.json's value when it has o
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
-
-import math
 
 import torch
 
@@ -49,7 +48,7 @@ def ensure_sc_variants(path: str | Path, device: str | None = None) -> dict[str,
     (atomically; stages already there are kept). Returns the file's content."""
     path = Path(path)
     target = path / SC_VARIANTS_FILE
-    stored: dict[str, Any] = (read_json(target, "SC variants") if target.is_file() else None) or {}
+    stored = read_sc_variants(path)
     changed = False
     for init in (True, False):
         evaluation = path / result_files(init)[0]
@@ -65,13 +64,16 @@ def ensure_sc_variants(path: str | Path, device: str | None = None) -> dict[str,
     return stored
 
 
-def sc_variant(path: str | Path, evaluation: dict[str, Any], init: bool, key: str, features: str = "gated") -> float | None:
-    """``key`` of ``features`` from a loaded eval.json, else from ``sc_variants.json``; None if neither has it."""
+def read_sc_variants(path: str | Path) -> dict[str, Any]:
+    """The content of ``sc_variants.json`` in the run directory ``path`` ({} when there is none)."""
+    return read_json(Path(path) / SC_VARIANTS_FILE, "SC variants") or {}
+
+
+def sc_variant(evaluation: dict[str, Any], variants: dict[str, Any], init: bool, key: str,
+               features: str = "gated") -> float | None:
+    """``key`` of ``features`` from a loaded eval.json, else from the run's loaded ``sc_variants.json``
+    (:func:`read_sc_variants`); None if neither has it."""
     value = ((evaluation.get("metrics") or {}).get(features) or {}).get(key)
     if value is not None:
         return value
-    target = Path(path) / SC_VARIANTS_FILE
-    if not target.is_file():
-        return None
-    stored = read_json(target, "SC variants") or {}
-    return ((stored.get(_stage(init)) or {}).get(features) or {}).get(key)
+    return ((variants.get(_stage(init)) or {}).get(features) or {}).get(key)

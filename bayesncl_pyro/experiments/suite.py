@@ -49,7 +49,7 @@ from bayesncl_pyro.config import Config, load_config
 from bayesncl_pyro.config.errors import DataError
 from bayesncl_pyro.evaluation.evaluate import evaluate_run, result_files
 from bayesncl_pyro.evaluation.gate_posterior import NETCDF_FILE, inspect_run
-from bayesncl_pyro.evaluation.sc_variants import ensure_sc_variants, sc_variant
+from bayesncl_pyro.evaluation.sc_variants import ensure_sc_variants, read_sc_variants, sc_variant
 from bayesncl_pyro.experiments.cells import (
     TRUE_ELBO_FILE,
     cell_name,
@@ -67,8 +67,10 @@ from bayesncl_pyro.training.loop import SUMMARY_FILE
 ALLOWED_KEYS = ("out_dir", "prepare", "base", "overrides", "datasets", "methods", "seeds", "inspect",
                 "true_elbo", "sweep", "comparisons")
 ROW_METRICS = ("sc_init", "sc", "sc_gain", "sc_sampled", "sc_sampled_gain",
-               "sc_supported", "sc_supported_init", "sc_supported_gain", "sc_weighted", "sc_weighted_init",
-               "sc_weighted_gain", "sc_supported_sampled_gain", "sc_weighted_sampled_gain", "entropy_freq", "entropy_sum",
+               "sc_supported", "sc_supported_init", "sc_supported_gain", "sc_supported_sampled",
+               "sc_supported_sampled_init", "sc_supported_sampled_gain", "sc_weighted", "sc_weighted_init",
+               "sc_weighted_gain", "sc_weighted_sampled", "sc_weighted_sampled_init", "sc_weighted_sampled_gain",
+               "entropy_freq", "entropy_sum",
                "entropy_mean", "sparsity", "active_dims", "open_rate", "linear_top1", "linear_top1_init",
                "knn_top1", "knn_top1_gated", "true_neg_elbo", "surrogate_neg_elbo", "kl_share", "train_seconds", "final_loss",
                "background_closed", "object_open", "linear_top1_agrees", "linear_top1_disagrees", "linear_top1_gap")
@@ -358,12 +360,11 @@ def job_row(job: Job) -> dict[str, Any]:
         row["sc_gain"] = row["sc"] - row["sc_init"]
     if row["sc_sampled"] is not None and row["sc_sampled_init"] is not None:
         row["sc_sampled_gain"] = row["sc_sampled"] - row["sc_sampled_init"]
+    variants = read_sc_variants(d)
     for name, key in (("sc_supported", "semantic_consistency_supported"), ("sc_weighted", "semantic_consistency_weighted")):
         for features, suffix in (("gated", ""), ("gated_sampled", "_sampled")):
-            now = sc_variant(d, trained, False, key, features) if trained else None
-            before = sc_variant(d, init, True, key, features) if init else None
-            if suffix == "":
-                row[name], row[f"{name}_init"] = now, before
+            now, before = sc_variant(trained, variants, False, key, features), sc_variant(init, variants, True, key, features)
+            row[f"{name}{suffix}"], row[f"{name}{suffix}_init"] = now, before
             if now is not None and before is not None:
                 row[f"{name}{suffix}_gain"] = now - before
     if job.sweep_point is not None:
