@@ -18,7 +18,6 @@ from bayesncl_pyro.config.errors import ConfigError
 from bayesncl_pyro.distributions.gates import SampledStraightThroughBernoulli
 from bayesncl_pyro.evaluation.evaluate import evaluate_run
 from bayesncl_pyro.evaluation.gate_posterior import inspect_run
-from bayesncl_pyro.inference.contrastive import two_view_ids
 from bayesncl_pyro.training.loop import train
 
 from .conftest import ROOT, tiny_run

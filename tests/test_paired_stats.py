@@ -95,7 +95,7 @@ def fake_run(directory: Path, sc: float, sc_init: float, top1: float, converged:
 
 
 def test_comparisons_pair_by_seed_within_a_suite_and_against_another_suite(tmp_path):
-    other = write(tmp_path, "base_suite.yaml", suite_tree(tmp_path / "base"))
+    write(tmp_path, "base_suite.yaml", suite_tree(tmp_path / "base"))
     runs = tmp_path / "base" / "out" / "runs" / "scenes"
     for seed, (sc, top1) in enumerate([(20.0, 40.0), (21.0, 41.0), (19.0, 42.0)]):
         fake_run(runs / "ste" / f"seed{seed}", sc, 10.0, top1)

@@ -103,7 +103,7 @@ def test_beta_bernoulli_kls_match_numeric_integration_and_the_sum():
     for d in range(4):
         qa, qb = q.concentration1[d].item(), q.concentration0[d].item()
 
-        def integrand(x):
+        def integrand(x, qa=qa, qb=qb):
             log_q = stats.beta.logpdf(x, qa, qb)
             return math.exp(log_q) * (log_q - stats.beta.logpdf(x, 4.0, 1.0))
 

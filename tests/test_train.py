@@ -203,7 +203,7 @@ def test_runs_of_one_seed_pair_across_methods(tiny_config, monkeypatch):
         return out
 
     monkeypatch.setattr(BatchAugment, "forward", recording)
-    for current, cfg in (("ncl", ncl), ("bayes", bayes)):
+    for current, cfg in (("ncl", ncl), ("bayes", bayes)):  # noqa: B007 (read by `recording`)
         train(cfg, progress=False)
     assert len(seen["ncl"]) == len(seen["bayes"]) >= 6
     assert all(torch.equal(x, y) for x, y in zip(seen["ncl"], seen["bayes"]))

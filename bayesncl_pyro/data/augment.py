@@ -22,7 +22,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from bayesncl_pyro.config.errors import DataError
+from bayesncl_pyro.config.errors import ConfigError, DataError
 from bayesncl_pyro.config.schema import AugmentConfig
 
 _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)

@@ -298,7 +298,7 @@ def _read_cache(path: Path, key: str) -> dict | None:
     try:
         cache = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # an unreadable cache is re-made, not fatal
-        warnings.warn(f"ignoring unreadable image cache {path}: {error}")
+        warnings.warn(f"ignoring unreadable image cache {path}: {error}", stacklevel=2)
         return None
     if not isinstance(cache, dict) or cache.get("key") != key:
         return None
@@ -314,7 +314,7 @@ def _write_cache(paths: list[Path], cache: dict) -> Path | None:
         except OSError as error:
             errors.append(f"{path}: {error}")
     warnings.warn(
-        f"could not write the image cache ({'; '.join(errors)}); the next load decodes again"
+        f"could not write the image cache ({'; '.join(errors)}); the next load decodes again", stacklevel=2
     )
     return None
 
@@ -440,7 +440,7 @@ def _report_corrupt(split_dir: Path, corrupt: list[tuple[Path, str]], skip_corru
         )
     names = ", ".join(str(path) for path, _ in corrupt[:5])
     more = f" and {len(corrupt) - 5} more" if len(corrupt) > 5 else ""
-    warnings.warn(f"skipped {len(corrupt)} corrupt image file(s) in {split_dir}: {names}{more}")
+    warnings.warn(f"skipped {len(corrupt)} corrupt image file(s) in {split_dir}: {names}{more}", stacklevel=2)
 
 
 def load_imagefolder(

@@ -126,7 +126,7 @@ def paired_differences_figure(datasets: Mapping[str, Sequence[PairedRow]], level
     for ax, dataset in zip(axes, names):
         rows = list(datasets.get(dataset, ()))
         y = np.arange(len(rows))[::-1]
-        for position, (label, mean, lower, upper) in zip(y, rows):
+        for position, (_label, mean, lower, upper) in zip(y, rows):
             defined = math.isfinite(lower) and math.isfinite(upper)
             established = defined and (lower > 0 or upper < 0)
             if defined:

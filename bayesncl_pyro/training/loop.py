@@ -130,7 +130,7 @@ def _run(cfg: Config, ctx: DistributedContext, s: Session, resume: bool, progres
                     except NonFiniteStep as exc:
                         s.scheduler.step()  # the batch is spent; the schedule stays aligned with the step
                         bad_steps += 1
-                        warnings.warn(f"step {step + 1} skipped: {exc}", RunWarning)
+                        warnings.warn(f"step {step + 1} skipped: {exc}", RunWarning, stacklevel=2)
                         if bad_steps >= t.max_bad_steps:
                             raise NonFiniteStep(
                                 f"step {step + 1}: {exc}; {bad_steps} bad steps in a row "
