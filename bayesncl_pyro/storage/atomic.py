@@ -5,6 +5,11 @@ renamed over it. A process killed mid-write can leave such a temporary file behi
 target); :func:`remove_stale_temporaries` clears them when a run directory is opened again.
 Every OS failure becomes one :class:`StorageError` line naming the path: a full disk (with the
 free space), a file size limit, a read-only file system, no permission, a file in the way.
+
+Files are never written through symbolic links: a target that is a link is refused (naming it
+and where it points), so a planted ``RUN/metrics.jsonl -> ~/.bashrc`` cannot redirect a write.
+Reads go through :func:`read_regular`, which refuses FIFOs, devices and oversized files instead
+of hanging on them or filling the memory.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable
@@ -98,11 +104,71 @@ def make_directory(path: str | os.PathLike) -> Path:
     return path
 
 
+def link_error(path: str | os.PathLike, what: str = "write") -> StorageError:
+    """The one line refusing to ``what`` the symbolic link ``path``."""
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = "?"
+    return StorageError(f"cannot {what} {path}: it is a symbolic link (to {target}); files of a run are never "
+                        "written through links: remove the link (or copy the file it points to in its place)")
+
+
+def refuse_link(path: str | os.PathLike, what: str = "write") -> None:
+    """Raise StorageError when ``path`` itself (not a parent directory) is a symbolic link."""
+    if os.path.islink(path):
+        raise link_error(path, what)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+READ_LIMIT = 1 << 30
+"""Largest file :func:`read_regular` reads by default (1 GiB)."""
+
+
+def read_regular(path: str | os.PathLike, what: str = "file", limit: int = READ_LIMIT) -> bytes:
+    """The bytes of the regular file ``path``, or one StorageError line naming it when it is a
+    FIFO, a device or a directory (opened without blocking, so a FIFO never hangs the reader)
+    or larger than ``limit`` bytes (a runaway file never fills the memory)."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as error:
+        raise storage_error(error, path, "read") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise StorageError(f"cannot read {what} {path}: it is {_kind(info.st_mode)}, not a regular file")
+        if info.st_size > limit:
+            raise StorageError(f"cannot read {what} {path}: it is {_size(info.st_size)}, more than the "
+                               f"{_size(limit)} such a file may be; it is not read")
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            data = handle.read(limit + 1)
+        if len(data) > limit:
+            raise StorageError(f"cannot read {what} {path}: it grew past {_size(limit)} while being read")
+        return data
+    except OSError as error:
+        if isinstance(error, StorageError):
+            raise
+        raise storage_error(error, path, "read") from None
+    finally:
+        os.close(fd)
+
+
 def atomic_write_file(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Let ``write`` fill a temporary file (given by name) beside ``path``, fsync it, rename it
-    over ``path``; for writers that want a file name (NetCDF, ...)."""
+    over ``path``; for writers that want a file name (NetCDF, ...). A ``path`` that is a symbolic
+    link is refused (never written through, never silently replaced)."""
     path = Path(path)
     make_directory(path.parent)
+    refuse_link(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as error:
@@ -168,14 +234,18 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+JSON_LIMIT = 256 << 20
+"""Largest JSON file :func:`read_json` reads (256 MiB): result files are kilobytes."""
+
+
 def read_json(path: str | os.PathLike, what: str = "file") -> Any:
     """The JSON value in ``path`` (None when there is no such file), or one StorageError line
     naming the file when it is truncated, damaged or not UTF-8."""
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None
     try:
-        return json.loads(path.read_bytes().decode("utf-8"))
+        return json.loads(read_regular(path, what, JSON_LIMIT).decode("utf-8"))
     except UnicodeDecodeError:
         raise StorageError(f"{what} {path} is damaged: not UTF-8 text") from None
     except json.JSONDecodeError as error:

@@ -1,16 +1,41 @@
-"""The run's metrics log ``metrics.jsonl``: append-only JSON lines, one per logged step."""
+"""The run's metrics log ``metrics.jsonl``: append-only JSON lines, one per logged step.
+
+The log is opened for appending with ``O_NOFOLLOW`` (a link in its place is refused, never
+followed) and read only when it is a regular file of at most :data:`LOG_LIMIT` bytes whose lines
+are at most :data:`LINE_LIMIT` characters: a log that is a FIFO or ``/dev/zero`` is one error
+line, not a hang or a full memory."""
 from __future__ import annotations
 
 import json
+import errno
 import os
+import stat
 import warnings
 from pathlib import Path
 from typing import Any
 
-from bayesncl_pyro.config.errors import CheckpointError, RunWarning, shown
-from bayesncl_pyro.storage.atomic import atomic_write_text, storage_error
+from bayesncl_pyro.config.errors import CheckpointError, RunWarning, StorageError, shown
+from bayesncl_pyro.storage.atomic import atomic_write_text, link_error, read_regular, storage_error
 
 METRICS_FILE = "metrics.jsonl"
+LOG_LIMIT = 1 << 30
+"""Largest metrics log read (1 GiB: millions of logged steps)."""
+LINE_LIMIT = 1 << 20
+"""Longest line of a metrics log (1 MiB; a logged step is a few hundred bytes)."""
+
+
+def _open_for_append(path: Path):
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     0o666)
+    except OSError as error:
+        if error.errno == errno.ELOOP or os.path.islink(path):
+            raise link_error(path) from None
+        raise storage_error(error, path) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StorageError(f"cannot write {path}: it is not a regular file; move it out of the run directory")
+    return os.fdopen(fd, "a", encoding="utf-8")
 
 
 class MetricsLog:
@@ -19,14 +44,11 @@ class MetricsLog:
 
     def __init__(self, path: Path, resume_step: int | None = None):
         self.path = path
-        if resume_step is not None and path.exists():
+        if resume_step is not None and os.path.lexists(path):
             records, _ = _parse(path)
             kept = [record for record in records if record.get("step", 0) <= resume_step]
             atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
-        try:
-            self.handle = open(path, "a", encoding="utf-8")
-        except OSError as error:
-            raise storage_error(error, path) from None
+        self.handle = _open_for_append(path)
 
     def write(self, record: dict[str, Any]) -> None:
         """One whole line, flushed and fsynced: a kill leaves at most a torn last line, which
@@ -49,14 +71,15 @@ def _parse(path: Path) -> tuple[list[dict[str, Any]], bool]:
     """The records of a metrics log and whether its last line was torn (a run killed mid-write;
     that line is dropped). Any other damage is one CheckpointError naming the file and line."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = read_regular(path, "the metrics log", LOG_LIMIT).decode("utf-8")
     except UnicodeDecodeError as error:
         raise CheckpointError(f"{path} is damaged: not UTF-8 text (offset {error.start})") from None
-    except OSError as error:
-        raise storage_error(error, path, "read") from None
     records = []
     lines = [line for line in text.splitlines() if line.strip()]
     for i, line in enumerate(lines):
+        if len(line) > LINE_LIMIT:
+            raise CheckpointError(f"{path} is damaged: line {i + 1} is {len(line):,} characters long, more than "
+                                  f"the {LINE_LIMIT:,} a logged step may be")
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
@@ -73,7 +96,7 @@ def read_metrics(run: str | Path) -> list[dict[str, Any]]:
     """The records of ``run``'s metrics log ([] when it has none); a torn last line is left out
     with a warning naming the file."""
     path = Path(run) / METRICS_FILE
-    if not path.exists():
+    if not os.path.lexists(path):
         return []
     records, torn = _parse(path)
     if torn:

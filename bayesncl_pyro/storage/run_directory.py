@@ -4,6 +4,10 @@ checkpoints in one place, written by one process at a time.
 A process that trains into a run directory holds an exclusive ``flock`` on ``RUN/.lock`` (which
 names it: PID, host, command) from before its first write until it ends; the kernel releases
 the lock when the process dies, however it dies. A second writer is refused, naming the holder.
+
+No file of a run directory is written through a symbolic link: the lock is opened with
+``O_NOFOLLOW``, the metrics log too, atomic writes refuse a link in the target's place, and
+opening a run refuses one where a run file belongs (naming it), before anything is written.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import json
 import math
 import os
 import socket
+import stat
 import sys
 import warnings
 from pathlib import Path
@@ -25,6 +30,7 @@ from bayesncl_pyro.config.errors import CheckpointError, RunWarning, StorageErro
 from bayesncl_pyro.storage.atomic import (
     atomic_write_json,
     atomic_write_text,
+    link_error,
     make_directory,
     remove_stale_temporaries,
     storage_error,
@@ -59,7 +65,7 @@ def epoch_checkpoints(run: Path) -> list[Path]:
 def run_files(run: Path) -> list[str]:
     """The names of the files a training run writes that ``run`` holds."""
     fixed = [name for name in (CONFIG_FILE, ENV_FILE, PREPROCESSING_FILE, METRICS_FILE, LAST_CHECKPOINT, SUMMARY_FILE)
-             if (run / name).exists()]
+             if os.path.lexists(run / name)]  # a dangling link counts: writing there would follow it
     return fixed + [p.name for p in reversed(epoch_checkpoints(run))]
 
 
@@ -103,10 +109,15 @@ def lock_run(run: Path) -> RunLock:
     make_directory(run)
     path = run / LOCK_FILE
     while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a link: a planted .lock -> FILE would be truncated and overwritten
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
         except OSError as error:
+            if error.errno == errno.ELOOP or os.path.islink(path):
+                raise link_error(path, "use the lock file") from None
             raise storage_error(error, path, "create the lock file") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise StorageError(f"cannot use the lock file {path}: it is not a regular file; remove it")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
@@ -151,6 +162,9 @@ def open_run(cfg: Config, resume: bool) -> RunLock:
         raise CheckpointError(f"--resume {run}: the directory does not hold a run (no {CONFIG_FILE})")
     lock = lock_run(run)
     try:
+        links = [name for name in run_files(run) if os.path.islink(run / name)]
+        if links:
+            raise link_error(run / links[0], "open the run file")
         if not resume:
             found = run_files(run)
             if CONFIG_FILE in found:
