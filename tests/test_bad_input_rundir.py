@@ -7,11 +7,14 @@ the page), and stopping a command stops everything it started.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
+from bayesncl_pyro.cli.report import main as report_main
 from bayesncl_pyro.cli.train import main as train_main
 from bayesncl_pyro.storage.atomic import atomic_write_text
 
@@ -84,3 +87,129 @@ def test_an_atomic_write_never_replaces_or_follows_a_link(tmp_path, name):
     with pytest.raises(OSError, match="symbolic link"):
         atomic_write_text(tmp_path / name, "new\n")
     assert victim.read_text() == "keep me\n" and (tmp_path / name).is_symlink()
+
+
+# --- derived files record the checkpoint step; the report marks what is stale ---------------
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory) -> Path:
+    """A tiny run of 4 steps, evaluated and inspected (a pristine copy; tests copy it again)."""
+    from bayesncl_pyro.evaluation.evaluate import evaluate_run
+    from bayesncl_pyro.evaluation.gate_posterior import inspect_run
+
+    run = tiny_run(tmp_path_factory, "evaluated")
+    evaluate_run(run, progress=False)
+    inspect_run(run, draws=10, chains=1, progress=False)
+    return run
+
+
+def _copy(run: Path, tmp_path: Path, name: str = "run") -> Path:
+    shutil.copytree(run, tmp_path / name)
+    return tmp_path / name
+
+
+def _report(run: Path, tmp_path: Path, capsys) -> tuple[int, str, str, str]:
+    """(exit code, printed summary, stderr, the page) of bayesncl-report on ``run``."""
+    out = tmp_path / "report.html"
+    code = report_main([str(run), "--out", str(out)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err, out.read_text() if out.exists() else ""
+
+
+def test_every_derived_file_records_its_checkpoint_step(evaluated):
+    from bayesncl_pyro.evaluation.gate_posterior import load_netcdf
+
+    assert json.loads((evaluated / "eval.json").read_text())["step"] == 4
+    assert json.loads((evaluated / "dims.json").read_text())["step"] == 4
+    record = json.loads((evaluated / "inspect.json").read_text())
+    assert record["step"] == 4
+    assert {"dims.json", "gates.nc", "gates_summary.csv", "gates_class_heatmap.png"} <= set(record["files"])
+    assert int(load_netcdf(evaluated / "gates.nc").posterior.attrs["step"]) == 4
+
+
+def test_a_current_run_has_nothing_marked(evaluated, tmp_path, capsys):
+    code, out, err, page = _report(evaluated, tmp_path, capsys)
+    assert code == 0, err
+    assert "⚠" not in out and "⚠" not in page and "not current" not in page
+
+
+def test_after_a_resume_the_old_evaluation_is_marked_stale(evaluated, tmp_path, capsys):
+    run = _copy(evaluated, tmp_path)
+    assert train_main(["--resume", str(run), "--no-progress", "train.steps=6"]) == 0
+    capsys.readouterr()
+    code, out, err, page = _report(run, tmp_path, capsys)
+    assert code == 0, err
+    probe = next(line for line in out.splitlines() if "linear probe top-1 after training" in line)
+    assert "⚠ eval.json of step 4, not current" in probe
+    assert "6 steps" in out
+    assert "eval.json is from step 4 but the checkpoint (last.pt) is at step 6" in out
+    assert "gate posterior and dimension ranking (gates.nc, dims.json, figures) are from step 4" in out
+    assert page.count("class='stale'") >= 3
+
+
+def test_an_inspection_killed_halfway_is_not_mixed_with_the_old_one(evaluated, tmp_path, capsys, monkeypatch):
+    from bayesncl_pyro.evaluation import gate_posterior
+
+    run = _copy(evaluated, tmp_path)
+    old_csv = (run / "gates_summary.csv").read_bytes()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gate_posterior, "draw_figures", killed)
+    with pytest.raises(KeyboardInterrupt):
+        gate_posterior.inspect_run(run, draws=12, chains=1, seed=5, progress=False)
+    assert (run / "gates_summary.csv").read_bytes() != old_csv  # new files beside the old figures
+    assert not (run / "inspect.json").exists()
+    code, out, err, page = _report(run, tmp_path, capsys)
+    assert code == 0, err
+    assert "no complete inspect.json" in out and "dims.json is from step 4, the other files' step is unknown" in out
+
+
+def test_a_file_left_from_another_inspection_is_named(evaluated, tmp_path, capsys):
+    run = _copy(evaluated, tmp_path)
+    other = _copy(evaluated, tmp_path, "other")
+    from bayesncl_pyro.evaluation.gate_posterior import inspect_run
+
+    inspect_run(other, draws=12, chains=1, seed=5, progress=False)
+    shutil.copy(other / "gates_summary.csv", run / "gates_summary.csv")
+    code, out, err, _ = _report(run, tmp_path, capsys)
+    assert code == 0, err
+    assert "gates_summary.csv was not written by the inspection of step 4" in out
+
+
+def test_a_run_directory_of_an_earlier_version_is_step_unknown_not_an_error(evaluated, tmp_path, capsys):
+    run = _copy(evaluated, tmp_path)
+    for name in ("eval.json", "dims.json"):
+        record = json.loads((run / name).read_text())
+        record.pop("step")
+        (run / name).write_text(json.dumps(record))
+    (run / "inspect.json").unlink()
+    code, out, err, page = _report(run, tmp_path, capsys)
+    assert code == 0, err
+    assert "eval.json records no step (written by an earlier version): step unknown" in out
+    assert "their step is unknown" in out
+    assert "step unknown" in page
+
+
+def test_a_browser_built_from_another_step_is_marked(evaluated, tmp_path, capsys):
+    run = _copy(evaluated, tmp_path)
+    (run / "browser" / "data").mkdir(parents=True)
+    (run / "browser" / "index.html").write_text("<html></html>")
+    (run / "browser" / "data" / "build.json").write_text(json.dumps({"step": 2, "runs": []}))
+    code, out, err, page = _report(run, tmp_path, capsys)
+    assert code == 0, err
+    assert "feature browser was built from step 2 but the checkpoint (last.pt) is at step 4" in out
+    assert "built from step 2" in page
+
+
+def test_sc_variants_of_another_step_are_not_paired_with_the_evaluation():
+    from bayesncl_pyro.evaluation.sc_variants import sc_variant
+
+    evaluation = {"step": 60, "metrics": {"gated": {}}}
+    stored = {"trained": {"step": 30, "gated": {"semantic_consistency_supported": 50.0}}}
+    assert sc_variant(evaluation, stored, False, "semantic_consistency_supported") is None
+    stored["trained"]["step"] = 60
+    assert sc_variant(evaluation, stored, False, "semantic_consistency_supported") == 50.0
+    del stored["trained"]["step"]  # written by an earlier version: taken as it is
+    assert sc_variant(evaluation, stored, False, "semantic_consistency_supported") == 50.0

@@ -79,12 +79,17 @@ def run_info(run: TrainedRun) -> dict[str, Any]:
 
 
 def posterior_draws(run: TrainedRun, num_images: int, num_dims: int, progress: bool, seed: int = 0) -> PosteriorDraws:
-    """The draws of ``gates.nc`` when they belong to this checkpoint; otherwise run the inspection
-    (which rewrites ``gates.nc`` and its figures) and take its draws."""
+    """The draws of ``gates.nc`` when they belong to this checkpoint (its recorded step is the
+    checkpoint's); otherwise (another step, no step, a damaged file) run the inspection, which
+    rewrites ``gates.nc`` and its figures, and take its draws."""
     netcdf = Path(run.path) / NETCDF_FILE
     if netcdf.is_file():
-        draws = read_draws(load_netcdf(netcdf))
-        if draws is not None and draws.fits(run.step, num_dims, run.test_set.num_classes, num_images):
+        try:
+            draws = read_draws(load_netcdf(netcdf))
+        except Exception:  # a damaged or foreign gates.nc is drawn again, not shown
+            draws = None
+        if draws is not None and draws.step is not None \
+                and draws.fits(run.step, num_dims, run.test_set.num_classes, num_images):
             return draws
     inspection = inspect_loaded(run, INSPECT_DRAWS, INSPECT_CHAINS, seed, top_dims=8, top_images=8, progress=progress)
     return read_draws(inspection.idata)

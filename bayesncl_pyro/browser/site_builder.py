@@ -15,6 +15,7 @@ no network; only the table data is loaded when it opens, the rest when a page ne
 from __future__ import annotations
 
 import datetime
+import json
 from importlib import resources
 from pathlib import Path
 from typing import Sequence
@@ -29,6 +30,7 @@ from bayesncl_pyro.browser.site_data import BrowserOptions, run_records
 from bayesncl_pyro.browser.site_directory import MARKER, check_replaceable, replace_directory
 from bayesncl_pyro.browser.sprites import write_sprite_sheets
 from bayesncl_pyro.config.errors import ConfigError, DataError
+from bayesncl_pyro.evaluation.provenance import BROWSER_RECORD
 from bayesncl_pyro.storage.run_directory import BROWSER_DIR, read_config
 
 ASSETS = ("index.html", "app.js", "style.css")
@@ -95,6 +97,9 @@ def build_site(runs: Sequence[RunFeatures], out: str | Path, options: BrowserOpt
             for s, shard in enumerate(records.image_shards):
                 (folder / "images" / f"{s}.js").write_text(data_script(f"run{r}/images/{s}", shard))
         (directory / MARKER).write_text(data_script("site", site_record(runs, layout, sheets, options)))
+        (directory / BROWSER_RECORD).write_text(json.dumps(  # which checkpoints the site shows (for the report)
+            {"step": runs[0].info.get("step"), "runs": [{"path": run.info.get("path"), "step": run.info.get("step")}
+                                                        for run in runs]}, indent=1))
 
     return replace_directory(out, fill)
 

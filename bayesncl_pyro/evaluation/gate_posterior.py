@@ -47,6 +47,7 @@ from bayesncl_pyro.evaluation import plots
 from bayesncl_pyro.evaluation.dimension_ranking import DIMS_FILE, MIN_ACTIVE_SHARE, DimensionRanking, rank_dimensions
 from bayesncl_pyro.evaluation.evaluate import extract_split
 from bayesncl_pyro.evaluation.markdown import markdown_table
+from bayesncl_pyro.evaluation.provenance import finish_inspection, start_inspection
 from bayesncl_pyro.evaluation.trained_run import TrainedRun, load_trained
 from bayesncl_pyro.storage.atomic import atomic_write_file, atomic_write_json, atomic_write_text
 
@@ -328,13 +329,15 @@ def inspect_loaded(run: TrainedRun, draws: int, chains: int, seed: int, top_dims
         raise ConfigError(f"draws={draws}, chains={chains}: both must be integers >= 1")
     test = extract_split(run, run.test_set, "test features", progress)
     directory = Path(run.path)
+    start_inspection(directory)
     gated = "gate" in test
     ranking = rank_dimensions(test["gated"], test["labels"], test.get("gate"), "gated z" if gated else "normalize(z)")
-    dims_json = atomic_write_json(directory / DIMS_FILE, ranking.to_dict())
+    dims_json = atomic_write_json(directory / DIMS_FILE, {"step": run.step, **ranking.to_dict()})
     figures = {}
     if ranking.best:
         figures["best_worst"] = best_worst_figure(test["gated"], ranking, run.test_set.images, directory, top_images)
     if not gated:
+        finish_inspection(directory, run.step, [dims_json, *figures.values()])
         return GateInspection(None, None, None, None, dims_json, figures)
     classes = run.test_set.classes
     open_rate, class_open_rate = open_rate_draws(test["gate_probs"].to(run.device), test["labels"], len(classes),
@@ -354,7 +357,14 @@ def inspect_loaded(run: TrainedRun, draws: int, chains: int, seed: int, top_dims
     posterior_draws = {"open_rate": open_rate.cpu()} | ({"pi": pi.cpu()} if pi is not None else {})
     figures |= draw_figures(test, posterior_draws, run.test_set.images, classes, directory, top_dims, top_images,
                             prior)
+    finish_inspection(directory, run.step, [dims_json, netcdf, summary_csv, summary_md, *figures.values()])
     return GateInspection(idata, netcdf, summary_csv, summary_md, dims_json, figures)
+
+
+def literal_text(text: str) -> str:
+    """``text`` as Matplotlib shows it literally: a dollar sign escaped, so that a class folder
+    named ``$\\bogus{x$`` is drawn as written instead of being parsed as mathtext (and failing)."""
+    return str(text).replace("$", r"\$")
 
 
 def _percent(value: float) -> str:
@@ -420,8 +430,8 @@ def draw_figures(test: dict[str, Tensor], posterior_draws: dict[str, Tensor], im
     order = class_dim_order(class_means.nan_to_num(0.0))
     groups = class_means.nan_to_num(0.0).argmax(dim=0)[order]
     figures["class_heatmap"] = plots.plot_class_heatmap(
-        100 * class_means[:, order].numpy(), classes, [str(i) for i in order.tolist()], groups.tolist(),
-        directory / HEATMAP_PNG,
+        100 * class_means[:, order].numpy(), [literal_text(name) for name in classes],
+        [str(i) for i in order.tolist()], groups.tolist(), directory / HEATMAP_PNG,
         title=("mean q(gate = 1 | x) per class and dimension on the test split (%)\ndimensions grouped by the "
                "class with the highest value (named above, white lines between groups), highest first"),
         colorbar_label="mean q(gate = 1 | x) (%)")

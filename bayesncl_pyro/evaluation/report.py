@@ -7,7 +7,10 @@ figures (PNG embedded as base64), and the glossary of the words it uses.
 The report only gathers what the run directories hold (``metrics.jsonl``, ``eval.json``,
 ``eval_init.json``, ``dims.json``, ``gates_summary.csv`` and the figures of ``bayesncl-inspect``);
 it computes nothing heavier than the training-curve figure, and says which command fills a
-missing part. A figure is shown at its natural size when the page is wide enough (runs side by
+missing part. Each derived file is checked against the checkpoint step it was made from
+(:mod:`.provenance`): a stale one, or one of unknown step, is marked on the page and in the printed
+summary; a damaged one (not JSON of the expected shape, not a PNG, a CSV that does not parse) is
+one error line naming it and the command that writes it again. A figure is shown at its natural size when the page is wide enough (runs side by
 side where they fit, else one under the other), and never narrower than the page allows.
 """
 from __future__ import annotations
@@ -16,6 +19,7 @@ import base64
 import csv
 import datetime
 import html
+import io
 import math
 import os
 import struct
@@ -25,13 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from bayesncl_pyro.config import read_yaml_mapping
-from bayesncl_pyro.config.errors import CheckpointError
+from bayesncl_pyro.config.errors import CheckpointError, StorageError, shown
 from bayesncl_pyro.evaluation import gate_posterior, glossary, plots
 from bayesncl_pyro.evaluation.dimension_ranking import DIMS_FILE
 from bayesncl_pyro.evaluation.evaluate import FEATURE_SETS, metric_names, result_files
+from bayesncl_pyro.evaluation.provenance import BROWSER_RECORD, Provenance, provenance
 from bayesncl_pyro.evaluation.run_summary import format_headline, headline, lookup
 from bayesncl_pyro.storage import run_directory
-from bayesncl_pyro.storage.atomic import atomic_write_text, read_json
+from bayesncl_pyro.storage.atomic import atomic_write_text, read_json, read_regular
 from bayesncl_pyro.storage.metrics_log import read_metrics
 
 REPORT_FILE = "report.html"
@@ -72,10 +77,139 @@ class RunArtifacts:
     figures: dict[str, Path] = field(default_factory=dict)
     dims: dict[str, Any] | None = None
     browser: Path | None = None
+    provenance: Provenance | None = None
+    dropped_metrics: int = 0
+    """Logged values left out of the curves because they are not finite numbers."""
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    return read_json(path, "result file")
+FIGURE_LIMIT = 64 << 20
+"""Largest figure (PNG) or summary CSV the report reads (64 MiB); inspect writes kilobytes."""
+
+
+def _damaged(path: Path, what: str, command: str) -> CheckpointError:
+    return CheckpointError(f"{path} is damaged: {what}; delete it and run {command} {path.parent} to write it again")
+
+
+def _read_json(path: Path, command: str) -> dict[str, Any] | None:
+    value = read_json(path, "result file")
+    if value is not None and not isinstance(value, dict):
+        raise _damaged(path, f"it holds a JSON {type(value).__name__}, not an object", command)
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _check_evaluation(result: dict[str, Any] | None, path: Path, command: str) -> dict[str, Any] | None:
+    """``result`` (a parsed eval.json) when every part the report reads has the right type."""
+    if result is None:
+        return None
+
+    def need(ok: bool, where: str, value: Any, what: str) -> None:
+        if not ok:
+            raise _damaged(path, f"{where} is {shown(value, 60)}, not {what}", command)
+
+    for key in ("num_train", "num_test"):
+        need(isinstance(result.get(key), int) and not isinstance(result.get(key), bool), key, result.get(key),
+             "an integer")
+    for key in ("step", "output_dims", "online_probe_top1"):
+        need(_is_number(result.get(key)), key, result.get(key), "a number")
+    metrics = result.get("metrics")
+    need(isinstance(metrics, dict), "metrics", metrics, "an object")
+    for features, values in metrics.items():
+        need(isinstance(values, dict), f"metrics.{features}", values, "an object")
+        for name, value in values.items():
+            need(_is_number(value), f"metrics.{features}.{name}", value, "a number")
+    for key in ("linear_probe", "gates", "factor_check", "background_pairing"):
+        part = result.get(key)
+        need(part is None or isinstance(part, dict), key, part, "an object")
+    for key in ("top1", "top5", "grad_norm", "tolerance"):
+        value = (result.get("linear_probe") or {}).get(key)
+        need(_is_number(value), f"linear_probe.{key}", value, "a number")
+    for key, value in (result.get("gates") or {}).items():
+        need(_is_number(value), f"gates.{key}", value, "a number")
+    check = result.get("factor_check")
+    if check is not None:
+        need(isinstance(check.get("by_label"), dict), "factor_check.by_label", check.get("by_label"), "an object")
+        for label, entry in check["by_label"].items():
+            need(isinstance(entry, dict) and isinstance(entry.get("dims"), (int, float))
+                 and all(_is_number(v) for v in entry.values()), f"factor_check.by_label.{label}", entry,
+                 "an object of numbers")
+        for key, value in check.items():
+            need(key == "by_label" or _is_number(value) or isinstance(value, (str, list, dict)),
+                 f"factor_check.{key}", value, "a number")
+    return result
+
+
+def _read_summary_csv(path: Path) -> list[dict[str, str]] | None:
+    """The rows of ``gates_summary.csv`` (None without one); a file that does not parse, or whose
+    entries are not numbers, is refused naming it."""
+    if not path.is_file():
+        return None
+    command = "bayesncl-inspect"
+    try:
+        text = read_regular(path, "the posterior summary", FIGURE_LIMIT).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _damaged(path, "not UTF-8 text", command) from None
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        rows = list(reader)
+        header = reader.fieldnames or []
+    except csv.Error as error:
+        raise _damaged(path, f"not CSV ({error})", command) from None
+    if not header or header[0] != "" or len(header) < 2:
+        raise _damaged(path, f"its header {shown(header, 80)} is not that of az.summary", command)
+    for number, row in enumerate(rows, 2):
+        if None in row or any(value is None for value in row.values()):
+            raise _damaged(path, f"line {number} has {len(row) + len(row.get(None) or []) - (None in row)} "
+                                 f"fields, the header {len(header)}", command)
+        for column in header[1:]:
+            try:
+                float(row[column])
+            except ValueError:
+                raise _damaged(path, f"line {number}, column {column!r} is {shown(row[column], 40)}, not a number",
+                               command) from None
+    return rows
+
+
+def _check_png(path: Path) -> Path:
+    """``path`` when it is a PNG file whose header gives its size, else an error naming it."""
+    data = read_regular(path, "figure", FIGURE_LIMIT)
+    if len(data) < 24 or not data.startswith(b"\x89PNG\r\n\x1a\n") or data[12:16] != b"IHDR":
+        raise _damaged(path, "not a PNG image", "bayesncl-inspect")
+    if not 0 < struct.unpack(">I", data[16:20])[0] < 1 << 20:
+        raise _damaged(path, "its PNG header gives an impossible width", "bayesncl-inspect")
+    return path
+
+
+def _clean_metrics(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """The logged records with an integer step, with only their finite numeric values; and how
+    many values (or records without a step) were left out."""
+    kept, dropped = [], 0
+    for record in records:
+        step = record.get("step")
+        if not isinstance(step, int) or isinstance(step, bool):
+            dropped += 1
+            continue
+        clean = {"step": step}
+        for key, value in record.items():
+            if key == "step":
+                continue
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                clean[key] = value
+            elif value is not None:
+                dropped += 1
+        kept.append(clean)
+    return kept, dropped
+
+
+def _read_browser_record(site: Path) -> dict[str, Any] | None:
+    try:
+        record = read_json(site / BROWSER_RECORD, "browser record")
+    except (StorageError, CheckpointError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def load_artifacts(path: str | Path, label: str | None = None) -> RunArtifacts:
@@ -84,20 +218,24 @@ def load_artifacts(path: str | Path, label: str | None = None) -> RunArtifacts:
     config_file = path / run_directory.CONFIG_FILE
     if not config_file.is_file():
         raise CheckpointError(f"{path} does not hold a run (no {run_directory.CONFIG_FILE})")
-    summary_file = path / gate_posterior.SUMMARY_CSV
-    summary = None
-    if summary_file.is_file():
-        with summary_file.open(newline="") as handle:
-            summary = list(csv.DictReader(handle))
-    figures = {key: path / name for key, (name, _) in FIGURES.items() if (path / name).is_file()}
+    summary = _read_summary_csv(path / gate_posterior.SUMMARY_CSV)
+    figures = {key: _check_png(path / name) for key, (name, _) in FIGURES.items() if (path / name).is_file()}
     if (path / gate_posterior.BEST_WORST_PNG).is_file():
-        figures[BEST_WORST] = path / gate_posterior.BEST_WORST_PNG
+        figures[BEST_WORST] = _check_png(path / gate_posterior.BEST_WORST_PNG)
     browser = path / run_directory.BROWSER_DIR / "index.html"
+    browser = browser if browser.is_file() else None
+    evaluation = _check_evaluation(_read_json(path / result_files(False)[0], "bayesncl-eval"),
+                                   path / result_files(False)[0], "bayesncl-eval")
+    evaluation_init = _check_evaluation(_read_json(path / result_files(True)[0], "bayesncl-eval --init"),
+                                        path / result_files(True)[0], "bayesncl-eval --init")
+    dims = _read_json(path / DIMS_FILE, "bayesncl-inspect")
+    metrics, dropped = _clean_metrics(read_metrics(path))
+    browser_record = _read_browser_record(browser.parent) if browser is not None else None
     return RunArtifacts(
         path=path, label=label or path.name, config=read_yaml_mapping(config_file, "run config", CheckpointError),
-        metrics=read_metrics(path), evaluation=_read_json(path / result_files(False)[0]),
-        evaluation_init=_read_json(path / result_files(True)[0]), gate_summary=summary, figures=figures,
-        dims=_read_json(path / DIMS_FILE), browser=browser if browser.is_file() else None,
+        metrics=metrics, evaluation=evaluation, evaluation_init=evaluation_init, gate_summary=summary,
+        figures=figures, dims=dims, browser=browser,
+        provenance=provenance(path, evaluation, dims, browser_record, browser is not None), dropped_metrics=dropped,
     )
 
 
@@ -179,12 +317,15 @@ def _curves_figure(runs: list[RunArtifacts]) -> str:
                for r in runs}
         for name, (_, _, factor) in CURVES.items()
     }
+    dropped = "".join(f"<p class='missing'>{html.escape(r.label)}: {r.dropped_metrics} logged value(s) of "
+                      "metrics.jsonl that are not finite numbers (or records without an integer step) are left "
+                      "out of the curves.</p>" for r in runs if r.dropped_metrics)
     if not any(steps for per_run in curves.values() for steps, _ in per_run.values()):
-        return "<p class='missing'>No training steps logged (metrics.jsonl is empty or missing).</p>"
+        return dropped + "<p class='missing'>No training steps logged (metrics.jsonl is empty or missing).</p>"
     with tempfile.TemporaryDirectory() as tmp:
         png = plots.plot_training_curves(curves, Path(tmp) / "curves.png",
                                          labels={name: (what, unit) for name, (what, unit, _) in CURVES.items()})
-        return f"<img alt='training curves' src='{_png_data_uri(png)}'>"
+        return f"{dropped}<img alt='training curves' src='{_png_data_uri(png)}'>"
 
 
 def _metrics_table(labels: list[str], results: list[dict[str, Any]]) -> str:
@@ -221,6 +362,8 @@ def _evaluation_section(runs: list[RunArtifacts], init: bool) -> str:
         parts.append(_missing("Not evaluated", missing, command))
     if not evaluated:
         return "".join(parts)
+    if not init:
+        parts += [_stale_notes(r, ("evaluation",)) for r in evaluated]
     results = [getattr(r, key) for r in evaluated]
     counts = [_counts(r, getattr(r, key)) for r in evaluated]
     headers = ["", *(r.label for r in evaluated)]
@@ -284,6 +427,7 @@ def _posterior_section(runs: list[RunArtifacts]) -> str:
     if missing:
         parts.append(_missing("Not inspected", missing, "bayesncl-inspect"))
     inspected = [r for r in runs if r.gate_summary is not None or any(k in r.figures for k in FIGURES)]
+    parts += [_stale_notes(r, ("inspection",)) for r in runs]
     if not inspected:
         return "".join(parts)
     for key, (_, caption) in FIGURES.items():
@@ -305,12 +449,43 @@ def _posterior_section(runs: list[RunArtifacts]) -> str:
 
 
 def _last_step(run: RunArtifacts) -> int | None:
+    """The step the run's checkpoint is at (the last logged step when its checkpoint is unreadable)."""
+    if run.provenance is not None and run.provenance.checkpoint is not None:
+        return run.provenance.checkpoint
     return run.metrics[-1].get("step") if run.metrics else None
 
 
+STALE_MARK = "⚠"
+
+
+def _stale(run: RunArtifacts, part: str) -> bool:
+    return run.provenance is not None and part in run.provenance.stale_parts
+
+
 def run_headline(run: RunArtifacts) -> dict[str, str]:
-    """The run's headline numbers (:func:`.run_summary.headline`)."""
-    return headline(run.config, run.evaluation, run.evaluation_init, _last_step(run))
+    """The run's headline numbers (:func:`.run_summary.headline`); when eval.json is not from the
+    checkpoint's step (or its step is unknown), every number taken from it says so."""
+    rows = headline(run.config, run.evaluation, run.evaluation_init, _last_step(run))
+    if run.evaluation is not None and _stale(run, "evaluation"):
+        step = run.provenance.evaluation
+        mark = f" {STALE_MARK} eval.json of step {step if step is not None else 'unknown'}, not current"
+        rows = {key: value + mark if i > 2 and value not in ("–", "no gates") else value
+                for i, (key, value) in enumerate(rows.items())}
+    if run.provenance is not None and run.provenance.stale:
+        rows[f"{STALE_MARK} not current"] = " ".join(run.provenance.stale)
+    return rows
+
+
+def _stale_notes(run: RunArtifacts, parts: tuple[str, ...] | None = None) -> str:
+    """The run's stale-file sentences (those of ``parts`` only, when given), marked."""
+    if run.provenance is None:
+        return ""
+    notes = [text for part, text in run.provenance.notes if parts is None or part in parts]
+    if not notes:
+        return ""
+    items = "".join(f"<li>{html.escape(text)}</li>" for text in notes)
+    return f"<div class='stale'><strong>{STALE_MARK} {html.escape(run.label)}: not current</strong><ul>{items}</ul></div>"
+
 
 
 def _browser_link(run: RunArtifacts, base: Path | None) -> str:
@@ -319,7 +494,13 @@ def _browser_link(run: RunArtifacts, base: Path | None) -> str:
     if run.browser is None:
         return ""
     href = Path(os.path.relpath(run.browser, base)).as_posix() if base else run.browser.resolve().as_uri()
-    return f"<p class='browser'>Feature browser: <a href='{html.escape(href)}'>{html.escape(run.label)}</a></p>"
+    mark = ""
+    if _stale(run, "browser"):
+        step = run.provenance.browser
+        mark = (f" <span class='stale'>{STALE_MARK} built from step {step if step is not None else 'unknown'}, "
+                "not the checkpoint's: run bayesncl-browse again</span>")
+    return (f"<p class='browser'>Feature browser: <a href='{html.escape(href)}'>{html.escape(run.label)}</a>"
+            f"{mark}</p>")
 
 
 def _summary_card(run: RunArtifacts, base: Path | None = None) -> str:
@@ -328,7 +509,7 @@ def _summary_card(run: RunArtifacts, base: Path | None = None) -> str:
     rows = run_headline(run)
     table = "".join(f"<tr><th scope='row'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows.items())
     parts = [f"<section class='card'><h2>{html.escape(run.label)}</h2><div class='card-body'><div>",
-             f"<table class='headline'><tbody>{table}</tbody></table>", _browser_link(run, base)]
+             f"<table class='headline'><tbody>{table}</tbody></table>", _browser_link(run, base), _stale_notes(run)]
     if run.evaluation is None:
         parts.append(_missing("Not evaluated", [run], "bayesncl-eval"))
     parts.append("</div>")
@@ -361,7 +542,7 @@ img { max-width: 100%; height: auto; }
         gap: 1em; align-items: start; }
 figure { margin: 0; } figcaption { font-weight: bold; margin-bottom: .3em; }
 th.run, td.run { border-left: 2px solid #999; } thead th.run { text-align: center; }
-.missing { color: #a33; } code { background: #f3f3f3; padding: 0 .2em; }
+.missing, .stale { color: #a33; } code { background: #f3f3f3; padding: 0 .2em; }
 .card { border: 1px solid #ccc; border-radius: 6px; padding: .2em 1em 1em; margin: 1em 0; }
 .card h2 { margin-top: .4em; } table.headline { font-size: .9em; max-width: 440px; }
 table.headline td { text-align: left; }

@@ -6,6 +6,10 @@ run again (the linear probe is most of that cost), this module computes just the
 on the same features — the same test-time gates, and the drawn gates from the same seeded
 generator in the same order (training split first, then test) — and keeps them beside the
 evaluation in ``sc_variants.json``. Readers take eval.json's value when it has one.
+
+Each stage records the checkpoint ``step`` it was computed at; a stage whose step is not that of
+the evaluation it completes (a run resumed and evaluated again) is computed again, and readers
+never pair it with an evaluation of another step.
 """
 from __future__ import annotations
 
@@ -32,15 +36,26 @@ def _stage(init: bool) -> str:
     return "init" if init else "trained"
 
 
-def compute_sc_variants(path: str | Path, init: bool, device: str | None = None) -> dict[str, dict[str, float]]:
-    """{feature set: {metric: value}} of the run in ``path`` (``init``: at its initialisation)."""
+def compute_sc_variants(path: str | Path, init: bool, device: str | None = None) -> dict[str, Any]:
+    """{feature set: {metric: value}} of the run in ``path`` (``init``: at its initialisation),
+    with the checkpoint ``step`` the features were taken at."""
     run = load_trained(path, device=device, untrained=init)
     generator = torch.Generator(device=run.device).manual_seed(GATE_DRAW_SEED)
     extract_split(run, run.train_set, "train features", False, generator)  # the evaluation's draw order
     test = extract_split(run, run.test_set, "test features", False, generator)
     values = {name: {key: metric(test[name], test["labels"]) for key, metric in VARIANT_METRICS.items()}
               for name in FEATURES}
-    return {name: {key: (v if math.isfinite(v) else None) for key, v in row.items()} for name, row in values.items()}
+    return {"step": run.step, **{name: {key: (v if math.isfinite(v) else None) for key, v in row.items()}
+                                 for name, row in values.items()}}
+
+
+def _same_step(stage: Any, evaluation: Any) -> bool:
+    """Whether a stored stage was computed at the step of ``evaluation`` (parsed eval.json); a
+    stage or evaluation without a step (an earlier version) is taken as it is."""
+    if not isinstance(stage, dict) or not isinstance(evaluation, dict):
+        return False
+    ours, theirs = stage.get("step"), evaluation.get("step")
+    return ours is None or theirs is None or ours == theirs
 
 
 def ensure_sc_variants(path: str | Path, device: str | None = None) -> dict[str, Any]:
@@ -52,9 +67,12 @@ def ensure_sc_variants(path: str | Path, device: str | None = None) -> dict[str,
     changed = False
     for init in (True, False):
         evaluation = path / result_files(init)[0]
-        if _stage(init) in stored or not evaluation.is_file():
+        if not evaluation.is_file():
             continue
-        gated = ((read_json(evaluation, "evaluation") or {}).get("metrics") or {}).get("gated") or {}
+        result = read_json(evaluation, "evaluation")
+        if _stage(init) in stored and _same_step(stored[_stage(init)], result):
+            continue
+        gated = (((result if isinstance(result, dict) else {}).get("metrics") or {}).get("gated")) or {}
         if all(key in gated for key in VARIANT_METRICS):
             continue
         stored[_stage(init)] = compute_sc_variants(path, init, device)
@@ -76,4 +94,7 @@ def sc_variant(evaluation: dict[str, Any], variants: dict[str, Any], init: bool,
     value = ((evaluation.get("metrics") or {}).get(features) or {}).get(key)
     if value is not None:
         return value
-    return ((variants.get(_stage(init)) or {}).get(features) or {}).get(key)
+    stage = variants.get(_stage(init))
+    if not _same_step(stage, evaluation):
+        return None
+    return (stage.get(features) or {}).get(key)
