@@ -213,3 +213,96 @@ def test_sc_variants_of_another_step_are_not_paired_with_the_evaluation():
     assert sc_variant(evaluation, stored, False, "semantic_consistency_supported") == 50.0
     del stored["trained"]["step"]  # written by an earlier version: taken as it is
     assert sc_variant(evaluation, stored, False, "semantic_consistency_supported") == 50.0
+
+
+# --- damaged or endless inputs to the report ---------------------------------------------------
+
+def _fifo(path: Path) -> None:
+    path.unlink()
+    os.mkfifo(path)
+
+
+def _dev_zero(path: Path) -> None:
+    path.unlink()
+    os.symlink("/dev/zero", path)
+
+
+DAMAGED = {
+    "summary CSV of garbage": ("gates_summary.csv", lambda p: p.write_text('garbage,"x\na\nb,c\n"'),
+                               ["gates_summary.csv", "damaged", "bayesncl-inspect"]),
+    "summary CSV with a word for a number": (
+        "gates_summary.csv", lambda p: p.write_text(p.read_text().replace("0.", "zero.", 1)),
+        ["gates_summary.csv", "not a number"]),
+    "summary CSV with a short line": ("gates_summary.csv", lambda p: p.write_text(p.read_text() + "x,1\n"),
+                                      ["gates_summary.csv", "fields"]),
+    "summary CSV not UTF-8": ("gates_summary.csv", lambda p: p.write_bytes(b"\xff\xfe,\x00"), ["not UTF-8"]),
+    "truncated PNG": ("gates_forest.png", lambda p: p.write_bytes(p.read_bytes()[:20]),
+                      ["gates_forest.png", "not a PNG"]),
+    "text as a PNG": ("dims_best_worst.png", lambda p: p.write_text("hello"), ["dims_best_worst.png", "not a PNG"]),
+    "list-shaped eval.json": ("eval.json", lambda p: p.write_text("[1, 2]"),
+                              ["eval.json", "JSON list, not an object", "bayesncl-eval"]),
+    "eval.json with a number for metrics": (
+        "eval.json", lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), "metrics": 3})),
+        ["eval.json", "metrics is 3"]),
+    "eval.json with a word for a count": (
+        "eval.json", lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), "num_train": "many"})),
+        ["eval.json", "num_train is 'many', not an integer"]),
+    "eval.json with a string gate share": (
+        "eval.json", lambda p: p.write_text(p.read_text().replace('"open_rate": ', '"open_rate": "x", "o": ', 1)),
+        ["eval.json", "gates.open_rate"]),
+    "list-shaped dims.json": ("dims.json", lambda p: p.write_text("[]"), ["dims.json", "JSON list"]),
+    "metrics log that is a FIFO": ("metrics.jsonl", _fifo, ["metrics.jsonl", "FIFO"]),
+    "metrics log that is /dev/zero": ("metrics.jsonl", _dev_zero, ["metrics.jsonl", "character device"]),
+    "metrics log with an endless line": ("metrics.jsonl", lambda p: p.write_text("{" + " " * (1 << 21) + "}\n"),
+                                         ["metrics.jsonl", "line 1", "characters long"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DAMAGED))
+def test_a_damaged_input_to_the_report_is_one_error_line(evaluated, tmp_path, capsys, name):
+    file, damage, fragments = DAMAGED[name]
+    run = _copy(evaluated, tmp_path)
+    damage(run / file)
+    code = report_main([str(run), "--out", str(tmp_path / "r.html")])
+    line = _error(capsys)
+    assert code == 2
+    for fragment in fragments:
+        assert fragment in line, (fragment, line)
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_metrics_lines_with_wrong_values_are_left_out_of_the_curves_and_said_so(evaluated, tmp_path, capsys):
+    run = _copy(evaluated, tmp_path)
+    with open(run / "metrics.jsonl", "a") as log:
+        log.write('{"step": "abc", "loss": 1}\n{"loss": 2}\n{"step": 9, "loss": "x", "kl": [1]}\n'
+                  '{"step": 10, "loss": 1e999}\n')
+    code, out, err, page = _report(run, tmp_path, capsys)
+    assert code == 0, err
+    assert "5 logged value(s) of metrics.jsonl that are not finite numbers" in page
+
+
+def test_a_class_named_like_mathtext_is_drawn_as_written(tmp_path):
+    import torch
+
+    from bayesncl_pyro.evaluation.gate_posterior import HEATMAP_PNG, draw_figures
+
+    generator = torch.Generator().manual_seed(0)
+    n, d = 24, 6
+    gate_probs = torch.rand(n, d, generator=generator)
+    gate = (gate_probs > 0.5).float()
+    z = torch.rand(n, d, generator=generator)
+    test = {"gate_probs": gate_probs, "gate": gate, "z": z, "gated": z * gate,
+            "labels": torch.arange(n) % 3}
+    draws = {"open_rate": torch.rand(1, 5, d, generator=generator)}
+    images = torch.randint(0, 255, (n, 3, 8, 8), dtype=torch.uint8, generator=generator)
+    classes = ["$\\bogus{x$", "cost $5", "a_b^c"]
+    figures = draw_figures(test, draws, images, classes, tmp_path, top_dims=2, top_images=2)
+    assert figures["class_heatmap"] == tmp_path / HEATMAP_PNG
+    assert (tmp_path / HEATMAP_PNG).read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_run_directory_named_like_mathtext_gets_its_report(evaluated, tmp_path, capsys):
+    run = _copy(evaluated, tmp_path, "$\\bogus{x$")
+    code, out, err, page = _report(run, tmp_path, capsys)
+    assert code == 0, err
+    assert "<img alt='training curves'" in page
