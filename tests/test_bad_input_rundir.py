@@ -10,6 +10,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -306,3 +311,79 @@ def test_a_run_directory_named_like_mathtext_gets_its_report(evaluated, tmp_path
     code, out, err, page = _report(run, tmp_path, capsys)
     assert code == 0, err
     assert "<img alt='training curves'" in page
+
+
+# --- signals ------------------------------------------------------------------------------------
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie has ended; only its entry is left
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _cell_pids(grid: Path) -> list[int]:
+    pids = []
+    for lock in grid.glob("*/.lock"):
+        try:
+            pids.append(json.loads(lock.read_text())["pid"])
+        except (OSError, ValueError, KeyError):
+            pass
+    return pids
+
+
+def test_stopping_a_grid_with_jobs_stops_its_cell_processes(tmp_path):
+    import yaml
+
+    tree = {"base": str(ROOT / "configs" / "scenes_quick.yaml"), "out_dir": str(tmp_path / "grid"),
+            "overrides": [*TINY, "train.steps=100000", "train.epochs=1000", "train.log_every=1000"],
+            "grid": {"train.seed": [0, 1]}}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(tree, sort_keys=False))
+    grid = subprocess.Popen([sys.executable, "-m", "bayesncl_pyro.cli.ablate", str(tmp_path / "grid.yaml"),
+                             "--jobs", "2"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 240
+        while len(pids := _cell_pids(tmp_path / "grid")) < 2 and time.monotonic() < deadline:
+            assert grid.poll() is None, grid.communicate()
+            time.sleep(0.5)
+        assert len(pids) == 2, "the cells did not start"
+        grid.send_signal(signal.SIGTERM)
+        grid.wait(timeout=120)
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(pid) for pid in pids), "a cell process outlived its grid"
+        assert grid.returncode == 130
+    finally:
+        if grid.poll() is None:
+            grid.kill()
+        for pid in _cell_pids(tmp_path / "grid"):
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_sigterm_while_a_command_exits_is_ignored_quietly(tmp_path):
+    script = textwrap.dedent("""
+        import atexit, os, signal, time
+        from bayesncl_pyro.cli.guard import guarded
+
+        def late():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)
+
+        @guarded
+        def main(argv=None):
+            atexit.register(late)
+            print("done")
+            return 0
+
+        main()
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, (done.returncode, done.stderr)
+    assert done.stdout.strip() == "done" and "Exception ignored" not in done.stderr, done.stderr

@@ -57,9 +57,9 @@ def guarded(main: Main) -> Main:
                 print(f"error: {one_line(_os_error(exc))}", file=sys.stderr)
                 code = 2
         if argv is None:
-            from bayesncl_pyro.training.signals import ignore_when_stopping
+            from bayesncl_pyro.training.signals import ignore_signals_at_exit
 
-            ignore_when_stopping()
+            ignore_signals_at_exit()
             sys.stderr.flush()
             sys.exit(code)
         return code

@@ -17,12 +17,20 @@ negative ELBO on a fixed held-out batch (:mod:`.cells`). A cell whose config doe
 estimators) is skipped, and the report says why. A finished cell is not trained again
 (re-running resumes the grid); a run interrupted after a checkpoint resumes from it. Cells run
 in this process, or ``jobs`` at a time as subprocesses. The reports are :mod:`.ablation_report`.
+
+The cell subprocesses stop with the grid: when the grid is stopped (SIGTERM, Ctrl-C, an error)
+each running cell gets SIGTERM, which saves its checkpoint at the next step boundary, and is
+waited for (killed after :data:`STOP_GRACE` seconds); on Linux a cell also gets SIGTERM when
+the grid process dies without a chance to forward it (SIGKILL).
 """
 from __future__ import annotations
 
 import itertools
 import json
+import ctypes
+import errno
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -42,7 +50,7 @@ from bayesncl_pyro.experiments.cells import (
 )
 from bayesncl_pyro.experiments.grid_file import GridFile, TrueElboSettings
 from bayesncl_pyro.experiments.run_results import final_loss, read_json
-from bayesncl_pyro.storage.atomic import atomic_write_json, atomic_write_text
+from bayesncl_pyro.storage.atomic import atomic_write_json, atomic_write_text, link_error, storage_error
 from bayesncl_pyro.training.loop import SUMMARY_FILE
 
 CELL_FILE = "cell.json"
@@ -144,30 +152,72 @@ def _run_in_process(cells: list[Cell], finished: Callable[[Cell, float], None]) 
         finished(cell, time.perf_counter() - started)
 
 
+STOP_GRACE = 60.0
+"""Seconds a stopped grid waits for its cells to save their checkpoints before killing them."""
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In a cell subprocess before it starts (Linux): SIGTERM when the grid process dies."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the grid's own handler still forwards signals
+        pass
+
+
+def _open_log(path: Path):
+    """The cell's log, truncated; never written through a link."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    except OSError as error:
+        raise (link_error(path) if error.errno == errno.ELOOP else storage_error(error, path)) from None
+    return os.fdopen(fd, "w")
+
+
+def stop_cells(processes: list[subprocess.Popen], grace: float = STOP_GRACE) -> None:
+    """SIGTERM to every running cell process, then wait for each (SIGKILL after ``grace`` seconds)."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for process in processes:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def _run_in_subprocesses(cells: list[Cell], jobs: int, finished: Callable[[Cell, float], None]) -> None:
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
     pending, running = list(cells), []
-    while pending or running:
-        while pending and len(running) < jobs:
-            cell = pending.pop(0)
-            log = open(cell.directory / LOG_FILE, "w")
-            command = [sys.executable, "-m", "bayesncl_pyro.cli.ablate", "--run-cell", str(cell.directory)]
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-            running.append((cell, log, process, time.perf_counter()))
-        time.sleep(0.2)
-        still = []
-        for cell, log, process, started in running:
-            if process.poll() is None:
-                still.append((cell, log, process, started))
-                continue
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                cell = pending.pop(0)
+                log = _open_log(cell.directory / LOG_FILE)
+                command = [sys.executable, "-m", "bayesncl_pyro.cli.ablate", "--run-cell", str(cell.directory)]
+                process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                           preexec_fn=_die_with_parent)
+                running.append((cell, log, process, time.perf_counter()))
+            time.sleep(0.2)
+            still = []
+            for cell, log, process, started in running:
+                if process.poll() is None:
+                    still.append((cell, log, process, started))
+                    continue
+                log.close()
+                if process.returncode != 0 and not (cell.directory / ERROR_FILE).is_file():
+                    lines = (cell.directory / LOG_FILE).read_text().strip().splitlines()
+                    atomic_write_text(cell.directory / ERROR_FILE,
+                                      (lines[-1] if lines else f"exit code {process.returncode}") + "\n")
+                finished(cell, time.perf_counter() - started)
+            running = still
+    finally:  # stopped (a signal, an error): the cells stop too, each with its checkpoint
+        stop_cells([process for _, _, process, _ in running])
+        for _, log, _, _ in running:
             log.close()
-            if process.returncode != 0 and not (cell.directory / ERROR_FILE).is_file():
-                lines = (cell.directory / LOG_FILE).read_text().strip().splitlines()
-                atomic_write_text(cell.directory / ERROR_FILE,
-                                  (lines[-1] if lines else f"exit code {process.returncode}") + "\n")
-            finished(cell, time.perf_counter() - started)
-        running = still
 
 
 # ----------------------------------------------------------------------------- the grid

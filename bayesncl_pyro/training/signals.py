@@ -78,7 +78,7 @@ def install_process_handlers() -> None:
     """For a process that ends when its command does (a console command): SIGTERM stops it like
     SIGINT (KeyboardInterrupt, exit code 130), and once any signal asked this process to stop,
     later ones are ignored, so that a second signal cannot cut short the saving and shutdown
-    the first one started (see :func:`ignore_when_stopping` for the very end). Never undone:
+    the first one started (see :func:`ignore_signals_at_exit` for the very end). Never undone:
     the process is about to end."""
     if threading.current_thread() is not threading.main_thread():
         return
@@ -93,11 +93,13 @@ def install_process_handlers() -> None:
         signal.signal(sig, handler)
 
 
-def ignore_when_stopping() -> None:
-    """Just before a console command exits: when a signal asked it to stop, ignore SIGTERM and
-    SIGINT outright. The interpreter's shutdown puts back the default action (ending the process
-    by the signal, not with exit code 130) for every signal with a Python handler, but leaves an
-    ignored one ignored."""
-    if RECEIVED and threading.current_thread() is threading.main_thread():
+def ignore_signals_at_exit() -> None:
+    """Just before a console command exits, its work done and its exit code decided: ignore
+    SIGTERM and SIGINT outright. A signal arriving now has nothing left to stop; with a Python
+    handler it would raise KeyboardInterrupt inside an ``atexit`` callback ("Exception ignored in
+    atexit callback") or, once the interpreter's shutdown has put the default action back, end the
+    process by the signal (exit code 143) instead of with the command's code. An ignored signal
+    stays ignored through the shutdown."""
+    if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_IGN)
