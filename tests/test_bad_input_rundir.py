@@ -387,3 +387,86 @@ def test_sigterm_while_a_command_exits_is_ignored_quietly(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, (done.returncode, done.stderr)
     assert done.stdout.strip() == "done" and "Exception ignored" not in done.stderr, done.stderr
+
+
+# --- the feature browser's output directory -------------------------------------------------------
+
+def test_a_full_disk_while_writing_the_browser_names_the_site_and_the_free_space(tmp_path):
+    import errno
+
+    from bayesncl_pyro.browser.site_directory import replace_directory
+    from bayesncl_pyro.config.errors import StorageError
+
+    def fill(directory: Path) -> None:
+        (directory / "index.html").write_text("<html>")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(StorageError) as caught:
+        replace_directory(tmp_path / "browser", fill)
+    message = str(caught.value)
+    assert str(tmp_path / "browser") in message and "no space left" in message and "free on" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_temporary_directories_of_a_killed_browse_are_removed_by_the_next_one(tmp_path):
+    import fcntl
+
+    from bayesncl_pyro.browser.site_directory import MARKER, replace_directory
+
+    stale, young, held = (tmp_path / f".browser.{tag}.tmp" for tag in ("stale001", "young001", "held0001"))
+    old = tmp_path / ".browser.stale002.old"
+    for directory in (stale, young, held, old):
+        (directory / "data").mkdir(parents=True)
+    for directory in (stale, held, old):
+        os.utime(directory, (time.time() - 3600, time.time() - 3600))
+    holder = os.open(held, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # a build still running
+    try:
+        def fill(directory: Path) -> None:
+            (directory / MARKER).parent.mkdir()
+            (directory / MARKER).write_text("site")
+
+        replace_directory(tmp_path / "browser", fill)
+    finally:
+        os.close(holder)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["browser", young.name, held.name])
+
+
+def test_a_killed_browse_leaves_nothing_behind_that_the_next_one_keeps(tmp_path):
+    """A real process killed with SIGKILL while filling its temporary directory."""
+    script = textwrap.dedent(f"""
+        import os, signal, time
+        from pathlib import Path
+        from bayesncl_pyro.browser.site_directory import replace_directory
+
+        def fill(directory):
+            (directory / "index.html").write_text("<html>")
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        replace_directory(Path({str(tmp_path / "browser")!r}), fill)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL
+    left = [p for p in tmp_path.iterdir() if p.name.startswith(".browser.")]
+    assert len(left) == 1 and left[0].name.endswith(".tmp")
+    os.utime(left[0], (time.time() - 3600, time.time() - 3600))
+
+    from bayesncl_pyro.browser.site_directory import MARKER, replace_directory
+
+    def fill(directory: Path) -> None:
+        (directory / MARKER).parent.mkdir()
+        (directory / MARKER).write_text("site")
+
+    replace_directory(tmp_path / "browser", fill)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["browser"]
+
+
+def test_a_lock_file_that_is_a_hard_link_is_refused(tmp_path, capsys):
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    os.link(victim, run / ".lock")
+    assert train_main([*FRESH, f"train.out_dir={run}"]) == 2
+    assert "hard link" in _error(capsys)
+    assert victim.read_text() == "keep me\n"

@@ -32,9 +32,12 @@ def _open_for_append(path: Path):
         if error.errno == errno.ELOOP or os.path.islink(path):
             raise link_error(path) from None
         raise storage_error(error, path) from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
         os.close(fd)
-        raise StorageError(f"cannot write {path}: it is not a regular file; move it out of the run directory")
+        what = "it is not a regular file" if not stat.S_ISREG(info.st_mode) else (
+            "it is a hard link to a file elsewhere (appending would write into that file)")
+        raise StorageError(f"cannot write {path}: {what}; move it out of the run directory")
     return os.fdopen(fd, "a", encoding="utf-8")
 
 

@@ -115,9 +115,12 @@ def lock_run(run: Path) -> RunLock:
             if error.errno == errno.ELOOP or os.path.islink(path):
                 raise link_error(path, "use the lock file") from None
             raise storage_error(error, path, "create the lock file") from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
             os.close(fd)
-            raise StorageError(f"cannot use the lock file {path}: it is not a regular file; remove it")
+            what = "it is not a regular file" if not stat.S_ISREG(info.st_mode) else (
+                "it is a hard link to a file elsewhere (writing the lock would overwrite that file)")
+            raise StorageError(f"cannot use the lock file {path}: {what}; remove it")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
