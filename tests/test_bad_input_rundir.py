@@ -239,7 +239,7 @@ DAMAGED = {
         "gates_summary.csv", lambda p: p.write_text(p.read_text().replace("0.", "zero.", 1)),
         ["gates_summary.csv", "not a number"]),
     "summary CSV with a short line": ("gates_summary.csv", lambda p: p.write_text(p.read_text() + "x,1\n"),
-                                      ["gates_summary.csv", "fields"]),
+                                      ["gates_summary.csv", "fields of its header"]),
     "summary CSV not UTF-8": ("gates_summary.csv", lambda p: p.write_bytes(b"\xff\xfe,\x00"), ["not UTF-8"]),
     "truncated PNG": ("gates_forest.png", lambda p: p.write_bytes(p.read_bytes()[:20]),
                       ["gates_forest.png", "not a PNG"]),

@@ -8,10 +8,11 @@ The report only gathers what the run directories hold (``metrics.jsonl``, ``eval
 ``eval_init.json``, ``dims.json``, ``gates_summary.csv`` and the figures of ``bayesncl-inspect``);
 it computes nothing heavier than the training-curve figure, and says which command fills a
 missing part. Each derived file is checked against the checkpoint step it was made from
-(:mod:`.provenance`): a stale one, or one of unknown step, is marked on the page and in the printed
-summary; a damaged one (not JSON of the expected shape, not a PNG, a CSV that does not parse) is
-one error line naming it and the command that writes it again. A figure is shown at its natural size when the page is wide enough (runs side by
-side where they fit, else one under the other), and never narrower than the page allows.
+(:mod:`.provenance`): a stale one, or one of unknown step, is marked on the page and in the
+printed summary; a damaged one (not JSON of the expected shape, not a PNG, a CSV that does not
+parse) is one error line naming it and the command that writes it again. A figure is shown at
+its natural size when the page is wide enough (runs side by side where they fit, else one under
+the other), and never narrower than the page allows.
 """
 from __future__ import annotations
 
@@ -162,8 +163,7 @@ def _read_summary_csv(path: Path) -> list[dict[str, str]] | None:
         raise _damaged(path, f"its header {shown(header, 80)} is not that of az.summary", command)
     for number, row in enumerate(rows, 2):
         if None in row or any(value is None for value in row.values()):
-            raise _damaged(path, f"line {number} has {len(row) + len(row.get(None) or []) - (None in row)} "
-                                 f"fields, the header {len(header)}", command)
+            raise _damaged(path, f"line {number} does not have the {len(header)} fields of its header", command)
         for column in header[1:]:
             try:
                 float(row[column])
