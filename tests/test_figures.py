@@ -189,3 +189,24 @@ def test_paired_differences_fill_exactly_the_established_intervals_and_span_them
     assert low <= -2.1 and high >= 4.7
     by_height = sorted(zip(ax.get_yticks(), (t.get_text() for t in ax.get_yticklabels())), reverse=True)
     assert [text for _, text in by_height] == [row[0] for row in _paired_rows()]  # read top-down in row order
+
+
+def test_importing_the_project_and_saving_figures_leaves_matplotlib_s_backend_alone(tmp_path):
+    """In Jupyter the backend is the inline one: importing the evaluation (as the tutorial does)
+    and writing figures must not switch it to Agg, or every figure of the notebook vanishes."""
+    import subprocess
+    import sys
+
+    code = f"""
+import matplotlib
+matplotlib.use("module://matplotlib_inline.backend_inline")
+import numpy as np
+from bayesncl_pyro.evaluation import gate_posterior, plots, report  # noqa: F401
+from bayesncl_pyro.experiments import figures  # noqa: F401
+plots.plot_training_curves({{"loss": {{"a": (np.arange(3), np.ones(3))}}}}, {str(tmp_path / "curves.png")!r})
+print(matplotlib.get_backend())
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "module://matplotlib_inline.backend_inline"
+    assert (tmp_path / "curves.png").stat().st_size > 0

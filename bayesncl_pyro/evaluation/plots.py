@@ -8,6 +8,9 @@ so that every figure says what it shows, which subset and how it was chosen.
 
 Sizes are chosen for the HTML report, which shows a figure at its natural size (110 dpi) up to the
 page width: text is at least 8 pt there, and no figure is wider than about 1,300 px.
+
+Nothing here chooses matplotlib's backend: a ``Figure`` drawn on its own Agg canvas needs none, so
+importing the project (in Jupyter, say) leaves the user's backend, inline figures included, as it was.
 """
 from __future__ import annotations
 
@@ -16,16 +19,12 @@ import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-matplotlib.use("Agg")
-
-import numpy as np  # noqa: E402
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
-
-from bayesncl_pyro.storage.atomic import atomic_write_bytes  # noqa: E402
+from bayesncl_pyro.storage.atomic import atomic_write_bytes
 
 DPI = 110
 HDI_PROB = 0.94
