@@ -128,7 +128,7 @@ def test_report_of_several_runs_defaults_to_the_current_directory_and_prints_eac
     assert len(probe) == 2 and probe[0].endswith(f"{gated['linear_probe']['top1']:.1f} %")
     sc = next(line for line in lines if line.strip().startswith("semantic consistency of gated z (%)"))
     assert sc.endswith(f"{gated['metrics']['gated']['semantic_consistency']:.1f} %")
-    assert any(line.strip().startswith("share of gates open (test, %)") and line.endswith(
+    assert any(line.strip().startswith("hard-gate open share (test, %)") and line.endswith(
         f"{100 * gated['gates']['open_rate']:.1f} %") for line in lines)
     assert any(line.strip().startswith("semantic consistency of z, no gates (%)") for line in lines)
 
