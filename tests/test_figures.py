@@ -179,6 +179,23 @@ def test_the_heatmap_labels_every_dimension_and_marks_the_groups():
     assert "a" in group_names and "e" in group_names
 
 
+def test_the_heatmap_names_narrow_groups_in_full_without_overlap():
+    """A class that owns one or two dimensions keeps its whole name over its group (upright when
+    it is wider than the group), and no two group names overlap once drawn."""
+    names = ["triangle", "cross", "horizontal bar", "circle", "vertical bar"]
+    groups = [0, 1, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 4]
+    fig = plots.class_heatmap_figure(RNG.random((5, len(groups))), names, [str(i) for i in range(len(groups))],
+                                     groups, title="t", colorbar_label="c")
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    labels = [t for ax in fig.axes if ax.get_images() for child in ax.child_axes for t in child.get_xticklabels()]
+    assert [t.get_text() for t in labels] == names
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    assert all(not a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    figure_box = fig.bbox
+    assert all(box.x0 >= figure_box.x0 and box.x1 <= figure_box.x1 and box.y1 <= figure_box.y1 for box in boxes)
+
+
 def test_paired_differences_fill_exactly_the_established_intervals_and_span_them():
     fig = _paired()
     ax = fig.axes[0]

@@ -39,7 +39,7 @@ CURVES = {
     "loss": ("negative ELBO", "nats per row", 1.0),
     "infonce": ("InfoNCE", "nats per row", 1.0),
     "kl": ("λ-weighted KL, λ · mean of Σ_d KL", "nats per row", 1.0),
-    "open_rate": ("share of gates open in the batch (the gates training used)", "%", 100.0),
+    "open_rate": ("hard-gate open share (training batch)", "%", 100.0),
     "probe_acc": ("online-probe accuracy (batch)", "%", 100.0),
     "test_probe_top1": ("online-probe top-1 (test)", "%", 1.0),
     "test_semantic_consistency": ("SC of gated z (test)", "%", 1.0),
