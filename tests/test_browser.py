@@ -398,6 +398,56 @@ def test_the_browser_pages_of_two_runs_in_chromium(browser, browsed, runs, tmp_p
     assert browser.errors() == []
 
 
+LAYOUT = """
+const right = (el) => el.getBoundingClientRect().right;
+return {
+  cards: [...document.querySelectorAll('.card')].filter((c) => c.scrollWidth > c.clientWidth + 1).map((c) => c.id),
+  tables: [...document.querySelectorAll('.card table')].filter((t) => right(t) > right(t.closest('.card')) + 1)
+    .map((t) => t.closest('.card').id),
+  headers: [...document.querySelectorAll('table.dims thead th')].filter((h) => h.scrollWidth > h.clientWidth + 1)
+    .map((h) => h.textContent),
+};
+"""
+"""JavaScript: the cards whose content is wider than they are, the card tables that reach past
+their card's right edge (a column cut or scrolled away), and the column names cut short."""
+
+
+def test_the_pages_fit_their_cards_and_show_shares_in_percent(browser, browsed, runs, tmp_path):
+    """At 1400 and 1920 px nothing overflows its card and no column name is cut; shares are in %,
+    and the two open shares have their own names (no "open rate" anywhere)."""
+    gated, ungated = runs
+    site = browse([gated, ungated], tmp_path / "layout", device="cpu", progress=False)
+    frequency = read_record(site / "data" / "run0" / "table.js")["columns"]["frequency"]
+    dim = max(range(len(frequency)), key=lambda j: frequency[j])
+    percent = r"-?\d+\.\d %"
+    try:
+        for width in (1400, 1920):
+            browser.set_window_size(width, 1000)
+            open_file(browser, site / "index.html")
+            wait_for(browser, "document.body.dataset.rendered === '#/'")
+            for hash_ in ("#/r/0", f"#/r/0/d/{dim}", "#/r/0/i/5", "#/r/1/i/5", f"#/r/1/d/{dim}"):
+                rendered(browser, hash_)
+                assert browser.execute_script(LAYOUT) == {"cards": [], "tables": [], "headers": []}, (width, hash_)
+                assert "open rate" not in browser.find_element("id", "view").text.lower(), hash_
+            rendered(browser, "#/r/0")
+            summary = browser.find_element("css selector", "#view .summary").text
+            assert re.search(rf"hard-gate open share {percent}", summary) and re.search(
+                rf"semantic consistency {percent}", summary), summary
+            headers = [h.text.replace("\n", " ") for h in browser.find_elements("css selector", "table.dims thead th")]
+            assert "posterior open share, HDI" in headers and "hard-gate open share" in headers, headers
+            shares = browser.execute_script(
+                "return [...document.querySelectorAll('#rows tr.row')].map(r => r.children[3].textContent);")
+            assert shares and all(re.fullmatch(percent, text) for text in shares), shares
+            rendered(browser, f"#/r/0/d/{dim}")
+            gate = browser.find_element("id", "dim-gate").text
+            assert re.search(rf"Posterior open share {percent}, 94 % HDI \[{percent}, {percent}\]", gate), gate
+            assert re.search(rf"Hard-gate open share {percent} of test images", gate), gate
+            assert re.search(r"class entropy \d+\.\d\d nats", browser.find_element("css selector", ".facts").text)
+        assert browser.errors() == []
+    finally:
+        browser.set_window_size(1400, 1000)
+
+
 def test_a_large_run_opens_within_two_seconds(browser, tmp_path):
     run = synthetic_run(10_000, 256, draws=20)
     site = build_site([run], tmp_path / "large", BrowserOptions(), progress=False)

@@ -258,8 +258,10 @@ def test_every_count_of_dimensions_says_what_it_is_taken_on_and_they_agree(gated
     assert labels.count("dead") == dead
     if dead:
         assert f"| dead (z) | {dead} |" in text
-    share = f"{100 * result['gates']['open_rate']:.2f}".rstrip("0").rstrip(".")
-    assert f"| share of gates open (open_rate, %) | {share} |" in text
+    share = f"{100 * result['gates']['open_rate']:.2f}"
+    assert f"| hard-gate open share (open_rate, %) | {share} |" in text
+    assert "| mean q(gate = 1 | x) = mean posterior open share (mean_gate_prob, %) |".replace("| x", "\\| x") in text
+    assert "L-BFGS iterations" not in text.split("## Downstream")[1].split("\n\n")[1]  # not among the % rows
     assert "| sparsity (%) |" in text and "| semantic_entropy_sum (nats) |" in text
 
 
@@ -312,7 +314,10 @@ def test_markdown_table_formats_missing_values_and_escapes_bars():
     text = markdown_table(["a", "b"], [["x|y", None], ["z", float("nan")], ["w", 0.5]])
     lines = text.strip().splitlines()
     assert lines[0] == "| a | b |" and lines[2] == "| x\\|y | – |"
-    assert lines[3] == "| z | – |" and lines[4] == "| w | 0.5 |"
+    assert lines[3] == "| z | – |" and lines[4] == "| w | 0.50 |"
+    # one precision for every number of a table; a tiny one is not rounded to zero
+    lines = markdown_table(["a", "b", "c"], [["x", 12.345678, 3], ["y", 0.5, 3e-5]]).strip().splitlines()
+    assert lines[2] == "| x | 12.35 | 3 |" and lines[3] == "| y | 0.50 | 3.0e-05 |"
 
 
 class _RecordingBar:

@@ -179,6 +179,23 @@ def test_the_heatmap_labels_every_dimension_and_marks_the_groups():
     assert "a" in group_names and "e" in group_names
 
 
+def test_the_heatmap_names_narrow_groups_in_full_without_overlap():
+    """A class that owns one or two dimensions keeps its whole name over its group (upright when
+    it is wider than the group), and no two group names overlap once drawn."""
+    names = ["triangle", "cross", "horizontal bar", "circle", "vertical bar"]
+    groups = [0, 1, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 4]
+    fig = plots.class_heatmap_figure(RNG.random((5, len(groups))), names, [str(i) for i in range(len(groups))],
+                                     groups, title="t", colorbar_label="c")
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    labels = [t for ax in fig.axes if ax.get_images() for child in ax.child_axes for t in child.get_xticklabels()]
+    assert [t.get_text() for t in labels] == names
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    assert all(not a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    figure_box = fig.bbox
+    assert all(box.x0 >= figure_box.x0 and box.x1 <= figure_box.x1 and box.y1 <= figure_box.y1 for box in boxes)
+
+
 def test_paired_differences_fill_exactly_the_established_intervals_and_span_them():
     fig = _paired()
     ax = fig.axes[0]
@@ -189,3 +206,24 @@ def test_paired_differences_fill_exactly_the_established_intervals_and_span_them
     assert low <= -2.1 and high >= 4.7
     by_height = sorted(zip(ax.get_yticks(), (t.get_text() for t in ax.get_yticklabels())), reverse=True)
     assert [text for _, text in by_height] == [row[0] for row in _paired_rows()]  # read top-down in row order
+
+
+def test_importing_the_project_and_saving_figures_leaves_matplotlib_s_backend_alone(tmp_path):
+    """In Jupyter the backend is the inline one: importing the evaluation (as the tutorial does)
+    and writing figures must not switch it to Agg, or every figure of the notebook vanishes."""
+    import subprocess
+    import sys
+
+    code = f"""
+import matplotlib
+matplotlib.use("module://matplotlib_inline.backend_inline")
+import numpy as np
+from bayesncl_pyro.evaluation import gate_posterior, plots, report  # noqa: F401
+from bayesncl_pyro.experiments import figures  # noqa: F401
+plots.plot_training_curves({{"loss": {{"a": (np.arange(3), np.ones(3))}}}}, {str(tmp_path / "curves.png")!r})
+print(matplotlib.get_backend())
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "module://matplotlib_inline.backend_inline"
+    assert (tmp_path / "curves.png").stat().st_size > 0

@@ -89,7 +89,7 @@ def test_report_of_two_runs_is_self_contained_and_side_by_side(runs, tmp_path):
     assert f"bayesncl-eval --init {gated}" in words and f"bayesncl-eval --init {ungated}" in words
     for run in runs:
         evaluation = json.loads((run / "eval.json").read_text())
-        top1 = f"{evaluation['linear_probe']['top1']:.4f}".rstrip("0").rstrip(".")
+        top1 = f"{evaluation['linear_probe']['top1']:.2f}"  # every number of a table with two decimals
         assert f"<td>{top1}</td>" in text
     sets = len(FEATURE_SETS)  # h, z, gated, gated_sampled
     assert f"<th colspan='{sets}' class='run'>gated</th><th colspan='{sets}' class='run'>ungated</th>" in text
@@ -128,9 +128,21 @@ def test_report_of_several_runs_defaults_to_the_current_directory_and_prints_eac
     assert len(probe) == 2 and probe[0].endswith(f"{gated['linear_probe']['top1']:.1f} %")
     sc = next(line for line in lines if line.strip().startswith("semantic consistency of gated z (%)"))
     assert sc.endswith(f"{gated['metrics']['gated']['semantic_consistency']:.1f} %")
-    assert any(line.strip().startswith("share of gates open (test, %)") and line.endswith(
+    assert any(line.strip().startswith("hard-gate open share (test, %)") and line.endswith(
         f"{100 * gated['gates']['open_rate']:.1f} %") for line in lines)
     assert any(line.strip().startswith("semantic consistency of z, no gates (%)") for line in lines)
+
+
+REPORT_LAYOUT = """
+const root = document.documentElement;
+return {
+  page: root.scrollWidth > root.clientWidth + 1,
+  tables: [...document.querySelectorAll('table')].filter((t) => t.offsetParent !== null
+    && t.getBoundingClientRect().right > t.parentElement.getBoundingClientRect().right + 1).map((t) => t.innerText.slice(0, 40)),
+};
+"""
+"""JavaScript: whether the report is wider than the window, and the shown tables that reach past
+their box (a summary card, a column of the grid)."""
 
 
 @pytest.mark.parametrize("which", ["one", "three"])
@@ -154,6 +166,12 @@ def test_report_in_a_real_browser_shows_every_image_decoded_at_natural_size(runs
         assert image["complete"] and image["natural"] > 0, image
         assert image["shown"] >= image["natural"] - 1 or image["shown"] > 700, image
     assert browser.errors() == []
+    try:  # at 1400 and 1920 px nothing is wider than the page and no table runs past its box
+        for width in (1920, 1400):
+            browser.set_window_size(width, 1000)
+            assert browser.execute_script(REPORT_LAYOUT) == {"page": False, "tables": []}, width
+    finally:
+        browser.set_window_size(1400, 1000)
     assert browser.save_screenshot(str(tmp_path / f"{which}.png"))
     with Image.open(tmp_path / f"{which}.png") as shot:
         assert shot.size[0] >= 1000

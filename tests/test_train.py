@@ -19,6 +19,14 @@ def _params(run) -> dict[str, torch.Tensor]:
     return {f"{m}.{k}": v for m, sd in state["modules"].items() for k, v in sd.items()}
 
 
+def test_a_run_shorter_than_log_every_logs_its_first_and_last_step(tiny_config):
+    """The training curves of a short run are lines, not single dots: steps 1 and the last are
+    logged whatever log_every is, and the steps log_every divides in between."""
+    cfg = tiny_config("train.steps=7", "train.log_every=5")
+    train(cfg, progress=False)
+    assert [r["step"] for r in read_metrics(cfg.train.out_dir)] == [1, 5, 7]
+
+
 def test_run_directory_holds_config_metrics_checkpoints_summary(tiny_config):
     cfg = tiny_config("train.steps=10", "train.keep=1")
     summary = train(cfg, progress=False)

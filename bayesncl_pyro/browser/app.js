@@ -64,6 +64,8 @@ function fmt(v, digits = 2) {
   return Number(v).toFixed(digits);
 }
 const pct = (v, digits = 0) => (missing(v) ? "–" : `${(100 * v).toFixed(digits)} %`);
+/** A number with its unit ("2.30 nats"); "–" alone when it is missing. */
+const withUnit = (v, unit, digits = 2) => (missing(v) ? "–" : `${fmt(v, digits)} ${unit}`);
 
 const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac",
   "#1f77b4", "#aec7e8", "#ff7f0e", "#98df8a", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf"];
@@ -101,7 +103,7 @@ function hdiBar(mean, lo, hi) {
   if (missing(mean)) return "";
   const left = 100 * (missing(lo) ? mean : lo);
   const width = Math.max(1, 100 * ((missing(hi) ? mean : hi) - (missing(lo) ? mean : lo)));
-  return `<span class="hdi" title="mean ${fmt(mean, 3)}, 94 % HDI [${fmt(lo, 3)}, ${fmt(hi, 3)}]">` +
+  return `<span class="hdi" title="mean ${pct(mean, 1)}, 94 % HDI [${pct(lo, 1)}, ${pct(hi, 1)}]">` +
     `<i style="left:${left}%;width:${width}%"></i><b style="left:calc(${100 * mean}% - 1px)"></b></span>`;
 }
 
@@ -174,25 +176,25 @@ function tableColumns(r) {
   if (c.factor) cols.push({ key: "factor", label: "factor", width: 100, left: true, text: true, value: (d) => c.factor[d],
     cell: (d) => factorBadge(c.factor[d], c.factor_score[d]),
     title: "ground-truth factor (scenes) that best explains the dimension's activation z before the gate" });
-  if (c.open_mean) cols.push({ key: "open_mean", label: "open rate, HDI", width: 180, value: (d) => c.open_mean[d],
-    cell: (d) => `${fmt(c.open_mean[d])}${hdiBar(c.open_mean[d], c.open_lo[d], c.open_hi[d])}`,
-    title: "posterior test-set gate-open rate: mean of the draws from q(gate | x), bar = 94 % HDI" });
+  if (c.open_mean) cols.push({ key: "open_mean", label: "posterior open share, HDI", width: 200, value: (d) => c.open_mean[d],
+    cell: (d) => `${pct(c.open_mean[d], 1)}${hdiBar(c.open_mean[d], c.open_lo[d], c.open_hi[d])}`,
+    title: "posterior open share: the share of test images on which a gate drawn from q is open; posterior mean (the mean of q(gate = 1 | x) over the test images), bar = 94 % HDI" });
   if (c.pi_mean) cols.push({ key: "pi_mean", label: "π, HDI", width: 160, value: (d) => c.pi_mean[d],
-    cell: (d) => `${fmt(c.pi_mean[d])}${hdiBar(c.pi_mean[d], c.pi_lo[d], c.pi_hi[d])}`,
-    title: "posterior of the dimension's global open probability π_d (Beta-Bernoulli prior)" });
-  if (c.gate_open) cols.push({ key: "gate_open", label: "gate open", width: 92, value: (d) => c.gate_open[d], cell: (d) => pct(c.gate_open[d], 1),
-    title: "share of test images whose hard test-time gate is open" });
+    cell: (d) => `${pct(c.pi_mean[d], 1)}${hdiBar(c.pi_mean[d], c.pi_lo[d], c.pi_hi[d])}`,
+    title: "posterior of the dimension's global open probability π_d (Beta-Bernoulli prior), in %" });
+  if (c.gate_open) cols.push({ key: "gate_open", label: "hard-gate open share", width: 160, value: (d) => c.gate_open[d], cell: (d) => pct(c.gate_open[d], 1),
+    title: "hard-gate open share: the share of test images on which the hard test-time gate is open" });
   if (c.unsure) cols.push({ key: "unsure", label: "unsure", width: 76, value: (d) => c.unsure[d], cell: (d) => pct(c.unsure[d], 1),
     title: `share of test images on which the gate is unsure: ${S.site.options.unsure[0]} < q(gate = 1 | x) < ${S.site.options.unsure[1]}` });
   cols.push(
     { key: "frequency", label: "active", width: 76, value: (d) => c.frequency[d], cell: (d) => pct(c.frequency[d], 1),
       title: "activation frequency: share of test images on which the gated feature is non-zero (|f| > 1e-5)" },
     { key: "majority_share", label: "majority class", width: 150, left: true, value: (d) => c.majority_share[d],
-      cell: (d) => (c.majority[d] >= 0 ? `${classLabel(c.majority[d])} ${pct(c.majority_share[d])}` : "–"),
+      cell: (d) => (c.majority[d] >= 0 ? `${classLabel(c.majority[d])} ${pct(c.majority_share[d], 1)}` : "–"),
       title: "most frequent class among the images that activate the dimension, and its share: the dimension's contribution to semantic consistency" },
-    { key: "entropy", label: "class entropy", width: 112, value: (d) => c.entropy[d], cell: (d) => fmt(c.entropy[d]),
+    { key: "entropy", label: "class entropy (nats)", width: 150, value: (d) => c.entropy[d], cell: (d) => fmt(c.entropy[d]),
       title: "entropy (nats) of the classes of the activating images: 0 = one class, ln C = all alike" },
-    { key: "mean_activation", label: "mean act.", width: 92, value: (d) => c.mean_activation[d], cell: (d) => fmt(c.mean_activation[d], 3),
+    { key: "mean_activation", label: "mean act.", width: 92, value: (d) => c.mean_activation[d], cell: (d) => fmt(c.mean_activation[d]),
       title: "mean gated activation over the images that activate the dimension" },
   );
   if (c.partner) {
@@ -255,8 +257,8 @@ function renderTable(r) {
     <div class="summary">
       <span><b>${run.meta.num_dims}</b> dimensions</span><span><b>${S.site.images.count}</b> test images</span>
       <span><b>${sum.dead}</b> never active</span>
-      ${run.table.has_gates ? `<span><b>${sum.always_open}</b> gates always open</span><span>gates open <b>${pct(sum.gate_open, 1)}</b></span>` : "<span>ungated run</span>"}
-      <span>semantic consistency <b>${fmt(sum.semantic_consistency, 1)}</b></span><span>sparsity <b>${pct(sum.sparsity, 1)}</b></span>
+      ${run.table.has_gates ? `<span><b>${sum.always_open}</b> gates always open</span><span>hard-gate open share <b>${pct(sum.gate_open, 1)}</b></span>` : "<span>ungated run</span>"}
+      <span>semantic consistency <b>${fmt(sum.semantic_consistency, 1)} %</b></span><span>sparsity <b>${pct(sum.sparsity, 1)}</b></span>
     </div>
     <details class="help"><summary>How to read this table</summary><dl>${cols.filter((x) => x.title).map((x) => `<dt>${esc(x.label)}</dt><dd>${esc(x.title)}</dd>`).join("")}</dl></details>
     <div class="controls">
@@ -341,7 +343,7 @@ function renderTable(r) {
 
 // ------------------------------------------------------------------ charts (SVG strings)
 
-/** Horizontal bars with HDI whiskers, one per class: the open rate of the dimension's gate by class. */
+/** Horizontal bars with HDI whiskers, one per class: the dimension's posterior open share by class (in %). */
 function classOpenChart(mean, lo, hi, overall) {
   const rowH = 16;
   const labelW = 110;
@@ -354,15 +356,15 @@ function classOpenChart(mean, lo, hi, overall) {
     const m = mean[k];
     body += `<text x="${labelW - 6}" y="${y + 11}" text-anchor="end">${esc(className(k))}</text>`;
     if (missing(m)) { body += `<text x="${labelW + 4}" y="${y + 11}" fill="#999">no images</text>`; return; }
-    body += `<rect x="${labelW}" y="${y + 2}" width="${barW * m}" height="${rowH - 5}" fill="${classColor(k)}" opacity=".55"><title>${esc(className(k))}: ${fmt(m, 3)}${lo ? ` [${fmt(lo[k], 3)}, ${fmt(hi[k], 3)}]` : ""}</title></rect>`;
+    body += `<rect x="${labelW}" y="${y + 2}" width="${barW * m}" height="${rowH - 5}" fill="${classColor(k)}" opacity=".55"><title>${esc(className(k))}: ${pct(m, 1)}${lo ? ` [${pct(lo[k], 1)}, ${pct(hi[k], 1)}]` : ""}</title></rect>`;
     if (lo && !missing(lo[k])) body += `<line x1="${labelW + barW * lo[k]}" x2="${labelW + barW * hi[k]}" y1="${y + 7}" y2="${y + 7}" stroke="#222" stroke-width="1.6"/>`;
-    body += `<text x="${labelW + barW + 6}" y="${y + 11}">${fmt(m)}</text>`;
+    body += `<text x="${labelW + barW + 6}" y="${y + 11}">${pct(m, 1)}</text>`;
   });
   const axisY = order.length * rowH + 6;
   let axis = `<line class="axis" x1="${labelW}" x2="${labelW + barW}" y1="${axisY}" y2="${axisY}"/>`;
-  [0, 0.5, 1].forEach((t) => { axis += `<text x="${labelW + barW * t}" y="${axisY + 13}" text-anchor="middle">${t}</text>`; });
-  if (!missing(overall)) axis += `<line x1="${labelW + barW * overall}" x2="${labelW + barW * overall}" y1="0" y2="${axisY}" stroke="#1a4fa8" stroke-dasharray="3 2"><title>all images: ${fmt(overall, 3)}</title></line>`;
-  return `<svg width="${labelW + barW + 50}" height="${h}" role="img" aria-label="open rate by class">${body}${axis}</svg>`;
+  [0, 0.5, 1].forEach((t) => { axis += `<text x="${labelW + barW * t}" y="${axisY + 13}" text-anchor="middle">${pct(t)}</text>`; });
+  if (!missing(overall)) axis += `<line x1="${labelW + barW * overall}" x2="${labelW + barW * overall}" y1="0" y2="${axisY}" stroke="#1a4fa8" stroke-dasharray="3 2"><title>all images: ${pct(overall, 1)}</title></line>`;
+  return `<svg width="${labelW + barW + 64}" height="${h}" role="img" aria-label="posterior open share by class">${body}${axis}</svg>`;
 }
 
 /** Stacked histogram of the active values, one colour per class. */
@@ -416,9 +418,9 @@ function barsChart(names, values, color = "#7d9fd6") {
     const y = k * rowH;
     return `<text x="${labelW - 6}" y="${y + 12}" text-anchor="end">${esc(name)}</text>` +
       (missing(v) ? `<text x="${labelW + 4}" y="${y + 12}" fill="#999">–</text>` :
-        `<rect x="${labelW}" y="${y + 3}" width="${barW * Math.max(0, Math.min(1, v))}" height="${rowH - 6}" fill="${color}"/><text x="${labelW + barW * Math.max(0, Math.min(1, v)) + 5}" y="${y + 12}">${fmt(v)}</text>`);
+        `<rect x="${labelW}" y="${y + 3}" width="${barW * Math.max(0, Math.min(1, v))}" height="${rowH - 6}" fill="${color}"/><text x="${labelW + barW * Math.max(0, Math.min(1, v)) + 5}" y="${y + 12}">${pct(v, 1)}</text>`);
   }).join("");
-  return `<svg width="${labelW + barW + 50}" height="${names.length * rowH + 4}">${body}</svg>`;
+  return `<svg width="${labelW + barW + 64}" height="${names.length * rowH + 4}">${body}</svg>`;
 }
 
 // ------------------------------------------------------------------ a dimension's page
@@ -435,13 +437,14 @@ async function renderDimension(r, d, token) {
   // Is its gate sure?
   if (run.table.has_gates) {
     let gate = `<p>`;
-    if (c.open_mean) gate += `Posterior open rate <b>${fmt(c.open_mean[d], 3)}</b>, 94 % HDI [${fmt(c.open_lo[d], 3)}, ${fmt(c.open_hi[d], 3)}]${hdiBar(c.open_mean[d], c.open_lo[d], c.open_hi[d])}<br>`;
-    if (c.pi_mean) gate += `Global rate π: <b>${fmt(c.pi_mean[d], 3)}</b> [${fmt(c.pi_lo[d], 3)}, ${fmt(c.pi_hi[d], 3)}]<br>`;
-    gate += `Hard gate open on <b>${pct(c.gate_open[d], 1)}</b> of test images; mean q(gate = 1 | x) ${fmt(c.gate_prob[d], 3)}; ` +
+    if (c.open_mean) gate += `Posterior open share <b>${pct(c.open_mean[d], 1)}</b>, 94 % HDI [${pct(c.open_lo[d], 1)}, ${pct(c.open_hi[d], 1)}]${hdiBar(c.open_mean[d], c.open_lo[d], c.open_hi[d])}<br>`;
+    else gate += `Posterior open share (mean q(gate = 1 | x) over the test images) <b>${pct(c.gate_prob[d], 1)}</b><br>`;
+    if (c.pi_mean) gate += `Global open probability π_d: <b>${pct(c.pi_mean[d], 1)}</b>, 94 % HDI [${pct(c.pi_lo[d], 1)}, ${pct(c.pi_hi[d], 1)}]<br>`;
+    gate += `Hard-gate open share <b>${pct(c.gate_open[d], 1)}</b> of test images; ` +
       `unsure (${opts.unsure[0]} < q < ${opts.unsure[1]}) on <b>${pct(c.unsure[d], 1)}</b>.</p>`;
     if (det.gate_prob_histogram) gate += `<p class="note">q(gate = 1 | x) over the test images: a sure gate piles up at 0 and 1.</p>` + probabilityChart(det.gate_prob_histogram, run.table.info.threshold ?? 0.5);
-    if (det.class_open) gate += `<p class="note">By class: posterior mean and 94 % HDI of the open rate (dashed: all images).</p>` + classOpenChart(det.class_open.mean, det.class_open.lo, det.class_open.hi, c.open_mean ? c.open_mean[d] : null);
-    else if (det.class_gate_prob) gate += `<p class="note">By class: mean q(gate = 1 | x).</p>` + classOpenChart(det.class_gate_prob, null, null, c.gate_prob[d]);
+    if (det.class_open) gate += `<p class="note">By class: posterior open share, mean and 94 % HDI (dashed: all images).</p>` + classOpenChart(det.class_open.mean, det.class_open.lo, det.class_open.hi, c.open_mean ? c.open_mean[d] : null);
+    else if (det.class_gate_prob) gate += `<p class="note">By class: posterior open share (mean q(gate = 1 | x)).</p>` + classOpenChart(det.class_gate_prob, null, null, c.gate_prob[d]);
     cards.push(`<section class="card" id="dim-gate"><h2>Is its gate sure?</h2>${gate}</section>`);
   } else {
     cards.push(`<section class="card" id="dim-gate"><h2>Gate</h2><p class="note">This run has no gates (features = normalize(z)).</p></section>`);
@@ -456,16 +459,16 @@ async function renderDimension(r, d, token) {
   const inactive = det.histogram.inactive.reduce((s, v) => s + v, 0);
   const present = det.class_counts.map((n, k) => [n, k]).filter(([n]) => n > 0).sort((a, b) => b[0] - a[0]);
   const legend = present.slice(0, 12).map(([n, k]) => `<span class="chip">${classLabel(k)} ${n}</span>`).join("") + (present.length > 12 ? `<span class="chip">+${present.length - 12} classes</span>` : "");
-  cards.push(`<section class="card" id="dim-histogram"><h2>Activation by class</h2><p class="note">Active images only (${S.site.images.count - inactive}); inactive on ${inactive}. Class entropy ${fmt(c.entropy[d])} nats.</p>` +
+  cards.push(`<section class="card" id="dim-histogram"><h2>Activation by class</h2><p class="note">Active images only (${S.site.images.count - inactive}); inactive on ${inactive}. Class entropy ${withUnit(c.entropy[d], "nats")}.</p>` +
     (inactive < S.site.images.count ? histogramChart(det.histogram) : "") + `<div class="chips">${legend}</div></section>`);
 
   const coRows = det.coactive.dims.map((e, k) => `<tr><td><a href="${dimHref(r, e)}">d${e}</a></td><td>${fmt(det.coactive.similarity[k])}</td><td>${dimGist(run, e)}</td>` +
     `<td><span class="strip">${run.table.preview[e].filter((i) => i >= 0).map((i) => thumb(i)).join("")}</span></td></tr>`).join("");
-  cards.push(`<section class="card" id="dim-coactive"><h2>Fires together with</h2><p class="note">Nearest dimensions by co-activation: cosine of the two dimensions' activations over the test images.</p>` +
-    (coRows ? `<table class="plain"><tr><th>dim</th><th>cosine</th><th>about</th><th>top images</th></tr>${coRows}</table>` : `<p class="note">none (never active)</p>`) + `</section>`);
+  cards.push(`<section class="card wide" id="dim-coactive"><h2>Fires together with</h2><p class="note">Nearest dimensions by co-activation: cosine of the two dimensions' activations over the test images.</p>` +
+    (coRows ? `<div class="table-fit"><table class="plain"><tr><th>dim</th><th>cosine</th><th>about</th><th>top images</th></tr>${coRows}</table></div>` : `<p class="note">none (never active)</p>`) + `</section>`);
 
   if (det.factor_scores) {
-    cards.push(`<section class="card" id="dim-factors"><h2>Ground-truth factors</h2><p class="note">Share of the variance of z (before the gate) each known factor explains (adjusted correlation ratio ε²); label: ${factorBadge(c.factor[d], c.factor_score[d])}</p>` +
+    cards.push(`<section class="card" id="dim-factors"><h2>Ground-truth factors</h2><p class="note">Share of the variance of z (before the gate) each known factor explains (adjusted correlation ratio ε², in %); label: ${factorBadge(c.factor[d], c.factor_score[d])}</p>` +
       barsChart(run.table.factor_names, det.factor_scores) + `</section>`);
   }
 
@@ -491,8 +494,8 @@ async function renderDimension(r, d, token) {
       <span class="pager"><a href="${dimHref(r, (d + n - 1) % n)}">← d${(d + n - 1) % n}</a><a href="${dimHref(r, (d + 1) % n)}">d${(d + 1) % n} →</a><a href="#/r/${r}">all dimensions</a></span></h1>
     <div class="facts">
       <span>${dimGist(run, d)}</span><span>active on ${pct(c.frequency[d], 1)} of test images</span>
-      <span>class entropy ${fmt(c.entropy[d])}</span><span>mean activation ${fmt(c.mean_activation[d], 3)}</span>
-      ${c.open_mean ? `<span>open rate ${fmt(c.open_mean[d])} [${fmt(c.open_lo[d])}, ${fmt(c.open_hi[d])}]</span>` : ""}
+      <span>class entropy ${withUnit(c.entropy[d], "nats")}</span><span>mean activation ${fmt(c.mean_activation[d], 3)}</span>
+      ${c.open_mean ? `<span>posterior open share ${pct(c.open_mean[d], 1)} [${pct(c.open_lo[d], 1)}, ${pct(c.open_hi[d], 1)}]</span>` : ""}
     </div>
     <div class="grid">${cards.join("")}</div>`;
 }
@@ -538,11 +541,12 @@ async function renderImage(r, i, token) {
 
   const strongest = [...Array(D).keys()].filter((d) => f[d] !== 0).sort((a, b) => Math.abs(f[b]) - Math.abs(f[a])).slice(0, 12);
   const q = shard.probs ? shard.probs.subarray(row * D, (row + 1) * D) : null;
-  cards.push(`<section class="card" id="image-strongest"><h2>Strongest dimensions</h2><p class="note">Largest gated activations of this image, with what each dimension is about.</p>` +
-    (strongest.length ? `<table class="plain"><tr><th>dim</th><th>activation</th>${q ? "<th>q(gate)</th>" : ""}<th>about</th><th>its top images</th></tr>` +
-      strongest.map((d) => `<tr><td><a href="${dimHref(r, d)}">d${d}</a></td><td>${fmt(f[d], 3)}</td>${q ? `<td>${fmt(q[d])}</td>` : ""}<td>${dimGist(run, d)}</td>` +
-        `<td><span class="strip">${run.table.preview[d].filter((j) => j >= 0).map((j) => thumb(j)).join("")}</span></td></tr>`).join("") + `</table>`
+  cards.push(`<section class="card wide" id="image-strongest"><h2>Strongest dimensions</h2><p class="note">Largest gated activations of this image, with what each dimension is about.</p>` +
+    (strongest.length ? `<div class="table-fit"><table class="plain"><tr><th>dim</th><th>activation</th>${q ? "<th>q(gate)</th>" : ""}<th>about</th><th>its top images</th></tr>` +
+      strongest.map((d) => `<tr><td><a href="${dimHref(r, d)}">d${d}</a></td><td>${fmt(f[d], 3)}</td>${q ? `<td>${fmt(q[d], 3)}</td>` : ""}<td>${dimGist(run, d)}</td>` +
+        `<td><span class="strip">${run.table.preview[d].filter((j) => j >= 0).map((j) => thumb(j)).join("")}</span></td></tr>`).join("") + `</table></div>`
       : `<p class="note">Every gated feature of this image is zero.</p>`) + `</section>`);
+  cards.splice(1, 0, cards.pop()); // beside the image, before its gates: the wide card leads
 
   const nn = [];
   for (let k = 0; k < shard.k; k++) {

@@ -225,7 +225,6 @@ def format_markdown(result: dict[str, Any]) -> str:
         markdown_table(["measure", "value"], [
             ["linear probe top-1 (h, %)", probe["top1"]],
             ["linear probe top-5 (h, %)", probe["top5"]],
-            ["linear probe L-BFGS iterations", probe.get("iterations")],
             ["online probe top-1 (h, %)", result["online_probe_top1"]],
             [f"k-NN top-1 (h, k={result['knn']['k']}, %)", result["metrics"]["h"]["knn_top1"]],
         ]),
@@ -245,8 +244,8 @@ def format_markdown(result: dict[str, Any]) -> str:
     if gates is not None:
         parts += ["## Gates (hard test-time gate)\n",
                   markdown_table(["measure", "value"], [
-                      ["share of gates open (open_rate, %)", glossary.shown_value("open_rate", gates["open_rate"])],
-                      ["mean q(gate = 1 | x) (mean_gate_prob, %)",
+                      ["hard-gate open share (open_rate, %)", glossary.shown_value("open_rate", gates["open_rate"])],
+                      ["mean q(gate = 1 | x) = mean posterior open share (mean_gate_prob, %)",
                        glossary.shown_value("mean_gate_prob", gates["mean_gate_prob"])],
                   ])]
     check = result["factor_check"]
@@ -257,7 +256,7 @@ def format_markdown(result: dict[str, Any]) -> str:
                  glossary.shown_value("share_kept_open", entry.get("share_kept_open"))]
                 for label, entry in check["by_label"].items()]
         parts += ["## Ground-truth factor check (what each dimension of z encodes)\n",
-                  markdown_table(["label", "dims", "mean open rate (%)", "share kept open (%)"], rows)]
+                  markdown_table(["label", "dims", "mean hard-gate open share (%)", "share kept open (%)"], rows)]
         if has_gate:
             parts.append("Background dimensions the gate closes: "
                          f"{glossary.percent(check['background_closed_share'])}; "

@@ -263,7 +263,8 @@ def summary_markdown(table, prior: dict[str, float] | None = None) -> str:
             cells.append(round(100.0 * prior[index], 2) if index in prior else None)
         rows.append(cells)
     intro = (f"# Gate posterior of `{table.attrs.get('run', '')}`\n\n" if table.attrs.get("run") else "") + (
-        "Per dimension: `open_rate[d]`, the share of test images whose gate d is open, and for a Beta-Bernoulli "
+        "Per dimension: `open_rate[d]`, the posterior open share of dimension d (the share of test images on "
+        "which a gate drawn from q is open), and for a Beta-Bernoulli "
         "prior `pi[d]`, the dimension's global open probability; posterior mean, sd and "
         f"{int(round(100 * HDI_PROB))} % HDI, all in %. {DIAGNOSTICS_NOTE} The CSV holds the same table as "
         "fractions (0-1), with the per-class rows.\n\n")
@@ -382,7 +383,7 @@ def best_worst_figure(features: Tensor, ranking: DimensionRanking, images: Tenso
             label = (f"{kind} {place}: d{d}\nSC {float(ranking.consistency[d]):.0f} %, "
                      f"active on {_percent(float(ranking.active_share[d]))}")
             if ranking.open_rate is not None:
-                label += f"\ngate open on {_percent(float(ranking.open_rate[d]))}"
+                label += f"\nhard gate open on {_percent(float(ranking.open_rate[d]))}"
             labels.append(label)
     title = (f"the {len(ranking.best)} most and {len(ranking.worst)} least class-specific dimensions of "
              f"{ranking.features}\nby semantic consistency (SC) among dimensions active on "
@@ -419,9 +420,9 @@ def draw_figures(test: dict[str, Tensor], posterior_draws: dict[str, Tensor], im
     shown = "every dimension" if len(selected) == d else (
         f"{len(selected)} of {d} dimensions, evenly spaced in the ranking by mean q(gate = 1 | x), "
         "most open at the top")
-    title = (f"gate-open rate on the test split: posterior mean, 50 % interval (thick) and "
+    title = (f"posterior open share on the test split: posterior mean, 50 % interval (thick) and "
              f"{int(round(100 * HDI_PROB))} % HDI (thin){', prior in grey' if prior_forest else ''}\n{shown}")
-    xlabel = "open_rate: share of test images whose gate is open (%)"
+    xlabel = "open_rate: posterior open share, the share of test images whose drawn gate is open (%)"
     if "pi" in posterior_draws:
         xlabel += "; pi: the dimension's global open probability (%)"
     figures["forest"] = plots.plot_forest(forest, [f"d{i}" for i in selected.tolist()], directory / FOREST_PNG,

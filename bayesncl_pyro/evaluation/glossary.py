@@ -17,8 +17,14 @@ TERMS = {
     "dead": "a dimension of z that is zero on every test image (its unit never fires); said of z only",
     "never active": "a dimension of gated z that is zero on every test image: dead in z, or its gate never "
                     "open, or never open where z fires",
-    "open": "a gate is open when the hard test-time gate is 1 (q(gate = 1 | x) above gate.threshold); "
-            "the share of gates open (open_rate) counts (image, dimension) pairs",
+    "open": "a gate is open when the hard test-time gate is 1 (q(gate = 1 | x) above gate.threshold)",
+    "hard-gate open share": "the share of test images on which a dimension's hard test-time gate is open; for a "
+                            "whole run (open_rate in eval.json) the share of open (image, dimension) pairs",
+    "posterior open share": "the share of test images on which a gate drawn from q is open (drawn gates), per "
+                            "dimension; bayesncl-inspect draws it (open_rate in gates.nc, also per class), pages "
+                            "show its posterior mean, which is the mean of q(gate = 1 | x) over the test images, and "
+                            "94 % HDI. A gate with q = 0.6 on every image has a posterior open share of 60 % and a "
+                            "hard-gate open share of 100 %",
     "never open": "a dimension whose gate is closed on every test image",
     "always open": "a dimension whose gate is open on every test image",
     "kept open": "a dimension whose gate is open on at least half of the test images (factor check)",
@@ -68,7 +74,7 @@ METRIC_UNITS = {
     "semantic_entropy_frequency": "nats",
     "sparsity": "%",
     "active_dims": "count",
-    "effective_rank": "nats",
+    "effective_rank": "nats, ln of the effective number of dims",
     "orthogonality": "mean |CᵀC − I|",
     "knn_top1": "%",
 }

@@ -1,19 +1,31 @@
-"""Markdown tables of numbers, as the evaluation and inspection pages show them."""
+"""Markdown tables of numbers, as the evaluation and inspection pages show them, and the one way
+the pages write a number in a table: every number of a table with the same decimals."""
 from __future__ import annotations
 
 import math
 from typing import Any
 
+DIGITS = 2
+"""Decimals of every float in a table (shares in %, nats, scores alike)."""
 
-def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
-    """A GitHub Markdown table; floats with four decimals (four significant digits below 1e-3),
-    None and nan as "–"."""
+
+def fixed_number(value: Any, digits: int = DIGITS) -> str:
+    """A table cell: a float with ``digits`` decimals (a non-zero one that would show as 0 in
+    scientific notation, ``3.1e-05``), an int as it is, None and nan as "–", anything else as text."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        if value != 0 and abs(value) < 0.5 * 10.0 ** -digits:
+            return f"{value:.1e}"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown_table(headers: list[str], rows: list[list[Any]], digits: int = DIGITS) -> str:
+    """A GitHub Markdown table; floats with ``digits`` decimals (:func:`fixed_number`), None and
+    nan as "–"."""
     def cell(value: Any) -> str:
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return "–"
-        if isinstance(value, float):
-            return f"{value:.4g}" if abs(value) < 1e-3 and value != 0 else f"{value:.4f}".rstrip("0").rstrip(".")
-        return str(value).replace("|", "\\|")
+        return fixed_number(value, digits).replace("|", "\\|")
 
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]

@@ -8,6 +8,9 @@ so that every figure says what it shows, which subset and how it was chosen.
 
 Sizes are chosen for the HTML report, which shows a figure at its natural size (110 dpi) up to the
 page width: text is at least 8 pt there, and no figure is wider than about 1,300 px.
+
+Nothing here chooses matplotlib's backend: a ``Figure`` drawn on its own Agg canvas needs none, so
+importing the project (in Jupyter, say) leaves the user's backend, inline figures included, as it was.
 """
 from __future__ import annotations
 
@@ -16,16 +19,12 @@ import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-matplotlib.use("Agg")
-
-import numpy as np  # noqa: E402
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
-
-from bayesncl_pyro.storage.atomic import atomic_write_bytes  # noqa: E402
+from bayesncl_pyro.storage.atomic import atomic_write_bytes
 
 DPI = 110
 HDI_PROB = 0.94
@@ -157,10 +156,9 @@ def plot_forest(draws: Mapping[str, np.ndarray], dim_labels: Sequence[str], path
 
 # ----------------------------------------------------------------------------- class heatmap
 
-def _fit_text(text: str, columns: int) -> str:
-    """``text`` cut to what fits over ``columns`` heatmap columns (about 1.6 characters each)."""
-    room = max(1, int(columns * 1.6))
-    return text if len(text) <= room else text[: max(1, room - 1)] + "…"
+def _fits_across(text: str, columns: int) -> bool:
+    """Whether ``text`` at 8 pt fits across ``columns`` heatmap columns (about 1.6 characters each)."""
+    return len(text) <= max(1, int(columns * 1.6))
 
 
 def class_heatmap_figure(matrix: np.ndarray, class_names: Sequence[str], dim_labels: Sequence[str],
@@ -172,7 +170,7 @@ def class_heatmap_figure(matrix: np.ndarray, class_names: Sequence[str], dim_lab
     matrix: [C, D] values (rows = classes, columns = dimensions in display order); dim_labels: D
     column labels; groups: [D] the group of each column (an index into ``class_names``: the class
     the dimension belongs to). Consecutive columns of one group are outlined in white and named
-    above the panel.
+    above the panel, in full: a name wider than its group stands upright.
     """
     matrix = np.asarray(matrix, dtype=float)
     groups = np.asarray(groups)
@@ -205,9 +203,12 @@ def class_heatmap_figure(matrix: np.ndarray, class_names: Sequence[str], dim_lab
         bounds = [start, *edges, stop]
         top = ax.secondary_xaxis("top")
         centres = [(a + b - 1) / 2 - start for a, b in zip(bounds[:-1], bounds[1:])]
-        names = [_fit_text(str(class_names[int(groups[a])]), b - a) for a, b in zip(bounds[:-1], bounds[1:])]
+        names = [str(class_names[int(groups[a])]) for a in bounds[:-1]]
         top.set_xticks(centres, names, fontsize=8)
         top.tick_params(length=0)
+        for label, a, b in zip(top.get_xticklabels(), bounds[:-1], bounds[1:]):
+            if not _fits_across(label.get_text(), b - a):  # a narrow group: its whole name, upright
+                label.set_rotation(90)
     fig.colorbar(image, ax=list(axes), fraction=0.025, pad=0.01, aspect=30).set_label(colorbar_label, fontsize=9)
     fig.suptitle(title, fontsize=10)
     return fig

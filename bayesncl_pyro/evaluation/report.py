@@ -34,6 +34,7 @@ from bayesncl_pyro.config.errors import CheckpointError, StorageError, shown
 from bayesncl_pyro.evaluation import gate_posterior, glossary, plots
 from bayesncl_pyro.evaluation.dimension_ranking import DIMS_FILE
 from bayesncl_pyro.evaluation.evaluate import FEATURE_SETS, metric_names, result_files
+from bayesncl_pyro.evaluation.markdown import fixed_number
 from bayesncl_pyro.evaluation.provenance import BROWSER_RECORD, Provenance, provenance
 from bayesncl_pyro.evaluation.run_summary import format_headline, headline, lookup
 from bayesncl_pyro.storage import run_directory
@@ -45,7 +46,7 @@ CURVES = {
     "loss": ("negative ELBO", "nats per row", 1.0),
     "infonce": ("InfoNCE", "nats per row", 1.0),
     "kl": ("λ-weighted KL, λ · mean of Σ_d KL", "nats per row", 1.0),
-    "open_rate": ("share of gates open (batch)", "%", 100.0),
+    "open_rate": ("hard-gate open share (training batch)", "%", 100.0),
     "probe_acc": ("online-probe accuracy (batch)", "%", 100.0),
     "test_probe_top1": ("online-probe top-1 (test)", "%", 1.0),
     "test_semantic_consistency": ("SC of gated z (test)", "%", 1.0),
@@ -54,7 +55,7 @@ CURVES = {
 from the logged value to that unit). The ``test_*`` ones are logged every ``train.eval_every``
 epochs."""
 FIGURES = {
-    "forest": (gate_posterior.FOREST_PNG, "Gate-open rate per dimension: posterior (and prior) mean and intervals"),
+    "forest": (gate_posterior.FOREST_PNG, "Posterior open share per dimension: posterior (and prior) mean and intervals"),
     "class_heatmap": (gate_posterior.HEATMAP_PNG, "Mean q(gate = 1 | x) per class and dimension"),
     "activation_frequency": (gate_posterior.FREQUENCY_PNG, "Activation frequency of each dimension of gated z"),
     "top_images": (gate_posterior.TOP_IMAGES_PNG, "Most activating test images of the largest dimensions"),
@@ -270,21 +271,23 @@ def _png_data_uri(path: Path) -> str:
 
 
 def _fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
+    """A measured number as every table of the page shows it (the same decimals everywhere)."""
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, float):
-        if value != 0 and abs(value) < 1e-3:
-            return f"{value:.3g}"
-        return f"{value:.4f}".rstrip("0").rstrip(".")
-    return html.escape(str(value))
+    return html.escape(fixed_number(value))
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    """An HTML table whose first column names the row."""
+def _setting(value: Any) -> str:
+    """A config value as it was written (``3e-05``, ``0.8``): settings are not measurements."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return "–" if value is None else html.escape(str(value))
+
+
+def _table(headers: list[str], rows: list[list[Any]], cell=_fmt) -> str:
+    """An HTML table whose first column names the row; ``cell`` writes the values."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = [f"<tr><th scope='row'>{html.escape(str(row[0]))}</th>" + "".join(f"<td>{_fmt(v)}</td>" for v in row[1:])
+    body = [f"<tr><th scope='row'>{html.escape(str(row[0]))}</th>" + "".join(f"<td>{cell(v)}</td>" for v in row[1:])
             + "</tr>" for row in rows]
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
@@ -307,7 +310,7 @@ def _runs_table(runs: list[RunArtifacts]) -> str:
         ["logged steps", *((r.metrics[-1].get("step") if r.metrics else None) for r in runs)],
         ["directory", *(str(r.path) for r in runs)],
     ]
-    return _table(["", *(r.label for r in runs)], rows)
+    return _table(["", *(r.label for r in runs)], rows, cell=_setting)
 
 
 def _curves_figure(runs: list[RunArtifacts]) -> str:
@@ -377,8 +380,10 @@ def _evaluation_section(runs: list[RunArtifacts], init: bool) -> str:
             ("linear probe top-1, background agrees (h, %)", "linear_top1_agrees"),
             ("linear probe top-1, background disagrees (h, %)", "linear_top1_disagrees"))
           if any(e.get("background_pairing") for e in results)),
-        ["share of gates open (open_rate, %)",
+        ["hard-gate open share (open_rate, %)",
          *(glossary.shown_value("open_rate", lookup(e, "gates", "open_rate")) for e in results)],
+        ["mean q(gate = 1 | x) = mean posterior open share (mean_gate_prob, %)",
+         *(glossary.shown_value("mean_gate_prob", lookup(e, "gates", "mean_gate_prob")) for e in results)],
         ["output dimensions (z)", *(c["dims"] for c in counts)],
         *([label, *(c[count] for c in counts)] for count, label in glossary.COUNT_LABELS.items()),
         *([label, *(glossary.shown_value(name, lookup(e, "factor_check", name)) for e in results)] for label, name in (
@@ -404,7 +409,7 @@ def _evaluation_section(runs: list[RunArtifacts], init: bool) -> str:
                      glossary.shown_value("share_kept_open", entry.get("share_kept_open"))]
                     for name, entry in check["by_label"].items()]
             parts.append(f"<div><h4>{html.escape(label)}</h4>"
-                         + _table(["label", "dims", "mean open rate (%)", "share kept open (%)"], rows) + "</div>")
+                         + _table(["label", "dims", "mean hard-gate open share (%)", "share kept open (%)"], rows) + "</div>")
         parts.append("</div>")
     return "".join(parts)
 

@@ -67,7 +67,7 @@ def headline(config: dict[str, Any], evaluation: dict[str, Any] | None, evaluati
         sc += f" (at initialisation {_number(init_sc)})"
     rows["semantic consistency of gated z (%)" if gates or evaluation is None else
          "semantic consistency of z, no gates (%)"] = sc
-    rows["share of gates open (test, %)"] = (_number(glossary.shown_value("open_rate", gates["open_rate"]))
+    rows["hard-gate open share (test, %)"] = (_number(glossary.shown_value("open_rate", gates["open_rate"]))
                                              if gates else "no gates")
     dims = e.get("output_dims") or lookup(config, "model", "proj_dim")
     counts = glossary.dimension_counts(dims, lookup(e, "metrics", "z", "active_dims"),

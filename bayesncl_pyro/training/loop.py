@@ -139,7 +139,8 @@ def _run(cfg: Config, ctx: DistributedContext, s: Session, resume: bool, progres
                         record = None
                     step += 1
                     bar.update(1)
-                    if record is not None and (step % t.log_every == 0 or step == s.total_steps):
+                    # the first and the last step always: a run shorter than log_every still draws a line
+                    if record is not None and (step % t.log_every == 0 or step in (1, s.total_steps)):
                         record = ctx.mean_record(record)
                         record.step, record.epoch = step, epoch
                         if log is not None:

@@ -32,7 +32,7 @@ def format_summary(summary: dict[str, float | None]) -> str:
     labels = {
         "final_loss": ("final loss (negative ELBO, nats per row)", 1.0, 4),
         "probe_top1": ("online-probe top-1 (h, test, %)", 1.0, 2),
-        "open_rate": ("share of gates open (test, %)", 100.0, 2),
+        "open_rate": ("hard-gate open share (test, %)", 100.0, 2),
         "semantic_consistency": ("semantic consistency of gated z (test, %)", 1.0, 2),
         "sparsity": ("sparsity of gated z (test, %)", 100.0, 2),
     }
