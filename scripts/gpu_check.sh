@@ -199,7 +199,7 @@ elif [[ ! -f "$RUN/summary.json" ]]; then
 else result "–"; fi
 
 # 8. the data feed (gather + pin + copy to the device) from the on-disk image store vs an in-memory tensor
-if [[ $DRY_RUN -eq 1 ]]; then FEED=(--device cpu --feed-images 64 --feed-size 32 --batch 16); FEED_CAP=60
+if [[ $DRY_RUN -eq 1 ]]; then FEED=(--device cpu --feed-images 64 --feed-size 32 --batch 16); FEED_CAP=90
 else FEED=(--device cuda --feed-images 4096 --feed-size 224 --batch 256); FEED_CAP=90; fi
 if run_step "data feed: store vs in-memory tensor" "$FEED_CAP" "$WORK/feed.log" \
     "$PYTHON" scripts/bench_store.py --parts feed --work "$WORK/feed" "${FEED[@]}"; then
