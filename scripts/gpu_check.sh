@@ -7,6 +7,7 @@
 #   6. a one-epoch ResNet-18 BayesNCL run on the CIFAR-10 JPEG copy (unpacked from the archive
 #      when its folder is missing)
 #   7. bayesncl-eval of that run (linear probe, SC)
+#   8. data feed: images/s from the on-disk image store vs from an in-memory tensor
 #
 # It prints one Markdown table (check | result | seconds | status) and writes it to --out, or to
 # $OUT/gpu_check.md when OUT is set. Every step has its own time limit, cut to what is left of
@@ -135,6 +136,10 @@ try:
         s = json.load(open(path))
         print(f"final loss {s['final_loss']:.3f}, {s['steps']} steps, train {s['train_seconds']:.0f} s, "
               f"gates open {100 * s['open_rate']:.1f} %")
+    elif kind == "feed":
+        r = json.loads(open(path).read().strip().splitlines()[-1])
+        print(f"store {r['store_images_per_second']:.0f} images/s, memory {r['memory_images_per_second']:.0f} "
+              f"images/s, ratio {r['ratio']:.2f} ({r['images']} images {r['size']}x{r['size']}, {r['device']})")
     elif kind == "eval":
         r = json.load(open(path))
         p = r["linear_probe"]
@@ -191,6 +196,14 @@ if [[ -f "$RUN/summary.json" ]] && run_step "bayesncl-eval of that run" "${CAPS[
   result "$(summary eval "$RUN/eval.json")"
 elif [[ ! -f "$RUN/summary.json" ]]; then
   NAMES+=("bayesncl-eval of that run"); TIMES+=(0); STATUSES+=("skipped: no trained run"); RESULTS+=("–"); FAILED=1
+else result "–"; fi
+
+# 8. the data feed (gather + pin + copy to the device) from the on-disk image store vs an in-memory tensor
+if [[ $DRY_RUN -eq 1 ]]; then FEED=(--device cpu --feed-images 64 --feed-size 32 --batch 16); FEED_CAP=90
+else FEED=(--device cuda --feed-images 4096 --feed-size 224 --batch 256); FEED_CAP=90; fi
+if run_step "data feed: store vs in-memory tensor" "$FEED_CAP" "$WORK/feed.log" \
+    "$PYTHON" scripts/bench_store.py --parts feed --work "$WORK/feed" "${FEED[@]}"; then
+  result "$(summary feed "$WORK/feed.log")"
 else result "–"; fi
 
 # ----------------------------------------------------------------------------- the table

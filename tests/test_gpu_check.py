@@ -16,6 +16,7 @@ from .conftest import ROOT
 ROWS = ("CUDA tests (pytest -m cuda)", "bench_step.py: Pyro / plain step time", "throughput fp32",
         "throughput bf16", "throughput bf16 + compile", "one-epoch BayesNCL run (CIFAR-10 JPEG copy)",
         "bayesncl-eval of that run")
+FEED_ROW = "data feed: store vs in-memory tensor"
 
 
 def tiny_archive(tmp_path):
@@ -53,6 +54,7 @@ def test_gpu_check_dry_run_prints_and_writes_a_row_per_step(tmp_path):
         assert cells[3] == "ok" and cells[1] not in ("", "–") and "unreadable" not in cells[1], rows[name]
     assert "images/s" in rows["throughput bf16 + compile"] and "ratio" in rows[ROWS[1]]
     assert "linear top-1" in rows[ROWS[6]] and "probe converged" in rows[ROWS[6]]
+    assert rows[FEED_ROW].split("|")[4].strip() == "ok" and "ratio" in rows[FEED_ROW]
 
 
 def test_gpu_check_names_an_unknown_option():

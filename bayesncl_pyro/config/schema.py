@@ -91,6 +91,15 @@ class DataConfig:
     download: bool = False
     skip_corrupt: bool = False
     cache_dir: str = ""
+    store: str = "auto"
+    """ImageFolder splits: ``memory`` (one uint8 tensor in each process), ``mmap`` (an on-disk store
+    read memory-mapped, shared by every process of the machine; data larger than memory) or
+    ``auto`` (``mmap`` when a split would take more than 2 GiB, or with ``store_size``, else
+    ``memory``). Other datasets are always held in memory."""
+    store_size: int = 0
+    """ImageFolder: the stored size S, apart from the training size: short side resized to S and
+    centre-cropped to S×S, so random resized crops to ``image_size`` take real pixels (e.g. 256 for
+    ``image_size=224``). 0 = store at ``image_size``, the whole image resized to a square."""
     scenes: ScenesConfig = field(default_factory=ScenesConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 

@@ -42,6 +42,9 @@ def validate(cfg: Config) -> Config:
     _require(d.image_size >= 8, "data.image_size", d.image_size, "an integer >= 8")
     _require(d.name != "scenes" or d.image_size >= 16, "data.image_size", d.image_size,
              "an integer >= 16 for data.name=scenes")
+    _require(d.store in ("auto", "memory", "mmap"), "data.store", d.store, "auto, memory, mmap")
+    _require(d.store_size == 0 or d.store_size >= d.image_size, "data.store_size", d.store_size,
+             f"0 (store at data.image_size) or an integer >= data.image_size={d.image_size}")
     _require(d.train_subset >= 0, "data.train_subset", d.train_subset, "an integer >= 0 (0 = the whole split)")
     s = d.scenes
     _require(s.num_train >= 2, "data.scenes.num_train", s.num_train, "an integer >= 2")

@@ -10,7 +10,11 @@ from bayesncl_pyro.config.choices import DATASETS
 from bayesncl_pyro.data.dataset import ImageDataset
 from bayesncl_pyro.data.scenes import scenes_splits
 from bayesncl_pyro.data.status import status
-from bayesncl_pyro.data.vision import NORMALIZATION, VISION_DATASETS
+from bayesncl_pyro.data.imagefolder_store import load_imagefolder_store
+from bayesncl_pyro.data.vision import NORMALIZATION, VISION_DATASETS, _list_imagefolder, load_imagefolder
+
+MEMORY_LIMIT_BYTES = 2 * 1024**3
+"""``data.store=auto``: a split larger than this (at its stored size) is read memory-mapped."""
 
 
 @functools.lru_cache(maxsize=4)
@@ -38,12 +42,32 @@ def _vision(name: str):
     def load(data_cfg, split: str) -> ImageDataset:
         root = str(Path(data_cfg.root).expanduser())
         if name == "imagefolder":
-            return loader(root, split, skip_corrupt=data_cfg.skip_corrupt, cache_dir=data_cfg.cache_dir or None,
-                          image_size=data_cfg.image_size)
+            return _imagefolder(data_cfg, root, split)
         return loader(root, split, download=data_cfg.download)
 
     load.__name__ = f"load_{name}"
     return load
+
+
+def _imagefolder(data_cfg, root: str, split: str) -> ImageDataset:
+    """``data.store`` decides: today's in-memory tensor (``memory``), or the on-disk store read
+    memory-mapped (``mmap``); ``auto`` maps the store with ``data.store_size`` or when the split
+    at its stored size would take more than :data:`MEMORY_LIMIT_BYTES`."""
+    cache_dir = data_cfg.cache_dir or None
+    size = data_cfg.store_size or data_cfg.image_size
+    geometry = "crop" if data_cfg.store_size else "square"
+    mode = data_cfg.store
+    if mode == "auto":
+        if data_cfg.store_size:
+            mode = "mmap"
+        else:
+            files, _, _ = _list_imagefolder(Path(root), split)
+            mode = "mmap" if len(files) * 3 * size * size > MEMORY_LIMIT_BYTES else "memory"
+    if mode == "memory" and not data_cfg.store_size:
+        return load_imagefolder(root, split, skip_corrupt=data_cfg.skip_corrupt, cache_dir=cache_dir,
+                                image_size=data_cfg.image_size)
+    return load_imagefolder_store(root, split, size, geometry, skip_corrupt=data_cfg.skip_corrupt,
+                                  cache_dir=cache_dir, in_memory=mode == "memory")
 
 
 for _name in VISION_DATASETS:

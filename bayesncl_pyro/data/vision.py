@@ -443,6 +443,16 @@ def _report_corrupt(split_dir: Path, corrupt: list[tuple[Path, str]], skip_corru
     warnings.warn(f"skipped {len(corrupt)} corrupt image file(s) in {split_dir}: {names}{more}", stacklevel=2)
 
 
+def _labels_match(cache: dict, split_dir: Path, files: list[Path], labels: list[int]) -> bool:
+    """Whether a cache's labels are the listing's (less its skipped files): the key covers the
+    file list, not the labels saved beside it."""
+    skipped = {split_dir / name for name in cache["skipped"]}
+    expected = torch.as_tensor([label for path, label in zip(files, labels) if path not in skipped],
+                               dtype=torch.int64)
+    stored = cache.get("labels")
+    return isinstance(stored, torch.Tensor) and stored.shape == expected.shape and bool((stored == expected).all())
+
+
 def load_imagefolder(
     root: str, split: str, skip_corrupt: bool = False, cache_dir: str | None = None,
     image_size: int | None = None,
@@ -477,6 +487,10 @@ def load_imagefolder(
             if cache is not None and cache["images"].shape[-2:] != (image_size, image_size):
                 cache = None
         if cache is None or (cache["skipped"] and not skip_corrupt):
+            continue
+        if not _labels_match(cache, split_dir, files, labels):
+            warnings.warn(f"the labels in the image cache {path} do not match the class folders of {split_dir}; "
+                          f"decoding again", stacklevel=2)
             continue
         skipped = [(split_dir / name, "skipped when cached") for name in cache["skipped"]]
         _report_corrupt(split_dir, skipped, skip_corrupt=True)

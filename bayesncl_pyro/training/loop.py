@@ -20,7 +20,7 @@ from bayesncl_pyro.storage import checkpoints, run_directory
 from bayesncl_pyro.storage.atomic import atomic_write_bytes, atomic_write_json, read_json
 from bayesncl_pyro.storage.metrics_log import METRICS_FILE, MetricsLog, read_metrics
 from bayesncl_pyro.storage.run_directory import LAST_CHECKPOINT, SUMMARY_FILE, RunLock
-from bayesncl_pyro.training.distributed import DistributedContext, rank_batches, setup_distributed
+from bayesncl_pyro.training.distributed import DistributedContext, setup_distributed
 from bayesncl_pyro.training.session import Session, build
 from bayesncl_pyro.training.signals import StopRequests, stop_requests
 from bayesncl_pyro.training.step import StepRecord, train_step
@@ -112,7 +112,6 @@ def _run(cfg: Config, ctx: DistributedContext, s: Session, resume: bool, progres
     bar = tqdm(total=s.total_steps, initial=step, disable=not (progress and ctx.is_main),
                desc=f"train {run.name} (SVI steps)", unit="step", dynamic_ncols=True)
     record: StepRecord | None = None
-    batch_size = cfg.data.batch_size
     bad_steps = 0
     s.net.train()
     started = time.perf_counter()
@@ -122,10 +121,9 @@ def _run(cfg: Config, ctx: DistributedContext, s: Session, resume: bool, progres
         with stop.deferred(), pyro.validation_enabled(False):
             while step < s.total_steps:
                 epoch, start = divmod(step, s.steps_per_epoch)
-                for index in rank_batches(len(s.train_set), batch_size, t.seed, epoch, start,
-                                          ctx.rank, ctx.world_size):
+                for images, labels in s.batches(epoch, start):
                     try:
-                        record = train_step(s, s.train_set.images[index], s.train_set.labels[index])
+                        record = train_step(s, images, labels)
                         bad_steps = 0
                     except NonFiniteStep as exc:
                         s.scheduler.step()  # the batch is spent; the schedule stays aligned with the step

@@ -21,8 +21,8 @@ from bayesncl_pyro.inference.bayesncl import BayesNCL
 from bayesncl_pyro.networks.classifier import online_classifier
 from bayesncl_pyro.storage import checkpoints
 from bayesncl_pyro.storage.run_directory import LAST_CHECKPOINT
-from bayesncl_pyro.training.batches import steps_per_epoch
-from bayesncl_pyro.training.distributed import DistributedContext, wrap_ddp
+from bayesncl_pyro.training.batches import Prefetcher, steps_per_epoch
+from bayesncl_pyro.training.distributed import DistributedContext, rank_batches, wrap_ddp
 from bayesncl_pyro.training.optimizers import param_groups
 from bayesncl_pyro.training.schedules import make_scheduler
 
@@ -63,6 +63,14 @@ class Session:
     @property
     def device(self) -> torch.device:
         return self.ctx.device
+
+    def batches(self, epoch: int, start: int = 0) -> Prefetcher:
+        """This rank's batches of ``epoch`` from batch ``start`` on, gathered ahead of the step by
+        a background thread (pinned for a CUDA device); the order is that of
+        :func:`~.distributed.rank_batches`, a function of (seed, epoch, rank) alone."""
+        indices = rank_batches(len(self.train_set), self.cfg.data.batch_size, self.cfg.train.seed, epoch, start,
+                               self.ctx.rank, self.ctx.world_size)
+        return Prefetcher(self.train_set.images, self.train_set.labels, indices, pin=self.device.type == "cuda")
 
     def modules(self) -> dict[str, nn.Module]:
         return {"net": self.net, "classifier": self.classifier}

@@ -1,0 +1,249 @@
+"""An ImageFolder split decoded into an on-disk :mod:`image store <.image_store>`, then read
+memory-mapped (or into memory when that is asked for).
+
+The decode never holds the split in memory: worker processes (one per core) each decode a chunk
+of files and write its rows straight into the store's pixel file; a chunk is marked done once it
+is on disk, so a killed decode continues with the chunks left. Progress shows images/s and the
+time left. Corrupt files are named as by :func:`~bayesncl_pyro.data.vision.load_imagefolder`
+(an error naming the first, or ``data.skip_corrupt=true`` to leave them out with a warning).
+
+Two geometries (recorded in the manifest; one store per geometry and size):
+
+* ``crop``: the short side is resized to ``S`` (bilinear, antialiased) and the centre ``S×S``
+  kept: the stored size of ``data.store_size``, from which training takes random resized crops
+  to ``data.image_size`` (real pixels, as in the standard ImageNet recipe; evaluation resizes
+  the ``S×S`` image to ``data.image_size``).
+* ``square``: the whole image resized to ``S×S`` (aspect not kept), what ``data.image_size``
+  alone does today: pixels equal to ``load_imagefolder(..., image_size=S)`` bit for bit.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+import warnings
+from contextlib import contextmanager
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.transforms.v2.functional import center_crop, resize
+from tqdm.auto import tqdm
+
+from bayesncl_pyro.config.errors import DataError
+from bayesncl_pyro.data.dataset import ImageDataset
+from bayesncl_pyro.data.image_store import (PIXELS, Listing, StoreWriter, create_store, open_store, read_manifest,
+                                            resume_store)
+from bayesncl_pyro.data.status import status
+from bayesncl_pyro.storage.atomic import make_directory
+from bayesncl_pyro.data import vision
+from bayesncl_pyro.data.vision import (CACHE_FOLDER, TORCHVISION_IO_DEPRECATION, _check_split,
+                                       _error_text, _list_imagefolder, _report_corrupt, _to_size, _user_cache_dir)
+
+GEOMETRIES = ("crop", "square")
+CHUNK = 512
+"""Images per chunk: the unit of parallel work and of resuming."""
+
+
+def fit(image: torch.Tensor, geometry: str, size: int) -> torch.Tensor:
+    """uint8 [3, H, W] -> [3, size, size] in the store's geometry (see the module docstring)."""
+    if geometry == "square":
+        return _to_size(image, size)
+    if min(image.shape[-2:]) != size:
+        image = resize(image, [size], antialias=True)
+    return center_crop(image, [size, size]) if image.shape[-2:] != (size, size) else image
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore", TORCHVISION_IO_DEPRECATION, DeprecationWarning)
+
+
+def decode_chunk(pixels: str, shape: tuple[int, ...], rows: range, paths: list[str], geometry: str
+                 ) -> list[tuple[int, str]]:
+    """Decode ``paths`` into ``rows`` of the pixel file; returns the corrupt ones (row, error).
+    Rows of corrupt files stay zero. Runs in a worker process (or in the caller's)."""
+    images = np.memmap(pixels, dtype=np.uint8, mode="r+", shape=tuple(shape))
+    corrupt = []
+    size = shape[-1]
+    for row, path in zip(rows, paths):
+        try:
+            image = fit(vision._decode_file(Path(path)), geometry, size)
+        except Exception as error:
+            corrupt.append((row, _error_text(error)))
+            continue
+        images[row] = image.numpy()
+    images.flush()
+    del images
+    return corrupt
+
+
+def _context():
+    """Fork where there is fork (as torch's DataLoader does: no re-import of the caller's main
+    module, so scripts without a ``__main__`` guard and notebooks work), else spawn."""
+    return get_context("fork") if sys.platform.startswith("linux") else get_context("spawn")
+
+
+def workers() -> int:
+    """Every core this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _decode(writer: StoreWriter, paths: list[str], split_dir: Path, processes: int) -> list[tuple[int, str]]:
+    """Decode every chunk without a marker; returns the corrupt files of all chunks (row, error)."""
+    done = writer.done_chunks()
+    pending = [c for c in range(writer.num_chunks) if c not in done]
+    pixels, shape, geometry = str(writer.folder / PIXELS), writer.shape, writer.manifest["geometry"]
+    finished = sum(len(writer.chunk_rows(c)) for c in done)
+    corrupt = [tuple(item) for items in done.values() for item in items]
+    if finished:
+        status(f"resuming the decode of {split_dir}: {finished} of {shape[0]} images are in {writer.folder}")
+    bar = tqdm(total=shape[0], initial=finished, desc=f"decoding {split_dir.name}", unit="img",
+               dynamic_ncols=True, disable=None, smoothing=0.1)
+
+    def job(chunk: int) -> tuple:
+        rows = writer.chunk_rows(chunk)
+        return pixels, shape, rows, paths[rows.start:rows.stop], geometry
+
+    try:
+        if processes <= 1 or len(pending) <= 1:
+            with warnings.catch_warnings():
+                _init_worker_warnings()
+                for chunk in pending:
+                    found = decode_chunk(*job(chunk))
+                    writer.mark_done(chunk, found)
+                    corrupt += found
+                    bar.update(len(writer.chunk_rows(chunk)))
+        else:
+            with ProcessPoolExecutor(min(processes, len(pending)), mp_context=_context(),
+                                     initializer=_init_worker) as pool:
+                running = {}
+                queue = list(reversed(pending))
+                try:
+                    while queue or running:
+                        while queue and len(running) < 2 * processes:  # a bounded queue of submitted chunks
+                            chunk = queue.pop()
+                            running[pool.submit(decode_chunk, *job(chunk))] = chunk
+                        finished_now, _ = wait(running, return_when=FIRST_COMPLETED)
+                        for future in finished_now:
+                            chunk = running.pop(future)
+                            found = future.result()
+                            writer.mark_done(chunk, found)
+                            corrupt += found
+                            bar.update(len(writer.chunk_rows(chunk)))
+                except BaseException:
+                    for future in running:
+                        future.cancel()
+                    raise
+    finally:
+        bar.close()
+    return sorted(corrupt)
+
+
+def _init_worker_warnings() -> None:
+    warnings.filterwarnings("ignore", TORCHVISION_IO_DEPRECATION, DeprecationWarning)
+
+
+def store_folder(root: Path, split: str, geometry: str, size: int, cache_dir: str | None) -> Path:
+    """Where the store of a split lives: ``root/.bayesncl-cache/<split>-<geometry><size>.store``,
+    or under the user cache (``cache_dir`` or ``~/.cache/bayesncl_pyro``) when ``cache_dir`` is
+    given or ``root`` cannot be written."""
+    name = f"{split}-{geometry}{size}.store"
+    if cache_dir is None:
+        beside = root / CACHE_FOLDER
+        if os.access(beside if beside.is_dir() else root, os.W_OK):
+            return beside / name
+    return _user_cache_dir(root, cache_dir) / name
+
+
+def listing_of(split_dir: Path, files: list[Path], labels: list[int], classes: list[str]) -> Listing:
+    stats = [path.stat() if path.exists() else None for path in files]
+    return Listing([str(path.relative_to(split_dir)) for path in files],
+                   [s.st_size if s else -1 for s in stats], [s.st_mtime_ns if s else -1 for s in stats],
+                   list(labels), list(classes))
+
+
+def load_imagefolder_store(root: str, split: str, size: int, geometry: str = "crop", skip_corrupt: bool = False,
+                           cache_dir: str | None = None, in_memory: bool = False, processes: int | None = None,
+                           chunk: int = CHUNK) -> ImageDataset:
+    """A ``root/<split>/<class>/<image>`` tree as an ImageDataset whose images are the store's
+    memory-mapped pixels (uint8 [N, 3, size, size]), decoding into the store first when it is
+    missing, unfinished (it resumes) or of another listing (the tree changed).
+
+    ``geometry`` is ``crop`` or ``square`` (module docstring); ``in_memory`` reads the store into
+    memory instead of mapping it; ``processes`` decode in parallel (default: every core).
+    """
+    _check_split(split)
+    if geometry not in GEOMETRIES:
+        raise DataError(f"geometry={geometry!r} is not known; allowed: {', '.join(GEOMETRIES)}")
+    root_path = Path(root).expanduser()
+    split_dir = root_path / split
+    files, labels, classes = _list_imagefolder(root_path, split)
+    listing = listing_of(split_dir, files, labels, classes)
+    key = listing.key(geometry, size)
+    folder = store_folder(root_path, split, geometry, size, cache_dir)
+    with _decode_lock(folder):
+        opened = _open(folder, key, listing, split_dir, skip_corrupt, in_memory)
+        if opened is not None:
+            return opened
+        return _decode_and_open(folder, key, listing, files, split_dir, geometry, size, skip_corrupt, in_memory,
+                                processes, chunk)
+
+
+@contextmanager
+def _decode_lock(folder: Path):
+    """An exclusive lock on ``<folder>.lock`` while a process checks and decodes the store: the
+    ranks of a ``torchrun`` job (on one machine, or on a shared file system that supports
+    ``flock``) start together; one decodes, the others wait and then read what it wrote."""
+    make_directory(folder.parent)
+    with open(folder.with_name(folder.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _decode_and_open(folder: Path, key: str, listing: Listing, files: list[Path], split_dir: Path, geometry: str,
+                     size: int, skip_corrupt: bool, in_memory: bool, processes: int | None,
+                     chunk: int) -> ImageDataset:
+    writer = resume_store(folder, key)
+    if writer is None:
+        manifest = read_manifest(folder)
+        why = "" if manifest is None else " (the tree changed since it was decoded)" \
+            if manifest.get("key") != key else ""
+        status(f"decoding {len(files)} images of {split_dir} into {folder}{why}, {size}x{size} ({geometry})")
+        writer = create_store(folder, listing, geometry, size, chunk)
+    with warnings.catch_warnings():
+        _init_worker_warnings()
+        corrupt = _decode(writer, [str(path) for path in files], split_dir, processes or workers())
+    named = [(files[row], error) for row, error in corrupt]
+    _report_corrupt(split_dir, named, skip_corrupt)
+    keep = np.ones(len(files), dtype=bool)
+    keep[[row for row, _ in corrupt]] = False
+    writer.finish(np.asarray(listing.labels, dtype=np.int64), [listing.files[row] for row, _ in corrupt], keep)
+    opened = _open(folder, key, listing, split_dir, True, in_memory)
+    if opened is None:
+        raise DataError(f"the store {folder} could not be read back after decoding; delete it and run again")
+    return opened
+
+
+def _open(folder: Path, key: str, listing: Listing, split_dir: Path, skip_corrupt: bool,
+          in_memory: bool) -> ImageDataset | None:
+    manifest = read_manifest(folder)
+    if manifest is None or manifest.get("key") != key or not manifest.get("complete"):
+        return None
+    skipped = set(manifest.get("skipped", []))
+    if skipped and not skip_corrupt:  # the files left out when it was decoded are still there, still corrupt
+        _report_corrupt(split_dir, [(split_dir / name, "not decodable when the store was written")
+                                    for name in manifest["skipped"]], False)
+    expected = np.asarray([label for name, label in zip(listing.files, listing.labels) if name not in skipped],
+                          dtype=np.int64)
+    store = open_store(folder, key, expected, in_memory)
+    if store is None:
+        return None
+    if store.skipped:
+        _report_corrupt(split_dir, [(split_dir / name, "skipped when decoded") for name in store.skipped], True)
+    return ImageDataset(store.images, store.labels, store.classes)
