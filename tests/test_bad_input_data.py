@@ -234,3 +234,137 @@ def test_a_large_jpeg_is_decoded_at_a_reduced_scale_close_to_the_full_decode(tmp
     assert small.shape == (3, 32, 32) and small.dtype == torch.uint8
     assert (small.int() - reference.int()).abs().float().mean() < 2.0
     assert (small.int() - reference.int()).abs().max() <= 8
+
+
+# --- as many classes as images: the probe, the metrics, the gate posterior ------------------------
+
+from bayesncl_pyro.evaluation import gate_posterior, linear_probe, metrics  # noqa: E402
+from bayesncl_pyro.evaluation.linear_probe import (  # noqa: E402
+    WEIGHT_DECAYS, fit_linear_probe, objective_and_gradient, probe_objective, select_linear_probe, topk_accuracy)
+
+
+def one_image_per_class(classes: int, dims: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(classes, dims, generator=g, dtype=torch.float64), torch.arange(classes)
+
+
+def test_the_chunked_probe_objective_and_gradient_match_the_dense_form(monkeypatch):
+    x, labels = one_image_per_class(37, 6)
+    g = torch.Generator().manual_seed(1)
+    weight = torch.randn(37, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(37, generator=g, dtype=torch.float64, requires_grad=True)
+    dense = probe_objective(weight, bias, x, labels, 0.03)
+    dense_w, dense_b = torch.autograd.grad(dense, [weight, bias])
+    dense = dense.detach()
+    monkeypatch.setattr(linear_probe, "LOGIT_CHUNK_ENTRIES", 37 * 5)  # chunks of 5 rows, the last of 2
+    loss, grad_w, grad_b = objective_and_gradient(weight, bias, x, labels, 0.03)
+    assert float(loss) == pytest.approx(dense.item(), rel=1e-12)
+    torch.testing.assert_close(grad_w, dense_w, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(grad_b, dense_b, rtol=1e-12, atol=1e-15)
+
+
+def test_the_chunked_test_scores_match_the_dense_logits(monkeypatch):
+    h, labels = one_image_per_class(50, 5, seed=2)
+    probe = fit_linear_probe(h, labels, 50, max_iter=20)
+    test = h + 0.3 * torch.randn(50, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    logits = probe.logits(test)
+    monkeypatch.setattr(linear_probe, "LOGIT_CHUNK_ENTRIES", 50 * 7)
+    top1, top5, predictions = probe.scores(test, labels, 5)
+    assert top1 == pytest.approx(topk_accuracy(logits, labels, 1), abs=1e-9)
+    assert top5 == pytest.approx(topk_accuracy(logits, labels, 5), abs=1e-9)
+    assert predictions.tolist() == logits.argmax(1).tolist()
+
+
+def test_one_image_per_class_fits_the_largest_decay_once_without_the_grid():
+    """Without a validation split nothing can choose a decay: the grid's six fits were thrown away
+    (the largest decay was taken anyway), so only the refit runs, to the same optimum as a
+    direct fit with that decay."""
+    h, labels = one_image_per_class(30, 8, seed=4)
+    selection = select_linear_probe(h, labels, 30)
+    assert selection.validation == [] and selection.num_validation == 0
+    assert selection.probe.weight_decay == max(WEIGHT_DECAYS) and selection.probe.converged
+    direct = fit_linear_probe(h, labels, 30, weight_decay=max(WEIGHT_DECAYS))
+    torch.testing.assert_close(selection.probe.weight, direct.weight, rtol=0, atol=1e-5)
+
+
+def brute_force_counts(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """[C, D] active counts, one class and one dimension at a time."""
+    f = torch.nn.functional.normalize(features.double(), dim=1)
+    classes = labels.unique()
+    return torch.tensor([[float(((f[labels == c, d].abs() > metrics.ACTIVITY_THRESHOLD)).sum())
+                          for d in range(f.shape[1])] for c in classes], dtype=torch.float64)
+
+
+def test_class_metrics_at_one_image_per_class_match_a_brute_force_count():
+    g = torch.Generator().manual_seed(5)
+    features = torch.rand(300, 12, generator=g) * (torch.rand(300, 12, generator=g) > 0.6)
+    labels = torch.arange(300)
+    counts = brute_force_counts(features, labels)
+    support = counts.sum(0)
+    kept = support > 0
+    expected_sc = float((counts.max(0).values[kept] / support[kept]).mean() * 100)
+    assert metrics.semantic_consistency(features, labels) == pytest.approx(expected_sc, rel=1e-12)
+    p = counts[:, kept] / support[kept]
+    expected_entropy = float(-(torch.special.xlogy(p, p)).sum(0).mean())  # log(support) per dimension
+    assert metrics.semantic_entropy_frequency(features, labels) == pytest.approx(expected_entropy, rel=1e-12)
+
+
+def test_class_open_rate_keeps_fewer_draws_when_classes_times_dims_is_large(monkeypatch):
+    g = torch.Generator().manual_seed(6)
+    probs, labels = torch.rand(60, 4, generator=g), torch.arange(60) % 30
+    rates, full = gate_posterior.open_rate_draws(probs, labels, 30, draws=10, chains=2, seed=3)
+    assert full.shape == (2, 10, 30, 4)
+    monkeypatch.setattr(gate_posterior, "CLASS_DRAW_ENTRIES", 2 * 30 * 4 * 3 + 5)  # room for 3 draws a chain
+    assert gate_posterior.class_draws(10, 2, 30, 4) == 3
+    same_rates, kept = gate_posterior.open_rate_draws(probs, labels, 30, draws=10, chains=2, seed=3)
+    torch.testing.assert_close(same_rates, rates)
+    assert kept.shape == (2, 3, 30, 4)
+    torch.testing.assert_close(kept, full[:, :3])  # the first draws of each chain, unchanged
+    idata = gate_posterior.gate_inference_data(rates, kept, probs, labels, [f"c{i}" for i in range(30)])
+    assert "class_open_rate" not in idata.posterior and "open_rate" in idata.posterior
+    assert idata.class_posterior["class_open_rate"].shape == (2, 3, 30, 4)
+    assert "first 3 of the 10 draws" in idata.class_posterior.attrs["draws"]
+    from bayesncl_pyro.browser.posterior_source import read_draws
+
+    draws = read_draws(idata)
+    assert draws is not None and draws.fits(None, 4, 30, 60)  # the browser still finds it
+
+
+def test_class_means_and_the_heatmap_classes_match_a_brute_force_reference():
+    g = torch.Generator().manual_seed(7)
+    values, labels = torch.rand(200, 6, generator=g), torch.randint(0, 90, (200,), generator=g)
+    means = gate_posterior.class_mean_rows(values, labels, 92)  # classes 90, 91 have no image
+    for c in range(92):
+        rows = values[labels == c].double()
+        if len(rows):
+            torch.testing.assert_close(means[c], rows.mean(0), rtol=1e-12, atol=1e-12)
+        else:
+            assert torch.isnan(means[c]).all()
+    filled = means.nan_to_num(0.0)
+    shown = gate_posterior.heatmap_classes(filled, 4)
+    owners = filled.argmax(0).tolist()
+    ranked = sorted(range(92), key=lambda c: (-owners.count(c), -float(filled[c].mean()), c))
+    assert shown.tolist() == sorted(ranked[:4])
+    assert gate_posterior.heatmap_classes(filled, 92).tolist() == list(range(92))
+
+
+def test_the_class_heatmap_of_many_classes_shows_a_capped_number_of_rows_and_says_so(tmp_path, monkeypatch):
+    classes = 120
+    g = torch.Generator().manual_seed(8)
+    probs = torch.rand(classes, 16, generator=g)
+    test = {"gate_probs": probs, "gate": (probs > 0.5).float(), "z": probs, "gated": probs * (probs > 0.5),
+            "labels": torch.arange(classes)}
+    seen = {}
+
+    def heatmap(matrix, class_names, dim_labels, groups, path, title, colorbar_label):
+        seen.update(rows=matrix.shape[0], names=list(class_names), title=title, groups=groups)
+        return Path(path)
+
+    monkeypatch.setattr(gate_posterior.plots, "plot_class_heatmap", heatmap)
+    gate_posterior.draw_figures(test, {"open_rate": torch.rand(1, 5, 16)},
+                                torch.zeros(classes, 3, 4, 4, dtype=torch.uint8),
+                                [f"c{i}" for i in range(classes)], tmp_path, 2, 2)
+    cap = gate_posterior.HEATMAP_MAX_CLASSES
+    assert seen["rows"] == cap and len(seen["names"]) == cap
+    assert f"the {cap} of {classes} classes" in seen["title"]
+    assert max(seen["groups"]) < cap  # every group is a row that is shown
