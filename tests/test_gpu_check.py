@@ -1,8 +1,11 @@
 """scripts/gpu_check.sh --cpu-dry-run: every step of the GPU check runs on CPU at tiny sizes,
-including unpacking the CIFAR-10 archive (a tiny archive of the same layout here), and the table
-it prints and writes has a row per step, each passed."""
+including unpacking the CIFAR-10 archive (an archive of the same layout here, with more images
+per class than the dry run trains on), and the table it prints and writes has a row per step,
+each passed. Whatever the data root holds, the dry run trains on 8 images per class (4 per test
+class) for at most 4 steps."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,16 +22,21 @@ ROWS = ("CUDA tests (pytest -m cuda)", "bench_step.py: Pyro / plain step time", 
 FEED_ROW = "data feed: store vs in-memory tensor"
 
 
+TRAIN_PER_CLASS, TEST_PER_CLASS = 300, 30
+"""Images per class in the test's archive: more than the dry run's cut (8 and 4)."""
+
+
 def tiny_archive(tmp_path):
     """An ImageFolder archive laid out like cifar10-jpeg.tar.gz: train/<class>/*.jpg, test/<class>/*.jpg."""
     rng = np.random.default_rng(0)
     tree = tmp_path / "tree"
-    for split, count in (("train", 6), ("test", 3)):
+    for split, count in (("train", TRAIN_PER_CLASS), ("test", TEST_PER_CLASS)):
         for c in range(10):
             folder = tree / split / f"class{c}"
             folder.mkdir(parents=True)
             for i in range(count):
-                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i:04d}.jpg")
+                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i:04d}.jpg",
+                                                                                       quality=50)
     archive = tmp_path / "tiny.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         for split in ("train", "test"):
@@ -42,9 +50,16 @@ def test_gpu_check_dry_run_prints_and_writes_a_row_per_step(tmp_path):
     env.pop("OUT", None)
     done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--cpu-dry-run", "--archive", str(archive),
                            "--data-root", str(data), "--work", str(tmp_path / "work"), "--out", str(table)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert (data / "train" / "class0").is_dir()  # unpacked from the archive
+    assert len(list((data / "train" / "class0").iterdir())) == TRAIN_PER_CLASS  # unpacked from the archive
+    cut = tmp_path / "work" / "dry_run_data"  # the dry run's data: the first files of each class, linked
+    assert sorted(p.name for p in (cut / "train" / "class3").iterdir()) == [f"{i:04d}.jpg" for i in range(8)]
+    assert len(list((cut / "test" / "class9").iterdir())) == 4
+    run = tmp_path / "work" / "cifar10_one_epoch"
+    assert json.loads((run / "summary.json").read_text())["steps"] == 4
+    evaluated = json.loads((run / "eval.json").read_text())
+    assert (evaluated["num_train"], evaluated["num_test"]) == (80, 40)
     written = table.read_text()
     assert written.strip() in done.stdout
     rows = {line.split(" | ")[0].lstrip("| "): line for line in written.splitlines() if line.startswith("| ")}

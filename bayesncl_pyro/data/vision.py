@@ -26,13 +26,12 @@ from typing import Callable
 import numpy as np
 import torch
 import torchvision
-from PIL import Image
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2.functional import resize
 from tqdm.auto import tqdm
 
 from bayesncl_pyro.config.errors import DataError
 from bayesncl_pyro.data.dataset import ImageDataset
+from bayesncl_pyro.data.image_input import decode_image_file
 from bayesncl_pyro.data.status import status
 from bayesncl_pyro.storage.atomic import atomic_torch_save
 
@@ -320,20 +319,9 @@ def _write_cache(paths: list[Path], cache: dict) -> Path | None:
 
 
 def _decode_file(path: Path) -> torch.Tensor:
-    """One image file -> uint8 [3, H, W]; grey and RGBA become RGB.
-
-    ``decode_image`` handles JPEG, PNG, WebP and GIF and releases the GIL; PIL reads the other
-    ImageFolder formats (BMP, PPM, TIFF, ...) and is the second opinion before a file is
-    called corrupt.
-    """
-    data = path.read_bytes()
-    try:
-        encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        return decode_image(encoded, mode=ImageReadMode.RGB)
-    except RuntimeError:
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert("RGB"))
-        return torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous()
+    """One image file -> uint8 [3, H, W] RGB: :func:`~bayesncl_pyro.data.image_input.decode_image_file`
+    (16-bit scaled to 8, the pixel limit checked before decoding)."""
+    return decode_image_file(path)
 
 
 def _to_size(image: torch.Tensor, size: int | None) -> torch.Tensor:

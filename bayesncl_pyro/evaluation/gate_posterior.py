@@ -15,6 +15,12 @@ Groups and variables (dims in brackets), in ArviZ's schema:
   (on ``scenes``: background, color, x, y, scale, rotation), with the names of categorical codes
   as coordinates ``<factor>_name`` over ``<factor>_code``.
 
+Draws of ``class_open_rate`` hold chains x draws x C x D numbers; when that is more than
+:data:`CLASS_DRAW_ENTRIES` (many classes), only the first ``CLASS_DRAW_ENTRIES // (chains x C x D)``
+draws of each chain (at least one) keep it, and it moves to a group of its own with that shorter
+``draw`` coordinate, ``class_posterior`` (``class_prior`` for the prior's), whose attributes say so:
+10,000 classes of 128 dimensions would otherwise take 2 GB per group.
+
 and one group that ArviZ's schema does not define (an extension, said so in its attributes):
 
 - ``local_posterior``: ``gate_prob`` [image, dim] = q(gate = 1 | x), the parameter of each test
@@ -61,6 +67,12 @@ TOP_IMAGES_PNG = "gates_top_images.png"
 BEST_WORST_PNG = "dims_best_worst.png"
 HDI_PROB = 0.94
 FOREST_DIMS = 20
+CLASS_DRAW_ENTRIES = 2**25
+"""At most this many numbers (128 MiB in float32) of ``class_open_rate`` draws per group."""
+HEATMAP_MAX_CLASSES = 40
+"""The class heatmap shows at most this many classes (rows), named in its title when it leaves some out."""
+CLASS_GROUPS = {"posterior": "class_posterior", "prior": "class_prior"}
+"""Where ``class_open_rate`` goes when it keeps fewer draws than the other variables."""
 LOCAL_POSTERIOR = "local_posterior"
 """The extension group of per-image q(gate = 1 | x)."""
 DIAGNOSTICS_NOTE = ("The draws are independent draws from the variational posterior (chains only split them "
@@ -80,14 +92,22 @@ def _open_rates(gates: Tensor, labels: Tensor, class_sizes: Tensor) -> tuple[Ten
     return gates.mean(dim=0), sums / class_sizes[:, None]
 
 
+def class_draws(draws: int, chains: int, num_classes: int, dims: int) -> int:
+    """How many draws per chain keep ``class_open_rate``: all of them, or as many as fit
+    :data:`CLASS_DRAW_ENTRIES` (at least one)."""
+    per_draw = chains * num_classes * dims
+    return draws if draws * per_draw <= CLASS_DRAW_ENTRIES else max(1, CLASS_DRAW_ENTRIES // per_draw)
+
+
 def open_rate_draws(gate_probs: Tensor, labels: Tensor, num_classes: int, draws: int, chains: int,
                     seed: int = 0, progress: bool = False) -> tuple[Tensor, Tensor]:
     """Draws of the open rate per dimension and per (class, dimension).
 
     gate_probs: [N, D] q(gate = 1 | x); labels: [N] in 0..C-1. Each of the chains × draws draws
     samples m ~ Bernoulli(gate_probs) for all N images independently and averages over images
-    (over the images of each class). Returns ([chains, draws, D], [chains, draws, C, D]) on
-    gate_probs' device; a class without images gets nan.
+    (over the images of each class). Returns ([chains, draws, D], [chains, K, C, D]) on
+    gate_probs' device, K = :func:`class_draws` (the first K draws of each chain; K = draws
+    unless C x D is large); a class without images gets nan.
     """
     probs = gate_probs.float()
     device = probs.device
@@ -95,12 +115,16 @@ def open_rate_draws(gate_probs: Tensor, labels: Tensor, num_classes: int, draws:
     labels = labels.to(device)
     class_sizes = torch.bincount(labels, minlength=num_classes).to(probs.dtype)
     n, d = probs.shape
+    kept = class_draws(draws, chains, num_classes, d)
     rates = torch.empty(chains * draws, d, device=device)
-    class_rates = torch.empty(chains * draws, num_classes, d, device=device)
+    class_rates = torch.empty(chains * kept, num_classes, d, device=device)
     for i in tqdm(range(chains * draws), disable=not progress, desc="posterior draws of the open rate",
                   unit="draw", leave=False):
-        rates[i], class_rates[i] = _open_rates(torch.bernoulli(probs, generator=generator), labels, class_sizes)
-    return rates.reshape(chains, draws, d), class_rates.reshape(chains, draws, num_classes, d)
+        chain, draw = divmod(i, draws)
+        rates[i], per_class = _open_rates(torch.bernoulli(probs, generator=generator), labels, class_sizes)
+        if draw < kept:
+            class_rates[chain * kept + draw] = per_class
+    return rates.reshape(chains, draws, d), class_rates.reshape(chains, kept, num_classes, d)
 
 
 def _no_likelihood(rows: Tensor) -> Tensor:
@@ -115,15 +139,17 @@ def prior_draws(model: Any, labels: Tensor, num_classes: int, dims: int, draws: 
 
     Each draw traces the model once (on CPU, with a zero contrastive term): its ``gate`` site
     [N, D] gives the open gates (a gate is open when it is non-zero, as for the posterior), hence
-    ``open_rate`` [chains, draws, D] and ``class_open_rate`` [chains, draws, C, D]; a latent site of
-    shape [D] (the Beta-Bernoulli prior's per-dimension rate) gives ``pi`` [chains, draws, D].
-    The global random state is left as it was.
+    ``open_rate`` [chains, draws, D] and ``class_open_rate`` [chains, K, C, D] (K =
+    :func:`class_draws`: the first K draws of each chain); a latent site of shape [D] (the
+    Beta-Bernoulli prior's per-dimension rate) gives ``pi`` [chains, draws, D]. The global random
+    state is left as it was.
     """
     labels = labels.cpu()
     class_sizes = torch.bincount(labels, minlength=num_classes).float()
     z = torch.zeros(labels.numel(), dims)
     total = chains * draws
-    rates, class_rates = torch.empty(total, dims), torch.empty(total, num_classes, dims)
+    kept = class_draws(draws, chains, num_classes, dims)
+    rates, class_rates = torch.empty(total, dims), torch.empty(chains * kept, num_classes, dims)
     global_rates: list[Tensor] = []
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
@@ -131,12 +157,15 @@ def prior_draws(model: Any, labels: Tensor, num_classes: int, dims: int, draws: 
                       leave=False):
             trace = poutine.trace(model).get_trace(z, None, _no_likelihood)
             gates = (trace.nodes["gate"]["value"] != 0).float()
-            rates[i], class_rates[i] = _open_rates(gates, labels, class_sizes)
+            chain, draw = divmod(i, draws)
+            rates[i], per_class = _open_rates(gates, labels, class_sizes)
+            if draw < kept:
+                class_rates[chain * kept + draw] = per_class
             global_rates += [site["value"].float() for name, site in trace.nodes.items()
                              if site["type"] == "sample" and name != "gate" and not site["is_observed"]
                              and not site_is_subsample(site) and tuple(site["value"].shape) == (dims,)][:1]
     result = {"open_rate": rates.reshape(chains, draws, dims),
-              "class_open_rate": class_rates.reshape(chains, draws, num_classes, dims)}
+              "class_open_rate": class_rates.reshape(chains, kept, num_classes, dims)}
     if len(global_rates) == total:
         result["pi"] = torch.stack(global_rates).reshape(chains, draws, dims)
     return result
@@ -177,7 +206,8 @@ def gate_inference_data(open_rate: Tensor, class_open_rate: Tensor, gate_probs: 
         return t.detach().cpu().numpy()
 
     def draws_group(variables: dict[str, Tensor], extra: dict[str, Any] | None = None) -> xr.Dataset:
-        chains, draws, d = variables["open_rate"].shape
+        first = next(iter(variables.values()))
+        chains, draws, d = first.shape[0], first.shape[1], first.shape[-1]
         data = {name: (("chain", "draw", "class", "dim") if value.dim() == 4 else ("chain", "draw", "dim"),
                        array(value)) for name, value in variables.items()}
         coords = {"chain": np.arange(chains), "draw": np.arange(draws), "dim": np.arange(d),
@@ -185,13 +215,26 @@ def gate_inference_data(open_rate: Tensor, class_open_rate: Tensor, gate_probs: 
         return xr.Dataset(data, coords=coords, attrs=make_attrs({key: str(value) for key, value in
                                                                  (extra or {}).items()}, library=pyro))
 
+    def add_draws(name: str, variables: dict[str, Tensor], extra: dict[str, Any] | None) -> None:
+        """The group ``name``, with class_open_rate apart when it keeps fewer draws."""
+        variables = dict(variables)
+        per_class = variables.get("class_open_rate")
+        if per_class is not None and per_class.shape[1] != variables["open_rate"].shape[1]:
+            del variables["class_open_rate"]
+            note = (f"class_open_rate keeps the first {per_class.shape[1]} of the {variables['open_rate'].shape[1]} "
+                    f"draws of each chain of the {name} group: {len(class_names)} classes x "
+                    f"{per_class.shape[-1]} dims of every draw would exceed {CLASS_DRAW_ENTRIES} numbers")
+            groups[CLASS_GROUPS[name]] = draws_group({"class_open_rate": per_class}, {**(extra or {}), "draws": note})
+        groups[name] = draws_group(variables, extra)
+
     n, d = gate_probs.shape
     posterior_vars = {"open_rate": open_rate, "class_open_rate": class_open_rate}
     if pi is not None:
         posterior_vars["pi"] = pi
-    groups = {"posterior": draws_group(posterior_vars, attrs)}
+    groups: dict[str, Any] = {}
+    add_draws("posterior", posterior_vars, attrs)
     if prior is not None:
-        groups["prior"] = draws_group(prior, {"draws": "independent draws from the prior p(gate) of the run's model"})
+        add_draws("prior", prior, {"draws": "independent draws from the prior p(gate) of the run's model"})
     images = {"image": np.arange(n)}
     groups["observed_data"] = xr.Dataset({"label": (("image",), array(labels))},
                                          coords={**images, "class": list(class_names)}, attrs=make_attrs())
@@ -314,6 +357,29 @@ def class_dim_order(class_means: Tensor) -> Tensor:
     return torch.as_tensor(np.lexsort((-peak.cpu().numpy(), best.cpu().numpy())))
 
 
+def class_mean_rows(values: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """[N, D] values, [N] labels in 0..C-1 -> [C, D] float64 per-class means (nan for a class
+    without images), in one pass over the rows."""
+    values = values.to(torch.float64)
+    sums = torch.zeros(num_classes, values.shape[1], dtype=values.dtype, device=values.device)
+    sums.index_add_(0, labels.to(values.device), values)
+    sizes = torch.bincount(labels.to(values.device), minlength=num_classes).to(values.dtype)
+    return sums / sizes[:, None]
+
+
+def heatmap_classes(class_means: Tensor, count: int) -> Tensor:
+    """Indices (ascending) of the classes a [C, D] heatmap shows: all C when C <= ``count``, else
+    the ``count`` classes that are the most open class of the most dimensions (ties: by mean
+    over the dimensions, then by index)."""
+    num_classes = class_means.shape[0]
+    if num_classes <= count:
+        return torch.arange(num_classes)
+    owned = torch.bincount(class_means.argmax(dim=0), minlength=num_classes).to(torch.float64)
+    score = torch.as_tensor(np.lexsort((np.arange(num_classes), -class_means.mean(dim=1).cpu().numpy(),
+                                        -owned.cpu().numpy())))
+    return score[:count].sort().values
+
+
 def inspect_run(path: str | Path, draws: int = 200, chains: int = 2, device: str | None = None,
                 seed: int = 0, top_dims: int = 8, top_images: int = 8, progress: bool = True) -> GateInspection:
     """Export the gate posterior and prior of the run in ``path`` and draw its figures, all into the
@@ -427,14 +493,18 @@ def draw_figures(test: dict[str, Tensor], posterior_draws: dict[str, Tensor], im
         xlabel += "; pi: the dimension's global open probability (%)"
     figures["forest"] = plots.plot_forest(forest, [f"d{i}" for i in selected.tolist()], directory / FOREST_PNG,
                                           title=title, xlabel=xlabel, prior_draws=prior_forest)
-    class_means = torch.stack([gate_probs[labels == c].mean(dim=0) for c in range(len(classes))])
+    class_means = class_mean_rows(gate_probs, labels, len(classes))
+    shown = heatmap_classes(class_means.nan_to_num(0.0), HEATMAP_MAX_CLASSES)
+    class_means = class_means[shown]
     order = class_dim_order(class_means.nan_to_num(0.0))
     groups = class_means.nan_to_num(0.0).argmax(dim=0)[order]
+    left_out = "" if len(shown) == len(classes) else (
+        f"\nthe {len(shown)} of {len(classes)} classes that are the most open class of the most dimensions")
     figures["class_heatmap"] = plots.plot_class_heatmap(
-        100 * class_means[:, order].numpy(), [literal_text(name) for name in classes],
+        100 * class_means[:, order].numpy(), [literal_text(classes[c]) for c in shown.tolist()],
         [str(i) for i in order.tolist()], groups.tolist(), directory / HEATMAP_PNG,
         title=("mean q(gate = 1 | x) per class and dimension on the test split (%)\ndimensions grouped by the "
-               "class with the highest value (named above, white lines between groups), highest first"),
+               f"class with the highest value (named above, white lines between groups), highest first{left_out}"),
         colorbar_label="mean q(gate = 1 | x) (%)")
     frequency = (gated != 0).double().mean(dim=0)
     figures["activation_frequency"] = plots.plot_activation_frequency(

@@ -19,6 +19,13 @@ eval.json next to the numbers):
    validation top-1 wins, a tie going to the larger decay.
 5. **Refit** on the whole training split with the chosen decay, warm-started from its fit on the
    smaller part, solved to the same tolerance; top-1 and top-k accuracy (%) on the test split.
+   When no class has two training images there is no validation split, so nothing can choose:
+   the largest decay is taken and fitted once, from zero, without the grid.
+
+Memory: the objective and its gradient are summed over chunks of rows (at most
+``LOGIT_CHUNK_ENTRIES`` logits at once), and so are the test scores, so a probe of many classes
+holds W, the features and one chunk of logits rather than the [N, C] logits and their gradient
+(10,000 classes of one image each: the dense form needs several 0.8 GB blocks).
 
 Everything is full batch and deterministic: the only random choice, the validation split, has
 its own seed. This is the usual "L-BFGS logistic regression on frozen features" evaluation of
@@ -55,6 +62,8 @@ ITER_PER_ROUND = 50
 HISTORY = 20
 MAX_STALLS = 3
 STD_FLOOR = 1e-6
+LOGIT_CHUNK_ENTRIES = 2**22
+"""Upper bound on the [rows, C] logits held at once (32 MiB in float64)."""
 
 
 @dataclass
@@ -78,6 +87,21 @@ class LinearProbe:
         h = h.to(device=self.weight.device, dtype=self.weight.dtype)
         return ((h - self.mean) / self.std) @ self.weight.T + self.bias
 
+    def scores(self, h: Tensor, labels: Tensor, k: int = 5) -> tuple[float, float, Tensor]:
+        """(top-1 %, top-k %, predictions [N]) of h [N, F] with labels [N], the logits taken in row
+        chunks (:data:`LOGIT_CHUNK_ENTRIES`)."""
+        labels = labels.to(self.weight.device)
+        hits1 = hitsk = 0
+        predictions = []
+        for rows in _row_chunks(h.shape[0], self.weight.shape[0]):
+            logits = self.logits(h[rows])
+            top = logits.topk(min(k, logits.shape[1]), dim=1).indices
+            hits1 += int((top[:, 0] == labels[rows]).sum())
+            hitsk += int((top == labels[rows, None]).any(dim=1).sum())
+            predictions.append(top[:, 0].cpu())
+        n = max(h.shape[0], 1)
+        return hits1 / n * 100.0, hitsk / n * 100.0, torch.cat(predictions)
+
 
 @dataclass
 class ProbeSelection:
@@ -90,8 +114,34 @@ class ProbeSelection:
 
 
 def probe_objective(weight: Tensor, bias: Tensor, x: Tensor, labels: Tensor, weight_decay: float) -> Tensor:
-    """Mean cross-entropy of standardised x [N, F] under (W [C, F], b [C]) + wd/2 ||W||²."""
+    """Mean cross-entropy of standardised x [N, F] under (W [C, F], b [C]) + wd/2 ||W||²
+    (the dense form, all N x C logits at once; the solver uses :func:`objective_and_gradient`)."""
     return F.cross_entropy(x @ weight.T + bias, labels) + 0.5 * weight_decay * weight.pow(2).sum()
+
+
+def _row_chunks(n: int, num_classes: int) -> list[slice]:
+    rows = max(1, LOGIT_CHUNK_ENTRIES // max(num_classes, 1))
+    return [slice(start, min(start + rows, n)) for start in range(0, n, rows)]
+
+
+def objective_and_gradient(weight: Tensor, bias: Tensor, x: Tensor, labels: Tensor,
+                           weight_decay: float) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`probe_objective` and its gradient (loss, ∂/∂W, ∂/∂b), summed over row chunks of
+    x so that at most :data:`LOGIT_CHUNK_ENTRIES` logits exist at once."""
+    w = weight.detach().requires_grad_(True)
+    b = bias.detach().requires_grad_(True)
+    n = x.shape[0]
+    loss = weight.new_zeros(())
+    grad_w, grad_b = torch.zeros_like(w), torch.zeros_like(b)
+    with torch.enable_grad():
+        for rows in _row_chunks(n, w.shape[0]):
+            part = F.cross_entropy(x[rows] @ w.T + b, labels[rows], reduction="sum") / n
+            gw, gb = torch.autograd.grad(part, [w, b])
+            loss += part.detach()
+            grad_w += gw
+            grad_b += gb
+    w = w.detach()
+    return loss + 0.5 * weight_decay * w.pow(2).sum(), grad_w.add_(w, alpha=weight_decay), grad_b
 
 
 def standardisation(h: Tensor) -> tuple[Tensor, Tensor]:
@@ -102,10 +152,8 @@ def standardisation(h: Tensor) -> tuple[Tensor, Tensor]:
 
 def max_abs_gradient(weight: Tensor, bias: Tensor, x: Tensor, labels: Tensor, weight_decay: float) -> float:
     """max |∂objective / ∂(W, b)| at (W, b)."""
-    weight = weight.detach().clone().requires_grad_(True)
-    bias = bias.detach().clone().requires_grad_(True)
-    grads = torch.autograd.grad(probe_objective(weight, bias, x, labels, weight_decay), [weight, bias])
-    return float(max(g.abs().max() for g in grads))
+    _, grad_w, grad_b = objective_and_gradient(weight, bias, x, labels, weight_decay)
+    return float(max(grad_w.abs().max(), grad_b.abs().max()))
 
 
 def stratified_split(labels: Tensor, fraction: float = VALIDATION_FRACTION,
@@ -139,9 +187,7 @@ def _solve(x: Tensor, labels: Tensor, weight: Tensor, bias: Tensor, weight_decay
                                   line_search_fn="strong_wolfe")
 
     def closure() -> Tensor:
-        optimizer.zero_grad()
-        loss = probe_objective(weight, bias, x, labels, weight_decay)
-        loss.backward()
+        loss, weight.grad, bias.grad = objective_and_gradient(weight, bias, x, labels, weight_decay)
         return loss
 
     iterations, stalls = 0, 0
@@ -217,12 +263,16 @@ def select_linear_probe(h: Tensor, labels: Tensor, num_classes: int, weight_deca
     tolerance_fit = _tolerance(x_fit, y_fit, num_classes, rtol)
     tolerance = _tolerance(x, labels, num_classes, rtol)
     validation, solutions, start = [], {}, None
-    with tqdm(total=len(decays) + 1, disable=not progress, unit="fit", leave=False,
-              desc=f"linear probe (fits: {len(decays)} weight decays on {len(y_fit)} images, then refit)") as bar:
+    if not len(y_val):  # no class has two images: nothing to choose on, so no grid to fit
+        decays = decays[:1]
+        solutions[decays[0]] = None
+    grid = len(decays) if len(y_val) else 0
+    with tqdm(total=grid + 1, disable=not progress, unit="fit", leave=False,
+              desc=f"linear probe (fits: {grid} weight decays on {len(y_fit)} images, then refit)") as bar:
         def show(wd):
             return lambda it, grad: bar.set_postfix_str(f"decay {wd:g}: {it} it, |g|/tol {grad / tolerance:.2g}")
 
-        for wd in decays:
+        for wd in decays[:grid]:
             weight, bias, iterations, grad = _fit(x_fit, y_fit, num_classes, wd, tolerance_fit, max_iter, start,
                                                   show(wd))
             start = solutions[wd] = (weight, bias)
@@ -231,7 +281,7 @@ def select_linear_probe(h: Tensor, labels: Tensor, num_classes: int, weight_deca
             validation.append({"weight_decay": wd, "top1": top1, "iterations": iterations,
                                "grad_norm": grad, "converged": grad <= tolerance_fit})
             bar.update(1)
-        chosen = choose_weight_decay(validation)
+        chosen = choose_weight_decay(validation) if validation else decays[0]
         weight, bias, iterations, grad = _fit(x, labels, num_classes, chosen, tolerance, max_iter,
                                               solutions[chosen], show(chosen))
         bar.update(1)
@@ -265,12 +315,11 @@ def probe_accuracy(train_h: Tensor, train_labels: Tensor, test_h: Tensor, test_l
     is not meant for eval.json."""
     selection = select_linear_probe(train_h, train_labels, num_classes, progress=progress)
     probe = selection.probe
-    logits = probe.logits(test_h)
-    return {"top1": topk_accuracy(logits, test_labels, 1), "top5": topk_accuracy(logits, test_labels, 5),
-            "converged": probe.converged, "iterations": probe.iterations, "grad_norm": probe.grad_norm,
+    top1, top5, predictions = probe.scores(test_h, test_labels, 5)
+    return {"top1": top1, "top5": top5, "converged": probe.converged, "iterations": probe.iterations, "grad_norm": probe.grad_norm,
             "tolerance": probe.tolerance, "weight_decay": probe.weight_decay,
             "validation": selection.validation, "num_validation": selection.num_validation,
-            "predictions": logits.argmax(1).cpu()}
+            "predictions": predictions}
 
 
 RECIPE = {
@@ -282,6 +331,7 @@ RECIPE = {
     "weight_decay_grid": list(WEIGHT_DECAYS),
     "selection": (f"best top-1 on a stratified validation split ({VALIDATION_FRACTION:g} of each class of the "
                   f"training split, seed {VALIDATION_SEED}; ties to the larger decay), fits warm-started from "
-                  "the largest decay down; then refit on the whole training split"),
+                  "the largest decay down; then refit on the whole training split; without a validation "
+                  "split (no class with two training images) the largest decay, fitted once"),
 }
 """What ``probe_accuracy`` does, written into eval.json next to the numbers."""
