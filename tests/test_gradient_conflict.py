@@ -102,6 +102,7 @@ def test_a_dimension_only_the_pair_shares_has_no_conflict():
     assert (pos < 0).all() and (neg < 0).all(), "partner and negatives both raise the instance's own dimension"
     stats = conflict_statistics([parts], [z > 0])
     assert (stats["opposite"][1:1 + pairs] == 0).all()
+    assert stats["active"][1:1 + pairs].tolist() == pytest.approx([2 / (2 * pairs)] * pairs) and stats["active"][0] == 1
     assert torch.allclose(stats["cancellation"][1:1 + pairs], torch.zeros(pairs, dtype=torch.float64), atol=1e-12)
 
 
@@ -130,7 +131,7 @@ def test_batch_level_statistics_on_hand_made_parts():
     assert stats["summed_cancellation"].tolist() == pytest.approx([(1 - 0.5 / 1.5 + 1 - 2 / 4) / 2, 0.0])
     assert stats["cancellation"].tolist() == pytest.approx([1 - 2.5 / 5.5, 0.0])
     assert stats["sign_disagreement"].tolist() == pytest.approx([0.0, 1.0])
-    assert stats["opposite"].tolist() == pytest.approx([1.0, 0.0])
+    assert stats["opposite"].tolist() == pytest.approx([1.0, 0.0]) and stats["active"].tolist() == [1.0, 1.0]
     assert stats["pull"].tolist() == pytest.approx([2.0, 2.0]) and stats["push"].tolist() == pytest.approx([0.75, 0.0])
 
 

@@ -51,8 +51,9 @@ gradient, so it counts as "no conflict".
 - ``sign_disagreement``: over the fixed batches, the share of pairs of batches whose summed
   gradient Σ(g⁺ + g⁻) has opposite signs: how often two steps at the same weights push the
   dimension's bias in opposite directions (the "oscillation" the paper names, at fixed weights);
-- ``pull``, ``push``: mean |g⁺| and |g⁻| over live entries (for scale), and ``open``: share of
-  live entries with an open gate (1 without gates).
+- ``pull``, ``push``: mean |g⁺| and |g⁻| over live entries (for scale), ``open``: share of
+  live entries with an open gate (1 without gates), and ``active``: share of rows on which the
+  entry is live (for ReLU: the share of images on which the dimension fires, how shared it is).
 
 Pure tensor functions, plus :func:`measure_network` that runs a network on fixed two-view batches
 (:func:`fixed_batches`) and :func:`dimension_labels` that labels the dimensions with the
@@ -82,7 +83,8 @@ from bayesncl_pyro.inference.contrastive import gated_rows, two_view_ids
 from bayesncl_pyro.inference.trained_network import run_eval_transform
 from bayesncl_pyro.storage import run_directory
 
-STATISTICS = ("opposite", "opposite_open", "cancellation", "summed_cancellation", "sign_disagreement", "pull", "push", "open")
+STATISTICS = ("opposite", "opposite_open", "cancellation", "summed_cancellation", "sign_disagreement", "pull", "push",
+              "open", "active")
 """Per-dimension statistics of :func:`conflict_statistics`, in the order they are reported."""
 GROUPS = ("background", "object", "class")
 """Dimension groups compared: the factor check's ``background`` label, any object factor
@@ -192,6 +194,7 @@ def conflict_statistics(parts: list[GradientParts], live: list[Tensor],
         "pull": _ratio(total["pull"], total["live"]),
         "push": _ratio(total["push"], total["live"]),
         "open": _ratio(open_live, total["live"]),
+        "active": total["live"] / sum(m.shape[0] for m in live),
     }
 
 
