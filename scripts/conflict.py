@@ -3,6 +3,7 @@
 
     python scripts/conflict.py RUN_DIR_OR_FOLDER... [--out runs/conflict] [--figure docs/results/conflict.png]
                                [--method bayesncl_ste] [--against ncl] [--batches 6] [--batch-size N]
+                               [--epochs 0 2 4 ...]
 
 Every run (a folder given, or every run under it whose data is ``scenes`` and which keeps
 ``epoch_NNNN.pt`` checkpoints) is read, never written: its initial network and each epoch
@@ -38,6 +39,8 @@ def parse(argv):
     parser.add_argument("--batch-size", type=int, default=None, help="images per batch (default: the run's)")
     parser.add_argument("--batch-seed", type=int, default=0, help="seed of the fixed batches (default 0)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--epochs", type=int, nargs="+", default=None,
+                        help="measure only these epochs (0 = the initial network; default every checkpoint)")
     parser.add_argument("--force", action="store_true", help="measure again even where a result is kept")
     return parser.parse_args(argv)
 
@@ -80,8 +83,17 @@ def main(argv=None) -> int:
             same = (kept.get("run"), kept.get("batches"), kept.get("batch_seed")) == \
                 (str(run), args.batches, args.batch_seed) and args.batch_size in (None, kept.get("batch_size"))
             known = kept["checkpoints"] if same else None
-        result = measure_run(run, args.batches, args.batch_size, args.batch_seed, known=known,
-                             progress=lambda items, p=path: tqdm(items, desc=p.stem, unit="checkpoint"))
+        partial = {"run": str(run), "method": method_name(cfg), "seed": cfg.train.seed, "batches": args.batches,
+                   "batch_seed": args.batch_seed, "batch_size": args.batch_size, "partial": True,
+                   "checkpoints": list(known or ())}
+
+        def save_partial(entry, partial=partial, path=path):
+            partial["checkpoints"].append(entry)
+            atomic_write_json(path, partial)
+
+        result = measure_run(run, args.batches, args.batch_size, args.batch_seed, known=known, epochs=args.epochs,
+                             progress=lambda items, p=path: tqdm(items, desc=p.stem, unit="checkpoint"),
+                             measured_one=save_partial)
         atomic_write_json(path, result)
         results.append(read_json(path, "conflict result"))
         print(f"wrote {path}", file=sys.stderr)

@@ -162,6 +162,9 @@ def test_a_run_is_measured_at_every_checkpoint_without_being_written(tmp_path_fa
     measure_run(run, batches=2, batch_size=16, known=result["checkpoints"],
                 progress=lambda items: measured.extend(items) or items)
     assert [name for _, name, _ in measured] == ["epoch_0002.pt"]
+    saved = []
+    some = measure_run(run, batches=2, batch_size=16, epochs=[0, 2], measured_one=saved.append)
+    assert [c["epoch"] for c in some["checkpoints"]] == [0, 2] and saved == some["checkpoints"]
 
 
 def fake_result(method: str, seed: int, background: list[float], obj: list[float]) -> dict:

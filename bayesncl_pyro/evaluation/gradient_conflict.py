@@ -65,7 +65,7 @@ import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -348,13 +348,16 @@ def checkpoint_stamp(run: Path, name: str | None) -> list[int] | None:
 
 
 def measure_run(run, batches: int = BATCHES, batch_size: int | None = None, seed: int = BATCH_SEED,
-                progress=None, known: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                progress=None, known: list[dict[str, Any]] | None = None, epochs: Sequence[int] | None = None,
+                measured_one: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """The conflict statistics of every checkpoint of the run directory ``run`` (read only):
     the initial network and each ``epoch_NNNN.pt``, each on the same fixed batches (``batch_size``
     defaults to the run's), with the dimensions labelled by that checkpoint's factor check.
     ``known``: checkpoint entries of an earlier result with the same batch settings; those whose
-    checkpoint file is unchanged are kept, not measured again. ``progress`` wraps the list of
-    checkpoints to measure (e.g. tqdm). Needs a dataset with factors (``scenes``)."""
+    checkpoint file is unchanged are kept, not measured again. ``epochs`` keeps only those epochs
+    (0 = the initial network; default all). ``progress`` wraps the list of checkpoints to measure
+    (e.g. tqdm); ``measured_one`` is called with each new checkpoint entry as soon as it is
+    measured (to save partial work). Needs a dataset with factors (``scenes``)."""
     run = Path(run)
     cfg = run_directory.read_config(run)
     train_set, test_set = load_split(cfg.data, "train"), load_split(cfg.data, "test")
@@ -365,7 +368,8 @@ def measure_run(run, batches: int = BATCHES, batch_size: int | None = None, seed
                            tuple(transform.std.tolist()))
     size = batch_size or min(cfg.data.batch_size, len(train_set))
     fixed = fixed_batches(train_set, augment, batches, size, seed)
-    checkpoints = [(epoch, name, checkpoint_stamp(run, name)) for epoch, name in run_checkpoints(run)]
+    checkpoints = [(epoch, name, checkpoint_stamp(run, name)) for epoch, name in run_checkpoints(run)
+                   if epochs is None or epoch in epochs]
     kept = {(entry["checkpoint"], _hashable(entry.get("stamp"))): entry for entry in known or ()}
     todo = [c for c in checkpoints if (c[1], _hashable(c[2])) not in kept]
     measured = {}
@@ -374,6 +378,8 @@ def measure_run(run, batches: int = BATCHES, batch_size: int | None = None, seed
         labels = dimension_labels(net, test_set)
         measured[name] = {"epoch": epoch, "checkpoint": name, "stamp": stamp, **labels,
                           **measure_network(net, fixed, labels["dim_labels"])}
+        if measured_one is not None:
+            measured_one(measured[name])
     results = [measured[name] if name in measured else kept[(name, _hashable(stamp))]
                for _, name, stamp in checkpoints]
     return {
