@@ -170,7 +170,8 @@ def test_a_run_is_measured_at_every_checkpoint_without_being_written(tmp_path_fa
 def fake_result(method: str, seed: int, background: list[float], obj: list[float]) -> dict:
     checkpoints = [{"epoch": e, "groups": {"background": {"dims": 3.0, "opposite": b},
                                            "object": {"dims": 5.0, "opposite": o},
-                                           "class": {"dims": 2.0, "opposite": o}}}
+                                           "class": {"dims": 2.0, "opposite": o}},
+                    "per_dimension": {"active": [0.9, 0.2, 0.5, None], "opposite": [b, o, (b + o) / 2, 0.3]}}
                    for e, (b, o) in enumerate(zip(background, obj))]
     return {"run": f"{method}/{seed}", "method": method, "seed": seed, "statistics": ["opposite"],
             "checkpoints": checkpoints}
@@ -192,6 +193,8 @@ def test_comparisons_pair_runs_by_seed():
     seed0 = ((0.0 + 0.1) - (0.2 + 0.3)) / 2
     seed1 = ((0.0 + 0.0) - (0.1 + 0.1)) / 2
     assert over["mean"] == pytest.approx((seed0 + seed1) / 2)
+    shared = rows[("epoch 2", "ncl: ρ(active, opposite) across dims")]
+    assert shared["mean"] == pytest.approx(1.0)  # background (most active) > mixed > object, in every seed
     with pytest.raises(ValueError, match="one per seed"):
         cc.by_method(results + [fake_result("ste", 0, [0.1] * 3, [0.1] * 3)])
 
@@ -202,3 +205,14 @@ def test_the_figure_and_table_are_drawn(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = cc.markdown_table(cc.comparisons(results, "ste", "ncl", ["opposite"]))
     assert "| opposite | epoch 2 | ncl: background − object | +0.200 [" in table
+
+
+def test_rank_correlation_matches_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randint(0, 5, (40,), generator=generator).tolist()  # many ties
+    y = (torch.tensor(x) + torch.randint(0, 4, (40,), generator=generator)).tolist()
+    assert cc.rank_correlation(x, y) == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)
+    assert cc.rank_correlation([1, 2, 3, None, 4], [5, 6, 7, 0, 8]) == pytest.approx(1.0)
+    assert cc.rank_correlation([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert math.isnan(cc.rank_correlation([1, 1, 1], [1, 2, 3]))

@@ -8,6 +8,8 @@ of each statistic over the dimensions of each group. A comparison takes one numb
 - within a method, background − object (both from the same run);
 - between methods, ``method`` − ``against`` on one group (runs paired by seed);
 - the difference of those: (background − object)_method − (background − object)_against;
+- without labels, within a method: Spearman's ρ across dimensions between how shared a dimension
+  is (the share of images on which it fires) and the statistic (:func:`sharing_correlation`);
 
 at the last epoch that all runs reached, and averaged over the trained epochs (1..E, one mean per
 run first). Intervals are the project's paired t intervals (:func:`.stats.paired_difference`).
@@ -63,6 +65,37 @@ def contrast(result: Mapping[str, Any], epoch: int, statistic: str) -> float:
     return value(result, epoch, "background", statistic) - value(result, epoch, "object", statistic)
 
 
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 0..n−1 of ``values``, tied values sharing the mean of their ranks."""
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    start = np.cumsum(counts) - counts
+    return (start + (counts - 1) / 2.0)[inverse]
+
+
+def rank_correlation(x: Sequence[Any], y: Sequence[Any]) -> float:
+    """Spearman's ρ of the pairs where both are finite numbers (NaN for fewer than three pairs or
+    a constant side): the Pearson correlation of their average ranks."""
+    pairs = [(float(a), float(b)) for a, b in zip(x, y) if finite_values([a]) and finite_values([b])]
+    if len(pairs) < 3:
+        return math.nan
+    rx, ry = (average_ranks(np.array(side)) for side in zip(*pairs))
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    norm = math.sqrt(float((rx ** 2).sum() * (ry ** 2).sum()))
+    return float((rx * ry).sum()) / norm if norm > 0 else math.nan
+
+
+def sharing_correlation(result: Mapping[str, Any], epoch: int, statistic: str) -> float:
+    """Across the live dimensions of one run at ``epoch``: Spearman's ρ between how shared a
+    dimension is (``active``, the share of rows on which it is live) and ``statistic``. The
+    paper's mechanism predicts ρ > 0: the more images share a dimension, the more its positive
+    and negative parts fight. No labels involved."""
+    for checkpoint in result["checkpoints"]:
+        if checkpoint["epoch"] == epoch:
+            per_dimension = checkpoint["per_dimension"]
+            return rank_correlation(per_dimension["active"], per_dimension[statistic])
+    return math.nan
+
+
 def trained_epochs(results: Iterable[Mapping[str, Any]]) -> list[int]:
     """The epochs ≥ 1 that every run has a checkpoint of."""
     common = None
@@ -103,6 +136,9 @@ def comparisons(results: Iterable[Mapping[str, Any]], method: str, against: str,
         def obj(r, e, s=statistic):
             return value(r, e, "object", s)
 
+        def sharing(r, e, s=statistic):
+            return sharing_correlation(r, e, s)
+
         for when, span in ((f"epoch {epochs[-1]}", epochs[-1:]), (f"epochs 1–{epochs[-1]}", epochs)):
             def seeds(name, pick, span=span):
                 return _per_seed(table[name], span, pick)
@@ -113,6 +149,10 @@ def comparisons(results: Iterable[Mapping[str, Any]], method: str, against: str,
                 (f"background: {method} − {against}", seeds(method, background), seeds(against, background)),
                 (f"object: {method} − {against}", seeds(method, obj), seeds(against, obj)),
                 (f"(background − object): {method} − {against}", seeds(method, diff), seeds(against, diff)),
+                (f"{against}: ρ(active, {statistic}) across dims", seeds(against, sharing),
+                 {s: 0.0 for s in table[against]}),
+                (f"{method}: ρ(active, {statistic}) across dims", seeds(method, sharing),
+                 {s: 0.0 for s in table[method]}),
             ]
             for name, left, right in cases:
                 rows.append({"statistic": statistic, "when": when, "comparison": name,
