@@ -188,7 +188,7 @@ def test_comparisons_pair_runs_by_seed():
     between = rows[("epoch 2", "background: ste − ncl")]
     assert between["seeds"] == [0, 1] and between["mean"] == pytest.approx(((0.7 - 0.9) + (0.6 - 0.8)) / 2)
     assert between["sd"] == pytest.approx(0.0, abs=1e-12)
-    over = rows[("epochs 1–2", "(background − object): ste − ncl")]
+    over = rows[("mean of epochs 1, 2", "(background − object): ste − ncl")]
     # per seed: mean over epochs 1, 2 of (b − o)_ste − (b − o)_ncl
     seed0 = ((0.0 + 0.1) - (0.2 + 0.3)) / 2
     seed1 = ((0.0 + 0.0) - (0.1 + 0.1)) / 2

@@ -11,8 +11,8 @@ of each statistic over the dimensions of each group. A comparison takes one numb
 - without labels, within a method: Spearman's ρ across dimensions between how shared a dimension
   is (the share of images on which it fires) and the statistic (:func:`sharing_correlation`);
 
-at the last epoch that all runs reached, and averaged over the trained epochs (1..E, one mean per
-run first). Intervals are the project's paired t intervals (:func:`.stats.paired_difference`).
+at the last epoch that all runs reached, and averaged over the trained epochs that all runs have
+(one mean per run first). Figures show the epochs all runs have. Intervals are the project's paired t intervals (:func:`.stats.paired_difference`).
 """
 from __future__ import annotations
 
@@ -96,13 +96,15 @@ def sharing_correlation(result: Mapping[str, Any], epoch: int, statistic: str) -
     return math.nan
 
 
+def common_epochs(results: Iterable[Mapping[str, Any]]) -> list[int]:
+    """The epochs (0 included) that every run has a checkpoint of."""
+    sets = [{c["epoch"] for c in result["checkpoints"]} for result in results]
+    return sorted(set.intersection(*sets)) if sets else []
+
+
 def trained_epochs(results: Iterable[Mapping[str, Any]]) -> list[int]:
     """The epochs ≥ 1 that every run has a checkpoint of."""
-    common = None
-    for result in results:
-        epochs = {c["epoch"] for c in result["checkpoints"] if c["epoch"] >= 1}
-        common = epochs if common is None else common & epochs
-    return sorted(common or ())
+    return [e for e in common_epochs(results) if e >= 1]
 
 
 def _per_seed(runs: Mapping[int, Mapping[str, Any]], epochs: Sequence[int], pick) -> dict[int, float]:
@@ -117,7 +119,8 @@ def _per_seed(runs: Mapping[int, Mapping[str, Any]], epochs: Sequence[int], pick
 def comparisons(results: Iterable[Mapping[str, Any]], method: str, against: str,
                 statistics: Sequence[str] = SHOWN) -> list[dict[str, Any]]:
     """Rows of the paired comparisons (module docstring) for each statistic, at the last common
-    epoch (``when`` = ``"epoch E"``) and averaged over epochs 1..E (``"epochs 1–E"``)."""
+    epoch (``when`` = ``"epoch E"``) and averaged over the trained epochs all runs have
+    (``"mean of epochs 2, 6, 10"``)."""
     table = by_method(results)
     if method not in table or against not in table:
         raise ConfigError(f"methods {method!r} and {against!r} are not both among the runs; allowed: "
@@ -139,7 +142,7 @@ def comparisons(results: Iterable[Mapping[str, Any]], method: str, against: str,
         def sharing(r, e, s=statistic):
             return sharing_correlation(r, e, s)
 
-        for when, span in ((f"epoch {epochs[-1]}", epochs[-1:]), (f"epochs 1–{epochs[-1]}", epochs)):
+        for when, span in ((f"epoch {epochs[-1]}", epochs[-1:]), (f"mean of epochs {', '.join(map(str, epochs))}", epochs)):
             def seeds(name, pick, span=span):
                 return _per_seed(table[name], span, pick)
 
@@ -167,7 +170,7 @@ def level_means(results: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     table = by_method(results)
     out: dict[str, Any] = {}
     for method, seeds in table.items():
-        epochs = sorted({c["epoch"] for r in seeds.values() for c in r["checkpoints"]})
+        epochs = common_epochs(seeds.values())
         statistics = next(iter(seeds.values()))["statistics"] + ["dims"]
         for group in ("background", "object", "class"):
             for statistic in statistics:
@@ -198,7 +201,7 @@ def difference_series(results: Iterable[Mapping[str, Any]], method: str, against
     """Per epoch, the paired differences of the figure's lower row: background − object of each
     method, and ``method`` − ``against`` on the background dimensions."""
     table = by_method(results)
-    epochs = sorted({c["epoch"] for m in (method, against) for r in table[m].values() for c in r["checkpoints"]})
+    epochs = common_epochs([r for m in (method, against) for r in table[m].values()])
     series: dict[str, dict[str, list[float]]] = {}
 
     def add(name: str, left_of, right_of) -> None:
