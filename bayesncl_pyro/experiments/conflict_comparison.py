@@ -28,7 +28,7 @@ from bayesncl_pyro.config.errors import ConfigError
 from bayesncl_pyro.evaluation.plots import save_figure
 from bayesncl_pyro.experiments.stats import CONFIDENCE, finite_values, paired_difference, t_quantile
 
-SHOWN = ("opposite", "cancellation", "summed_cancellation", "sign_disagreement")
+SHOWN = ("opposite", "opposite_open", "cancellation", "summed_cancellation", "sign_disagreement")
 """The statistics of the figure and the table (the others are kept in the JSON)."""
 TITLES = {
     "opposite": "opposite signs (share of live entries)",
@@ -260,7 +260,7 @@ def conflict_figure(results: Sequence[Mapping[str, Any]], method: str, against: 
             ax.legend(fontsize=7)
     seeds = min(len(v) for v in by_method(results).values())
     fig.suptitle(f"InfoNCE gradient on z split into positive- and negative-pair parts, per dimension: "
-                 f"{method} vs {against}, {seeds}+ seeds (bands: 95 % t intervals)", fontsize=10)
+                 f"{method} vs {against}, {seeds} paired seeds (bands: 95 % t intervals)", fontsize=10)
     return fig
 
 
