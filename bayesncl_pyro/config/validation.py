@@ -44,7 +44,8 @@ def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
 
 
 def _choice(key: str, value: str, registry: Any) -> None:
-    _require(value in registry, key, value, registry.allowed(value))
+    if value not in registry:
+        raise ConfigError(registry.unknown(value))
 
 
 def _finite(value: float) -> bool:
