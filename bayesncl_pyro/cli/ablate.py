@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
 from bayesncl_pyro.cli.guard import Parser, bounded_int, guarded, user_path
-from bayesncl_pyro.config.errors import ConfigError
+from bayesncl_pyro.config.errors import BayesNCLError, ConfigError
 
 
 MAX_JOBS = 64
@@ -81,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_cell(args.run_cell)
         except Exception as exc:
             record_failure(Path(args.run_cell), exc)
+            if not isinstance(exc, BayesNCLError):  # a bug: the cell's log keeps its traceback
+                traceback.print_exc()
             raise
         return 0
     if not args.spec:

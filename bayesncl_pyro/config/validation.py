@@ -56,19 +56,19 @@ def validate(cfg: Config) -> Config:
     """Range checks for every key (choices are checked against their registries)."""
     d, m, g, o, t = cfg.data, cfg.model, cfg.gate, cfg.optim, cfg.train
     _choice("data.name", d.name, choices.DATASETS)
-    _require(2 <= d.batch_size <= MAX_BATCH, "data.batch_size", d.batch_size, f"an integer from 2 to {MAX_BATCH}")
+    _require(2 <= d.batch_size <= MAX_BATCH, "data.batch_size", d.batch_size, f"an integer >= 2 and <= {MAX_BATCH}")
     _require(1 <= d.eval_batch_size <= MAX_BATCH, "data.eval_batch_size", d.eval_batch_size,
-             f"an integer from 1 to {MAX_BATCH}")
+             f"an integer >= 1 and <= {MAX_BATCH}")
     _require(8 <= d.image_size <= MAX_IMAGE_SIZE, "data.image_size", d.image_size,
-             f"an integer from 8 to {MAX_IMAGE_SIZE}")
+             f"an integer >= 8 and <= {MAX_IMAGE_SIZE}")
     _require(d.name != "scenes" or d.image_size >= 16, "data.image_size", d.image_size,
              "an integer >= 16 for data.name=scenes")
     _require(d.train_subset >= 0, "data.train_subset", d.train_subset, "an integer >= 0 (0 = the whole split)")
     s = d.scenes
     _require(2 <= s.num_train <= MAX_SCENES_IMAGES, "data.scenes.num_train", s.num_train,
-             f"an integer from 2 to {MAX_SCENES_IMAGES}")
+             f"an integer >= 2 and <= {MAX_SCENES_IMAGES}")
     _require(1 <= s.num_test <= MAX_SCENES_IMAGES, "data.scenes.num_test", s.num_test,
-             f"an integer from 1 to {MAX_SCENES_IMAGES}")
+             f"an integer >= 1 and <= {MAX_SCENES_IMAGES}")
     _require(2 <= s.num_classes <= 10, "data.scenes.num_classes", s.num_classes, "2 to 10")
     _require(0.0 <= s.shared_p <= 1.0, "data.scenes.shared_p", s.shared_p, "[0, 1]")
     _require(0.0 <= s.background_class_rate <= 1.0, "data.scenes.background_class_rate", s.background_class_rate,
@@ -77,12 +77,12 @@ def validate(cfg: Config) -> Config:
 
     _choice("model.backbone", m.backbone, choices.BACKBONES)
     _require(1 <= m.convnet_width <= MAX_CONVNET_WIDTH, "model.convnet_width", m.convnet_width,
-             f"an integer from 1 to {MAX_CONVNET_WIDTH}")
+             f"an integer >= 1 and <= {MAX_CONVNET_WIDTH}")
     _require(not m.small_stem or m.backbone.startswith("torchvision:"), "model.small_stem", m.small_stem,
              f"false with model.backbone={m.backbone} (the small stem is for torchvision:<ResNet-family name>; "
              "resnet18 has it built in)")
-    _require(1 <= m.proj_hidden <= MAX_WIDTH, "model.proj_hidden", m.proj_hidden, f"an integer from 1 to {MAX_WIDTH}")
-    _require(2 <= m.proj_dim <= MAX_WIDTH, "model.proj_dim", m.proj_dim, f"an integer from 2 to {MAX_WIDTH}")
+    _require(1 <= m.proj_hidden <= MAX_WIDTH, "model.proj_hidden", m.proj_hidden, f"an integer >= 1 and <= {MAX_WIDTH}")
+    _require(2 <= m.proj_dim <= MAX_WIDTH, "model.proj_dim", m.proj_dim, f"an integer >= 2 and <= {MAX_WIDTH}")
     _choice("model.nonneg", m.nonneg, choices.NONNEG)
     _require(_finite(m.temperature) and m.temperature > 0, "model.temperature", m.temperature, "a number > 0")
 
@@ -99,13 +99,13 @@ def validate(cfg: Config) -> Config:
              "gate.estimator", g.estimator,
              f"{GateConfig.estimator} with gate.prior={g.prior}, which does not use gate.estimator "
              f"(the estimators apply to gate.prior={bernoulli_priors})")
-    _require(1 <= g.particles <= MAX_PARTICLES, "gate.particles", g.particles, f"an integer from 1 to {MAX_PARTICLES}")
+    _require(1 <= g.particles <= MAX_PARTICLES, "gate.particles", g.particles, f"an integer >= 1 and <= {MAX_PARTICLES}")
     _require(_finite(g.beta_a) and g.beta_a > 0, "gate.beta_a", g.beta_a, "a number > 0")
     _require(_finite(g.beta_b) and g.beta_b > 0, "gate.beta_b", g.beta_b, "a number > 0")
     _choice("gate.hard_concrete_mode", g.hard_concrete_mode, choices.HARD_CONCRETE_MODES)
     _require(_finite(g.hard_concrete_temperature) and g.hard_concrete_temperature > 0,
              "gate.hard_concrete_temperature", g.hard_concrete_temperature, "a number > 0")
-    _require(1 <= g.hidden <= MAX_WIDTH, "gate.hidden", g.hidden, f"an integer from 1 to {MAX_WIDTH}")
+    _require(1 <= g.hidden <= MAX_WIDTH, "gate.hidden", g.hidden, f"an integer >= 1 and <= {MAX_WIDTH}")
     _require(1 <= g.layers <= 3, "gate.layers", g.layers, "1, 2 or 3")
 
     _choice("optim.name", o.name, choices.OPTIMIZERS)
