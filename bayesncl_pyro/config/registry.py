@@ -129,7 +129,7 @@ class Registry(Generic[T]):
     def unknown(self, name: object) -> str:
         """The message for a name this table does not hold: the plugin hint first (a long list
         of allowed names may be cut), then what is allowed."""
-        return f"{self.kind}={shown(name)} is not known ({plugin_hint()}); allowed: {self.allowed(name)}"
+        return f"{self.kind}={shown(name)} is not allowed: no such name is registered ({plugin_hint()}); allowed: {self.allowed(name)}"
 
     def names(self) -> list[str]:
         """The registered names, and each family as ``prefix:<name>``."""
