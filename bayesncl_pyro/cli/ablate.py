@@ -3,10 +3,16 @@ from __future__ import annotations
 
 import argparse
 import math
+import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
-from bayesncl_pyro.cli.guard import Parser, guarded, positive_int, user_path
+from bayesncl_pyro.cli.guard import Parser, bounded_int, guarded, user_path
+from bayesncl_pyro.config.errors import BayesNCLError, ConfigError
+
+
+MAX_JOBS = 64
+"""The most cells run at a time (each is a training process)."""
 
 
 def parser() -> argparse.ArgumentParser:
@@ -16,7 +22,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("spec", nargs="?", type=user_path, help="ablation YAML file (base config, overrides, grid)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides applied to every cell after the file's own, e.g. train.epochs=1")
-    p.add_argument("--jobs", type=positive_int, default=1, help="cells run at a time as subprocesses (default 1: in this process)")
+    p.add_argument("--jobs", type=bounded_int(1, MAX_JOBS), default=1, help="cells run at a time as subprocesses (default 1: in this process)")
     p.add_argument("--out-dir", type=user_path, help="write the cells and reports here instead of the file's out_dir")
     p.add_argument("--dry-run", action="store_true", help="list the cells, their directories and what would happen; run nothing")
     p.add_argument("--run-cell", metavar="DIR", type=user_path, help=argparse.SUPPRESS)
@@ -40,6 +46,23 @@ def cell_line(row: dict[str, Any], seconds: float) -> str:
             f"online probe {_number(row['probe_top1'], 1, unit=' %')}")
 
 
+def check_some_cell_valid(spec: Any, cells: list[Any]) -> None:
+    """Refuse a grid none of whose cells validates: a bad value among the overrides every cell
+    shares (``train.steps=-1`` on the command line) is the user's mistake to fix, not a grid of
+    skipped cells. A grid where only some cells do not validate (an estimator a prior has no use
+    for) runs the others, as before."""
+    from bayesncl_pyro.config import load_config
+
+    if not cells or any(cell.skip_reason is None for cell in cells):
+        return
+    try:
+        load_config(spec.base, spec.overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"no cell can run: the overrides every cell shares do not validate: {exc}") from None
+    raise ConfigError(f"no cell of the grid validates ({len(cells)} cells); the first: {cells[0].name}: "
+                      f"{cells[0].skip_reason}")
+
+
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
     """bayesncl-ablate SPEC.yaml [key=value ...] [--jobs N] [--out-dir DIR] [--dry-run]"""
@@ -59,18 +82,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_cell(args.run_cell)
         except Exception as exc:
             record_failure(Path(args.run_cell), exc)
+            if not isinstance(exc, BayesNCLError):  # a bug: the cell's log keeps its traceback
+                traceback.print_exc()
             raise
         return 0
     if not args.spec:
         p.error("the ablation YAML file is required")
     spec = load_spec(args.spec, args.out_dir, args.overrides)
+    cells = plan_cells(spec)
+    check_some_cell_valid(spec, cells)
     if args.dry_run:
-        for cell in plan_cells(spec):
+        for cell in cells:
             state = ("skip: " + cell.skip_reason if cell.skip_reason else
                      "finished" if is_finished(cell.directory) else "to run")
             print(f"{cell.name}: {state} -> {cell.directory}")
         return 0
-    to_run = sum(cell.skip_reason is None and not is_finished(cell.directory) for cell in plan_cells(spec))
+    to_run = sum(cell.skip_reason is None and not is_finished(cell.directory) for cell in cells)
     done = iter(range(1, to_run + 1))
     result = run_ablation(spec, jobs=args.jobs, finished=lambda row, seconds: print(
         f"[{next(done, to_run)}/{to_run} cells] {cell_line(row, seconds)}", flush=True))

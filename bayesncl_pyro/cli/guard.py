@@ -5,9 +5,10 @@ import argparse
 import os
 import sys
 import warnings
+from pathlib import Path
 from typing import Callable, Sequence
 
-from bayesncl_pyro.config.errors import BayesNCLError, RunWarning, TrainingInterrupted, one_line
+from bayesncl_pyro.config.errors import BayesNCLError, RunWarning, TrainingInterrupted, clip, one_line
 from bayesncl_pyro.config.validation import MAX_SEED
 
 Main = Callable[[Sequence[str] | None], int]
@@ -26,10 +27,28 @@ def _os_error(exc: OSError) -> str:
     return f"cannot use{where}: {exc.strerror or exc}"
 
 
+TRACEBACK_VARIABLE = "BAYESNCL_TRACEBACK"
+"""Set (to anything non-empty) to get the full traceback of an unexpected error instead of its one line."""
+
+
+def unexpected(exc: BaseException) -> str:
+    """The line for an error no check foresaw: its type and message (never longer than a line),
+    where it was raised, and how to see the whole traceback."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (in {Path(frames[-1].filename).name}, {frames[-1].name})" if frames else ""
+    return (f"{type(exc).__name__}: {clip(exc, 300)}{where}; this is not a message of bayesncl-pyro's own checks: "
+            f"{TRACEBACK_VARIABLE}=1 shows the traceback")
+
+
 def guarded(main: Main) -> Main:
     """Wrap a command's ``main(argv) -> exit code``: a :class:`BayesNCLError` (or an operating
-    system error: a full disk, a read-only or missing path) becomes one ``error: ...`` line and
-    exit code 2; an interrupted training run (or Ctrl-C, SIGTERM) exit code 130. Called without
+    system error: a full disk, a read-only or missing path; memory running out; input nested
+    too deeply) becomes one ``error: ...`` line and exit code 2; an interrupted training run (or
+    Ctrl-C, SIGTERM) exit code 130. Any other exception is one ``error:`` line too, naming its
+    type and where it was raised, with exit code 1 (the environment variable
+    :data:`TRACEBACK_VARIABLE` shows its traceback instead). Called without
     ``argv`` (as a console script) it installs the process's signal handlers
     (:func:`~bayesncl_pyro.training.signals.install_process_handlers`) and exits the process
     with the code."""
@@ -56,6 +75,18 @@ def guarded(main: Main) -> Main:
             except OSError as exc:
                 print(f"error: {one_line(_os_error(exc))}", file=sys.stderr)
                 code = 2
+            except MemoryError:
+                print("error: out of memory: the command needs more memory than this machine gives it; "
+                      "smaller values (batch sizes, data.image_size, widths, --draws) need less", file=sys.stderr)
+                code = 2
+            except RecursionError:
+                print("error: the input is nested too deeply to be read", file=sys.stderr)
+                code = 2
+            except Exception as exc:  # a failure nobody foresaw: one line, the traceback on request
+                if os.environ.get(TRACEBACK_VARIABLE):
+                    raise
+                print(f"error: {one_line(unexpected(exc))}", file=sys.stderr)
+                code = 1
         if argv is None:
             from bayesncl_pyro.training.signals import ignore_signals_at_exit
 
@@ -79,6 +110,11 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
+    def parse_args(self, args=None, namespace=None):
+        """Options and positional arguments in any order: ``key=value`` overrides may come before,
+        between and after options (``--config X a=1 --no-progress b=2``)."""
+        return self.parse_intermixed_args(args, namespace)
+
 
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
@@ -100,6 +136,23 @@ def seed(text: str) -> int:
     if not 0 <= value <= MAX_SEED:
         raise argparse.ArgumentTypeError(f"{value} is not allowed; allowed: an integer from 0 to {MAX_SEED}")
     return value
+
+
+def bounded_int(low: int, high: int, what: str = "") -> Callable[[str], int]:
+    """argparse type: an integer from ``low`` to ``high`` (``what`` says why the bound, if not obvious)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not an integer; allowed: an integer from {low} "
+                                             f"to {high}{what}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not allowed; allowed: an integer from {low} to {high}{what}")
+        return value
+
+    parse.__name__ = f"integer from {low} to {high}"
+    return parse
 
 
 def user_path(text: str) -> str:

@@ -4,7 +4,15 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from bayesncl_pyro.cli.guard import Parser, add_run_arguments, guarded, positive_int, seed
+from bayesncl_pyro.cli.guard import Parser, add_run_arguments, bounded_int, guarded, seed
+
+
+MAX_DRAWS = 4000
+MAX_CHAINS = 8
+"""Bounds of ``--draws`` and ``--chains``: the draws are held in memory as [chains, draws, classes,
+dims] (4000 × 8 draws of 10 classes × 256 dims take about 330 MB)."""
+MAX_SHOWN = 100
+"""The most dimensions or images per dimension in the image grid."""
 
 
 def parser() -> argparse.ArgumentParser:
@@ -15,13 +23,13 @@ def parser() -> argparse.ArgumentParser:
                     "rank the dimensions by class specificity (dims.json, dims_best_worst.png). All in the "
                     "run directory; an ungated run gets the ranking only.")
     add_run_arguments(p)
-    p.add_argument("--draws", type=positive_int, default=200, help="draws per chain (default 200)")
-    p.add_argument("--chains", type=positive_int, default=2,
+    p.add_argument("--draws", type=bounded_int(1, MAX_DRAWS), default=200, help="draws per chain (default 200)")
+    p.add_argument("--chains", type=bounded_int(1, MAX_CHAINS), default=2,
                    help="groups of independent draws (default 2); the draws are not a Markov chain, "
                         "so the summary reports no r-hat or ESS")
     p.add_argument("--seed", type=seed, default=0, help="seed of the draws (default 0)")
-    p.add_argument("--top-dims", type=positive_int, default=8, help="dimensions in the image grid (default 8)")
-    p.add_argument("--top-images", type=positive_int, default=8, help="images per dimension (default 8)")
+    p.add_argument("--top-dims", type=bounded_int(1, MAX_SHOWN), default=8, help="dimensions in the image grid (default 8)")
+    p.add_argument("--top-images", type=bounded_int(1, MAX_SHOWN), default=8, help="images per dimension (default 8)")
     return p
 
 

@@ -99,7 +99,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"override {shown(text)} is not of the form key=value (e.g. optim.lr=0.4)")
     try:
         value = yaml.load(raw, Loader=UniqueKeyLoader) if raw.strip() else ""
-    except DuplicateKey as exc:
+    except (DuplicateKey, TooLarge) as exc:
         raise ConfigError(f"override {shown(text)}: {exc}") from None
     except yaml.YAMLError:
         value = raw
@@ -127,10 +127,73 @@ class DuplicateKey(yaml.YAMLError):
     """A mapping of a YAML document names one key twice."""
 
 
+class TooLarge(yaml.YAMLError):
+    """A YAML document nested deeper, or larger once its aliases are expanded, than any config."""
+
+
+MAX_YAML_DEPTH = 32
+"""The deepest nesting of collections a YAML config, run config or grid file may have (a config
+is three levels deep)."""
+MAX_YAML_NODES = 100_000
+"""The most values a YAML document may hold once every alias (``*name``) is expanded: a few
+kilobytes of nested aliases ("billion laughs") would otherwise expand to gigabytes wherever the
+value is copied, compared or printed."""
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """The number of nodes of ``root`` with every alias expanded, counted without expanding them
+    (each distinct node once, times the number of paths to it); stops counting past the bound.
+    A node that contains itself counts as unbounded."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    on_path: set[int] = set()
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        children = ([child for pair in node.value for child in pair] if isinstance(node, yaml.MappingNode)
+                    else list(node.value) if isinstance(node, yaml.SequenceNode) else [])
+        if children_done:
+            on_path.discard(key)
+            sizes[key] = min(MAX_YAML_NODES + 1, 1 + sum(sizes[id(child)] for child in children))
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            return MAX_YAML_NODES + 1
+        on_path.add(key)
+        stack.append((node, True))
+        for child in children:
+            if id(child) in on_path:
+                return MAX_YAML_NODES + 1
+            if id(child) not in sizes:
+                stack.append((child, False))
+    return sizes[id(root)]
+
+
 class UniqueKeyLoader(yaml.SafeLoader):
     """PyYAML's safe loader, refusing a key repeated in one mapping at any depth: plain YAML
     keeps the last value, so a section written twice would silently replace the first. Keys
-    brought in by a ``<<`` merge may be overridden, as YAML intends."""
+    brought in by a ``<<`` merge may be overridden, as YAML intends. A document nested deeper
+    than :data:`MAX_YAML_DEPTH` or larger than :data:`MAX_YAML_NODES` values once its aliases
+    are expanded is refused (:class:`TooLarge`) before anything is built from it."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        if self._depth >= MAX_YAML_DEPTH:
+            raise TooLarge(f"it is nested more than {MAX_YAML_DEPTH} levels deep (line "
+                           f"{self.peek_event().start_mark.line + 1}); allowed: at most {MAX_YAML_DEPTH} levels")
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_document(self, node):
+        if _expanded_size(node) > MAX_YAML_NODES:
+            raise TooLarge(f"it holds more than {MAX_YAML_NODES} values once its aliases (*name) are expanded; "
+                           f"allowed: at most {MAX_YAML_NODES}")
+        return super().construct_document(node)
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -171,7 +234,7 @@ def read_yaml_mapping(path: str | Path, what: str, error: type[Exception] = Conf
                     "save it as UTF-8") from None
     try:
         tree = yaml.load(text, Loader=UniqueKeyLoader)
-    except DuplicateKey as exc:
+    except (DuplicateKey, TooLarge) as exc:
         raise error(f"{what} {path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise error(f"{what} {path} is not valid YAML ({clip(exc, 300)})") from None

@@ -51,6 +51,14 @@ def load_plugins() -> None:
                           f"failed to load and is skipped: {type(exc).__name__}: {exc}", stacklevel=2)
 
 
+def plugin_hint() -> str:
+    """For a message about an unknown name: it may belong to a plugin that is not installed;
+    where plugins come from, and which are installed."""
+    installed = sorted(ep.name for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP))
+    return (f"if it comes from a plugin, that plugin may be missing: plugins register through the entry-point "
+            f"group {PLUGIN_GROUP} (installed: {', '.join(installed) or 'none'})")
+
+
 @dataclass(frozen=True)
 class _Family(Generic[T]):
     make: Callable[[str], T]
@@ -114,9 +122,14 @@ class Registry(Generic[T]):
             return self._entries[name]
         found = self._family_member(name) if isinstance(name, str) else None
         if found is None:
-            raise ConfigError(f"{self.kind}={shown(name)} is not known; allowed: {self.allowed(name)}")
+            raise ConfigError(self.unknown(name))
         family, member = found
         return family.make(member)
+
+    def unknown(self, name: object) -> str:
+        """The message for a name this table does not hold: the plugin hint first (a long list
+        of allowed names may be cut), then what is allowed."""
+        return f"{self.kind}={shown(name)} is not allowed: no such name is registered ({plugin_hint()}); allowed: {self.allowed(name)}"
 
     def names(self) -> list[str]:
         """The registered names, and each family as ``prefix:<name>``."""

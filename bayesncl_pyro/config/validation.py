@@ -20,13 +20,32 @@ MAX_SEED = 2**32 - 1
 derived from it (per rank, per step) are taken modulo 2**32."""
 
 
+MAX_IMAGE_SIZE = 1024
+"""The largest ``data.image_size``: a batch of 256 RGB images of 1024 × 1024 already takes 3 GB."""
+MAX_BATCH = 65536
+"""The largest ``data.batch_size`` and ``data.eval_batch_size``."""
+MAX_WIDTH = 16384
+"""The widest layer (``model.proj_hidden``, ``model.proj_dim``, ``gate.hidden``): two layers of
+16384 units already hold a 1 GB weight matrix."""
+MAX_CONVNET_WIDTH = 1024
+"""The most channels of the first ``convnet`` layer (the last has 8 times as many)."""
+MAX_SCENES_IMAGES = 1_000_000
+"""The most generated ``scenes`` images per split (held in memory: 3 kB each at 32 × 32)."""
+MAX_PARTICLES = 256
+"""The most gate samples per image (``gate.particles``): each multiplies the batch."""
+MAX_LR = 1000.0
+"""The largest learning rate: far above any that trains, and far below what overflows float32
+once scaled by the batch."""
+
+
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ConfigError(f"{key}={shown(value)} is not allowed; allowed: {allowed}")
 
 
 def _choice(key: str, value: str, registry: Any) -> None:
-    _require(value in registry, key, value, registry.allowed(value))
+    if value not in registry:
+        raise ConfigError(registry.unknown(value))
 
 
 def _finite(value: float) -> bool:
@@ -37,9 +56,11 @@ def validate(cfg: Config) -> Config:
     """Range checks for every key (choices are checked against their registries)."""
     d, m, g, o, t = cfg.data, cfg.model, cfg.gate, cfg.optim, cfg.train
     _choice("data.name", d.name, choices.DATASETS)
-    _require(d.batch_size >= 2, "data.batch_size", d.batch_size, "an integer >= 2")
-    _require(d.eval_batch_size >= 1, "data.eval_batch_size", d.eval_batch_size, "an integer >= 1")
-    _require(d.image_size >= 8, "data.image_size", d.image_size, "an integer >= 8")
+    _require(2 <= d.batch_size <= MAX_BATCH, "data.batch_size", d.batch_size, f"an integer >= 2 and <= {MAX_BATCH}")
+    _require(1 <= d.eval_batch_size <= MAX_BATCH, "data.eval_batch_size", d.eval_batch_size,
+             f"an integer >= 1 and <= {MAX_BATCH}")
+    _require(8 <= d.image_size <= MAX_IMAGE_SIZE, "data.image_size", d.image_size,
+             f"an integer >= 8 and <= {MAX_IMAGE_SIZE}")
     _require(d.name != "scenes" or d.image_size >= 16, "data.image_size", d.image_size,
              "an integer >= 16 for data.name=scenes")
     _require(d.store in ("auto", "memory", "mmap"), "data.store", d.store, "auto, memory, mmap")
@@ -47,8 +68,10 @@ def validate(cfg: Config) -> Config:
              f"0 (store at data.image_size) or an integer >= data.image_size={d.image_size}")
     _require(d.train_subset >= 0, "data.train_subset", d.train_subset, "an integer >= 0 (0 = the whole split)")
     s = d.scenes
-    _require(s.num_train >= 2, "data.scenes.num_train", s.num_train, "an integer >= 2")
-    _require(s.num_test >= 1, "data.scenes.num_test", s.num_test, "an integer >= 1")
+    _require(2 <= s.num_train <= MAX_SCENES_IMAGES, "data.scenes.num_train", s.num_train,
+             f"an integer >= 2 and <= {MAX_SCENES_IMAGES}")
+    _require(1 <= s.num_test <= MAX_SCENES_IMAGES, "data.scenes.num_test", s.num_test,
+             f"an integer >= 1 and <= {MAX_SCENES_IMAGES}")
     _require(2 <= s.num_classes <= 10, "data.scenes.num_classes", s.num_classes, "2 to 10")
     _require(0.0 <= s.shared_p <= 1.0, "data.scenes.shared_p", s.shared_p, "[0, 1]")
     _require(0.0 <= s.background_class_rate <= 1.0, "data.scenes.background_class_rate", s.background_class_rate,
@@ -56,12 +79,13 @@ def validate(cfg: Config) -> Config:
     d.augment.validate("data.augment")
 
     _choice("model.backbone", m.backbone, choices.BACKBONES)
-    _require(m.convnet_width >= 1, "model.convnet_width", m.convnet_width, "an integer >= 1")
+    _require(1 <= m.convnet_width <= MAX_CONVNET_WIDTH, "model.convnet_width", m.convnet_width,
+             f"an integer >= 1 and <= {MAX_CONVNET_WIDTH}")
     _require(not m.small_stem or m.backbone.startswith("torchvision:"), "model.small_stem", m.small_stem,
              f"false with model.backbone={m.backbone} (the small stem is for torchvision:<ResNet-family name>; "
              "resnet18 has it built in)")
-    _require(m.proj_hidden >= 1, "model.proj_hidden", m.proj_hidden, "an integer >= 1")
-    _require(m.proj_dim >= 2, "model.proj_dim", m.proj_dim, "an integer >= 2")
+    _require(1 <= m.proj_hidden <= MAX_WIDTH, "model.proj_hidden", m.proj_hidden, f"an integer >= 1 and <= {MAX_WIDTH}")
+    _require(2 <= m.proj_dim <= MAX_WIDTH, "model.proj_dim", m.proj_dim, f"an integer >= 2 and <= {MAX_WIDTH}")
     _choice("model.nonneg", m.nonneg, choices.NONNEG)
     _require(_finite(m.temperature) and m.temperature > 0, "model.temperature", m.temperature, "a number > 0")
 
@@ -78,25 +102,25 @@ def validate(cfg: Config) -> Config:
              "gate.estimator", g.estimator,
              f"{GateConfig.estimator} with gate.prior={g.prior}, which does not use gate.estimator "
              f"(the estimators apply to gate.prior={bernoulli_priors})")
-    _require(g.particles >= 1, "gate.particles", g.particles, "an integer >= 1")
+    _require(1 <= g.particles <= MAX_PARTICLES, "gate.particles", g.particles, f"an integer >= 1 and <= {MAX_PARTICLES}")
     _require(_finite(g.beta_a) and g.beta_a > 0, "gate.beta_a", g.beta_a, "a number > 0")
     _require(_finite(g.beta_b) and g.beta_b > 0, "gate.beta_b", g.beta_b, "a number > 0")
     _choice("gate.hard_concrete_mode", g.hard_concrete_mode, choices.HARD_CONCRETE_MODES)
     _require(_finite(g.hard_concrete_temperature) and g.hard_concrete_temperature > 0,
              "gate.hard_concrete_temperature", g.hard_concrete_temperature, "a number > 0")
-    _require(g.hidden >= 1, "gate.hidden", g.hidden, "an integer >= 1")
+    _require(1 <= g.hidden <= MAX_WIDTH, "gate.hidden", g.hidden, f"an integer >= 1 and <= {MAX_WIDTH}")
     _require(1 <= g.layers <= 3, "gate.layers", g.layers, "1, 2 or 3")
 
     _choice("optim.name", o.name, choices.OPTIMIZERS)
     for key in ("lr", "gate_lr", "classifier_lr"):
         value = getattr(o, key)
-        _require(_finite(value) and value > 0, f"optim.{key}", value, "a number > 0")
+        _require(_finite(value) and 0 < value <= MAX_LR, f"optim.{key}", value, f"a number > 0 and <= {MAX_LR:g}")
     _require(_finite(o.weight_decay) and o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "a number >= 0")
     _require(0 <= o.momentum < 1, "optim.momentum", o.momentum, "[0, 1)")
     _require(_finite(o.eta) and o.eta > 0, "optim.eta", o.eta, "a number > 0")
     _choice("optim.scheduler", o.scheduler, choices.SCHEDULERS)
     _require(_finite(o.warmup_epochs) and o.warmup_epochs >= 0, "optim.warmup_epochs", o.warmup_epochs, "a number >= 0")
-    _require(_finite(o.min_lr) and o.min_lr >= 0, "optim.min_lr", o.min_lr, "a number >= 0")
+    _require(_finite(o.min_lr) and 0 <= o.min_lr <= MAX_LR, "optim.min_lr", o.min_lr, f"a number from 0 to {MAX_LR:g}")
 
     _require(t.epochs >= 1, "train.epochs", t.epochs, "an integer >= 1")
     _require(t.steps >= 0, "train.steps", t.steps, "an integer >= 0 (0 = no cap)")

@@ -6,12 +6,14 @@ stand in, and a dataset without such constants is refused with the command that 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bayesncl_pyro.config import Config
-from bayesncl_pyro.config.errors import CheckpointError
+from bayesncl_pyro.config.errors import CheckpointError, shown
+from bayesncl_pyro.config.validation import MAX_IMAGE_SIZE
 from bayesncl_pyro.data.augment import EvalTransform
 from bayesncl_pyro.data.vision import NORMALIZATION
 from bayesncl_pyro.storage import checkpoints, run_directory
@@ -42,7 +44,14 @@ def run_eval_transform(run: Path, cfg: Config) -> EvalTransform:
     """The evaluation transform recorded in ``run``, or the dataset's standard one for older runs."""
     recorded = run_directory.read_preprocessing(run)
     if recorded is not None:
-        return EvalTransform(*recorded)
+        size, mean, std = recorded
+        if not (all(math.isfinite(v) for v in (*mean, *std)) and all(v > 0 for v in std)
+                and 1 <= size <= MAX_IMAGE_SIZE):
+            raise CheckpointError(
+                f"{run / run_directory.PREPROCESSING_FILE} records an impossible transform (size {size}, mean "
+                f"{shown(mean)}, std {shown(std)}); allowed: a size from 1 to {MAX_IMAGE_SIZE}, finite means and "
+                "finite positive standard deviations: delete it and run bayesncl-eval on the run to write it again")
+        return EvalTransform(size, mean, std)
     if cfg.data.name in NORMALIZATION:
         mean, std = NORMALIZATION[cfg.data.name]
         return EvalTransform(cfg.data.image_size, mean, std)

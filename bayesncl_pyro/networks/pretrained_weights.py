@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bayesncl_pyro.config.errors import ConfigError
+from bayesncl_pyro.config.errors import ConfigError, RunWarning
 
 WRAPPER_KEYS = ("state_dict", "model")
 PREFIXES = ("module.", "_orig_mod.", "backbone.", "net.")
@@ -71,7 +71,8 @@ def _few(keys: list[str]) -> str:
 
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> str:
     """Load the state dict in ``path`` into ``backbone``; returns the one-line report (and warns
-    with it when a key is missing or left out)."""
+    with it, as a :class:`RunWarning` that commands print as one ``warning:`` line, when a key is
+    missing or left out)."""
     where = f"model.weights={str(path)!r}"
     source = read_state_dict(path)
     target = backbone.state_dict()
@@ -99,5 +100,5 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> str:
     report = (f"{where}: loaded {len(matched)} of the backbone's {len(target)} tensors; missing (left as "
               f"initialised): {_few(missing)}; unexpected (ignored): {_few(unexpected)}")
     if missing or unexpected:
-        warnings.warn(report, stacklevel=2)
+        warnings.warn(report, RunWarning, stacklevel=2)
     return report

@@ -169,7 +169,61 @@ def read(path: Path) -> dict[str, Any]:
         if not isinstance(state[name], kind) or isinstance(state[name], bool):
             raise CheckpointError(f"checkpoint {path} is damaged: its field {name!r} is a "
                                   f"{type(state[name]).__name__}, not a {kind.__name__}")
+    problem = _field_problem(state)
+    if problem:
+        raise CheckpointError(f"checkpoint {path} is damaged: {problem}")
     return state
+
+
+def _field_problem(state: dict[str, Any]) -> str | None:
+    """What is wrong inside the fields of a checkpoint state, or None: counters that are not
+    whole numbers >= 0, module weights that are not name -> tensor mappings, an optimizer state
+    without its two parts."""
+    for name in ("step", "epoch"):
+        if state[name] < 0:
+            return f"its field {name!r} is {state[name]}; allowed: an integer >= 0"
+    for name, weights in state["modules"].items():
+        if not isinstance(weights, dict):
+            return f"its weights of {shown(name)} are a {type(weights).__name__}, not a mapping of names to tensors"
+        wrong = next((k for k, v in weights.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
+        if wrong is not None:
+            return (f"its weights of {shown(name)} hold {shown(wrong)}: a "
+                    f"{type(weights[wrong]).__name__}, not a tensor")
+    optimizer = state["optimizer"]
+    if not isinstance(optimizer.get("state"), dict) or not isinstance(optimizer.get("param_groups"), list):
+        return "its optimizer state lacks 'state' (a mapping) or 'param_groups' (a list)"
+    return None
+
+
+def check_optimizer_fits(optimizer: torch.optim.Optimizer, path: Path) -> None:
+    """After ``optimizer.load_state_dict``: every per-parameter tensor of the loaded state (a
+    momentum buffer, Adam's moments) has its parameter's shape. torch checks only the number of
+    parameters, so a state of the wrong shape would fail at the first step, deep inside it."""
+    for index, param in enumerate(p for group in optimizer.param_groups for p in group["params"]):
+        for key, value in optimizer.state.get(param, {}).items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
+                raise CheckpointError(
+                    f"checkpoint {path} does not fit this run: its optimizer's {key!r} of parameter {index} has "
+                    f"shape {list(value.shape)}, the parameter {list(param.shape)}")
+
+
+_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list",
+          dict: "a mapping", type(None): "nothing (None)"}
+
+
+def check_state_types(saved: dict[str, Any], fresh: dict[str, Any], what: str, path: Path) -> None:
+    """Refuse a saved state dict (a learning-rate schedule's) whose values have other types than
+    those of a freshly built one: ``last_epoch="abc"`` would fail at the first step, deep inside."""
+    for key, value in fresh.items():
+        if key not in saved:
+            continue
+        expected = (int, float) if isinstance(value, float) else type(value)
+        got = saved[key]
+        if not isinstance(got, expected) or (isinstance(got, bool) and not isinstance(value, bool)):
+            raise CheckpointError(f"checkpoint {path} is damaged: its {what}'s {key!r} is {shown(got, 40)} (a "
+                                  f"{type(got).__name__}); allowed: {_KINDS.get(type(value), type(value).__name__)}")
+        if isinstance(value, int) and not isinstance(value, bool) and key == "last_epoch" and got < 0:
+            raise CheckpointError(f"checkpoint {path} is damaged: its {what}'s {key!r} is {got}; allowed: an integer >= 0")
 
 
 def check_config(state: dict[str, Any], config: dict[str, Any], path: Path) -> None:
@@ -224,25 +278,36 @@ def _damage(error: CheckpointError, path: Path) -> str:
     return str(error).removeprefix(f"checkpoint {path} ")
 
 
+def read_finite(path: Path) -> dict[str, Any]:
+    """:func:`read`, refusing a checkpoint whose weights hold a NaN or an infinity: training
+    cannot continue from it, so it is no "good" checkpoint to resume."""
+    state = read(path)
+    bad = first_non_finite(state["modules"])
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {path} holds NaN or infinite values ({bad}), so training cannot "
+                              "continue from it")
+    return state
+
+
 def newest_intact(run: Path) -> tuple[ResumePoint | None, list[str]]:
-    """The newest ``epoch_NNNN.pt`` of ``run`` that reads back intact (None if none does), and
-    what is wrong with each newer one."""
+    """The newest ``epoch_NNNN.pt`` of ``run`` that reads back intact with finite weights (None if
+    none does), and what is wrong with each newer one."""
     damaged = []
     for path in epoch_checkpoints(run):
         try:
-            return ResumePoint(path, read(path)), damaged
+            return ResumePoint(path, read_finite(path)), damaged
         except CheckpointError as error:
             damaged.append(f"{path.name} {_damage(error, path)}")
     return None, damaged
 
 
 def resume_point(run: Path) -> ResumePoint:
-    """The checkpoint a resume of ``run`` continues from: ``last.pt`` when it reads back intact,
-    else the newest intact ``epoch_NNNN.pt`` (the notes say so); no checkpoint at all is a
+    """The checkpoint a resume of ``run`` continues from: ``last.pt`` when it reads back intact
+    with finite weights, else the newest intact ``epoch_NNNN.pt`` (the notes say so); no checkpoint at all is a
     ResumePoint of step 0. Raises CheckpointError when there are checkpoints but none is intact."""
     last = run / LAST_CHECKPOINT
     try:
-        return ResumePoint(last, read(last))
+        return ResumePoint(last, read_finite(last))
     except CheckpointError as error:
         problem = f"{last} is missing" if not last.exists() else f"{last} {_damage(error, last)}"
     fallback, damaged = newest_intact(run)
@@ -284,7 +349,7 @@ def restore_modules(state: dict[str, Any], modules: dict[str, torch.nn.Module], 
         except KeyError:
             raise CheckpointError(f"checkpoint {path} holds no weights for {name!r}; it has: "
                                   f"{', '.join(state['modules'])}") from None
-        except RuntimeError as exc:
+        except (RuntimeError, TypeError, ValueError, AttributeError) as exc:
             detail = clip(exc, 300)
             raise CheckpointError(f"checkpoint {path} does not fit this code's {name!r} ({detail})") from None
 

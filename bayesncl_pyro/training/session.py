@@ -87,8 +87,10 @@ class Session:
         it was saved at. A state that does not fit this run is one CheckpointError naming ``path``."""
         checkpoints.check_config(state, self.cfg.to_dict(), path)
         checkpoints.restore_modules(state, self.modules(), path)
+        checkpoints.check_state_types(state["scheduler"], self.scheduler.state_dict(), "learning-rate schedule", path)
         try:
             self.optimizer.load_state_dict(state["optimizer"])
+            checkpoints.check_optimizer_fits(self.optimizer, path)
             self.scheduler.load_state_dict(state["scheduler"])
             if self.scaler is not None and state["scaler"] is not None:
                 self.scaler.load_state_dict(state["scaler"])
