@@ -242,7 +242,7 @@ def read_preprocessing(run: str | Path) -> tuple[int, tuple[float, ...], tuple[f
         _, height, width = record["input_size"]
         mean, std = tuple(float(m) for m in record["mean"]), tuple(float(s) for s in record["std"])
         valid = (height == width and int(height) >= 1 and len(mean) == len(std) == 3
-                 and all(math.isfinite(m) for m in mean) and all(s > 0 for s in std))
+                 and all(math.isfinite(m) for m in mean) and all(math.isfinite(s) and s > 0 for s in std))
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path} is not a preprocessing record ({type(exc).__name__}: {exc}); "
                               "delete it and run bayesncl-eval on the run to write it again") from None
