@@ -5,7 +5,15 @@ Importing this package registers every family in ``bayesncl_pyro.config.choices.
 registry imports it on first look-up. Models may import guides (each family names its guide),
 inference pieces (plates, the contrastive rows), distributions and config; never the reverse.
 """
-from . import bernoulli, beta_bernoulli, hard_concrete, learned_mask, ungated  # noqa: F401  (registration)
+from . import (  # noqa: F401  (registration)
+    bernoulli,
+    beta_bernoulli,
+    frequency_bernoulli,
+    hard_concrete,
+    learned_mask,
+    negatives_gated,
+    ungated,
+)
 from .family import PriorFamily
 
 __all__ = ["PriorFamily"]

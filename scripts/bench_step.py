@@ -15,6 +15,13 @@ process running only that variant, above its resident set before the first step.
 
     python scripts/bench_step.py                                  # convnet, CPU, about a minute
     python scripts/bench_step.py --device cuda --batch 256 model.backbone=resnet18
+
+With ``--gates NAME=OVERRIDE[,OVERRIDE...] ...`` it measures instead each named gate choice's
+training step (the package's SVI step) against the paper's ``ste`` step of the same config, blocks
+alternating in one process the same way, and prints the median ratio NAME/ste:
+
+    python scripts/bench_step.py --batch 256 --gates negatives_gated=gate.prior=negatives_gated \
+        disarm=gate.estimator=disarm frequency_bernoulli=gate.prior=frequency_bernoulli
 """
 from __future__ import annotations
 
@@ -107,6 +114,73 @@ class Bench:
         return (time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps
 
 
+class GateBench:
+    """One network per gate choice (``ste`` first: the config as given, with gate.prior=bernoulli
+    and gate.estimator=ste), each with its own optimizer, on one fixed batch."""
+
+    def __init__(self, args):
+        torch.set_num_threads(args.threads)
+        self.device = resolve_device(args.device)
+        self.precision = args.precision
+        choices = {"ste": ["gate.prior=bernoulli", "gate.estimator=ste"]}
+        for item in args.gates:
+            name, _, overrides = item.partition("=")
+            if not name or not overrides or name == "ste":
+                raise SystemExit(f"error: --gates {item!r}: allowed: NAME=OVERRIDE[,OVERRIDE...] with NAME not 'ste'")
+            choices[name] = ["gate.prior=bernoulli", "gate.estimator=ste", *overrides.split(",")]
+        self.nets, self.optimizers = {}, {}
+        for name, overrides in choices.items():
+            pyro.set_rng_seed(0)
+            cfg = load_config(args.config, [*args.overrides, *overrides])
+            self.nets[name] = BayesNCL(cfg).to(self.device)
+            self.optimizers[name] = torch.optim.SGD(self.nets[name].parameters(), lr=1e-3, momentum=0.9)
+        size = next(iter(self.nets.values())).cfg.data.image_size
+        g = torch.Generator().manual_seed(0)
+        colour = torch.randn(args.batch, 3, 1, 1, generator=g)
+        self.views = [(colour + torch.randn(args.batch, 3, size, size, generator=g)).to(self.device) for _ in range(2)]
+
+    def step(self, name: str) -> None:
+        self.optimizers[name].zero_grad(set_to_none=True)
+        with pyro.validation_enabled(False), autocast(self.device, self.precision):
+            loss = self.nets[name].loss(*self.views)
+        loss.backward()
+        self.optimizers[name].step()
+
+    def seconds_per_step(self, name: str, steps: int) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        wall = time.perf_counter()
+        for _ in range(steps):
+            self.step(name)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return (time.perf_counter() - wall) / steps
+
+
+def compare_gates(args) -> None:
+    """Each gate choice's median step time over the ``ste`` step's, blocks alternating in order."""
+    bench = GateBench(args)
+    for name in bench.nets:
+        for _ in range(args.warmup):
+            bench.step(name)
+    times = {name: [] for name in bench.nets}
+    ratios = {name: [] for name in bench.nets if name != "ste"}
+    for block in range(args.blocks):
+        for name in ratios:
+            pair = ("ste", name) if block % 2 == 0 else (name, "ste")
+            measured = {n: bench.seconds_per_step(n, args.steps) for n in pair}
+            times[name].append(measured[name])
+            times["ste"].append(measured["ste"])
+            ratios[name].append(measured[name] / measured["ste"])
+    print(f"device {bench.device}, precision {args.precision}, batch {args.batch}, "
+          f"{args.blocks} blocks x {args.steps} steps per choice")
+    for name, series in times.items():
+        print(f"{name:>22}: median {1e3 * statistics.median(series):8.1f} ms/step")
+    for name, series in ratios.items():
+        print(f"{name:>22}: median ratio {name}/ste {statistics.median(series):.3f} "
+              f"(block ratios {min(series):.3f}-{max(series):.3f})")
+
+
 def _rss_bytes() -> int:
     pages = int(Path("/proc/self/statm").read_text().split()[1])
     return pages * resource.getpagesize()
@@ -147,8 +221,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--memory-of", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--gates", nargs="+", metavar="NAME=OVERRIDE[,OVERRIDE]",
+                        help="instead of pyro vs plain: each gate choice's step time against ste's")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
+    if args.gates:
+        compare_gates(args)
+        return
     bench = Bench(args)
 
     if args.memory_of:

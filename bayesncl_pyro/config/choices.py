@@ -11,7 +11,7 @@ NONNEG = Registry("model.nonneg", plugins=["bayesncl_pyro.networks.nonneg"])
 BACKBONES = Registry("model.backbone", plugins=["bayesncl_pyro.networks.backbones",
                                                  "bayesncl_pyro.networks.torchvision_backbones"])
 DATASETS = Registry("data.name", plugins=["bayesncl_pyro.data.sources"])
-ESTIMATORS = Registry("gate.estimator", plugins=["bayesncl_pyro.distributions.gates"])
+ESTIMATORS = Registry("gate.estimator", plugins=["bayesncl_pyro.distributions.gates", "bayesncl_pyro.distributions.disarm"])
 PRIORS = Registry("gate.prior", plugins=["bayesncl_pyro.models"])
 HARD_CONCRETE_MODES = Registry("gate.hard_concrete_mode", plugins=["bayesncl_pyro.guides.hard_concrete_gates"])
 OPTIMIZERS = Registry("optim.name", plugins=["bayesncl_pyro.training.optimizers"])

@@ -127,7 +127,7 @@ def open_rate_draws(gate_probs: Tensor, labels: Tensor, num_classes: int, draws:
     return rates.reshape(chains, draws, d), class_rates.reshape(chains, kept, num_classes, d)
 
 
-def _no_likelihood(rows: Tensor) -> Tensor:
+def _no_likelihood(rows: Tensor, **kwargs) -> Tensor:
     """A contrastive term of zero: tracing the model then draws its prior sites alone."""
     return rows.new_zeros(())
 

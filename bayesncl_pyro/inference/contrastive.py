@@ -28,8 +28,14 @@ class InfoNCE(nn.Module):
         self.temperature = temperature
         self.negatives = negatives
 
-    def forward(self, rows: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """rows: [R, D] unit-norm (or zero) rows; ids: [R] instance ids. Returns a scalar."""
+    def forward(self, rows: torch.Tensor, ids: torch.Tensor,
+                positive_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """rows: [R, D] unit-norm (or zero) rows; ids: [R] instance ids. Returns a scalar.
+
+        With ``positive_rows`` [R, D] the similarities of positive pairs are taken between those
+        rows instead (``rows`` then serve the negatives only): −log(pos⁺ / (pos⁺ + neg)), where
+        pos⁺ comes from ``positive_rows`` and neg from ``rows``.
+        """
         dtype = torch.promote_types(rows.dtype, torch.float32)
         rows = rows.to(dtype)
         candidates, candidate_ids, offset = self.negatives(rows, ids)
@@ -38,6 +44,10 @@ class InfoNCE(nn.Module):
         is_self = torch.zeros_like(logits, dtype=torch.bool)
         is_self[torch.arange(rows.shape[0], device=rows.device), own] = True
         is_positive = (ids[:, None] == candidate_ids[None, :]) & ~is_self
+        if positive_rows is not None:
+            positive_rows = positive_rows.to(dtype)
+            positive_candidates, _, _ = self.negatives(positive_rows, ids)
+            logits = torch.where(is_positive, positive_rows @ positive_candidates.T / self.temperature, logits)
         logits = logits.masked_fill(is_self, float("-inf"))
         log_all = torch.logsumexp(logits, dim=1)
         log_pos = torch.logsumexp(logits.masked_fill(~is_positive, float("-inf")), dim=1)
@@ -52,8 +62,8 @@ class RecordedLoss:
         self.loss = loss
         self.value: torch.Tensor | None = None
 
-    def __call__(self, rows: torch.Tensor) -> torch.Tensor:
-        self.value = self.loss(rows)
+    def __call__(self, rows: torch.Tensor, **kwargs) -> torch.Tensor:
+        self.value = self.loss(rows, **kwargs)
         return self.value
 
 

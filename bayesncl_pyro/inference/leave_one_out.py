@@ -15,7 +15,7 @@ from bayesncl_pyro.inference.contrastive import RecordedLoss
 from bayesncl_pyro.inference.trace_terms import kl_terms, latent_sites, observed_log_prob
 
 
-def _silent(rows: torch.Tensor) -> torch.Tensor:
+def _silent(rows: torch.Tensor, **kwargs) -> torch.Tensor:
     return rows.new_zeros(())
 
 
