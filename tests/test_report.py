@@ -212,6 +212,7 @@ def test_the_readme_glossary_says_what_the_pages_say():
     eval pages take from ``evaluation.glossary`` are the same text."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = readme[readme.index("### Glossary"):]
+    section = section[:re.search(r"\n#{2,3} ", section[1:]).start() + 1]  # up to the next heading
     rows = {}
     for line in section.splitlines():
         cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
