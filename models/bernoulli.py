@@ -22,11 +22,15 @@ class BernoulliGates:
         self.prior_prob = gate_cfg.prior_prob
         self.kl_weight = gate_cfg.kl_weight
 
-    def __call__(self, z, gate_logits, contrastive):
+    def draw_gates(self, z):
+        """The ``gate`` site: one Bern(ρ) gate per row and dimension, its KL scaled by λ."""
         rows, dims = z.shape
         with gate_rows(rows, self.kl_weight):
             prior = BernoulliGatePrior(z.new_tensor(self.prior_prob)).expand([rows, dims]).to_event(1)
-            gate = pyro.sample("gate", prior)
+            return pyro.sample("gate", prior)
+
+    def __call__(self, z, gate_logits, contrastive):
+        gate = self.draw_gates(z)
         pyro.factor("contrastive", -contrastive(gated_rows(z, gate)))
 
 

@@ -18,23 +18,17 @@ from __future__ import annotations
 import pyro
 
 from bayesncl_pyro.config.choices import PRIORS
-from bayesncl_pyro.distributions.gates import BernoulliGatePrior
 from bayesncl_pyro.guides.amortized_gates import AmortizedGates
 from bayesncl_pyro.inference.contrastive import gated_rows
-from bayesncl_pyro.inference.plates import gate_rows
+from bayesncl_pyro.models.bernoulli import BernoulliGates
 from bayesncl_pyro.models.family import PriorFamily
 
 
-class NegativesGated:
-    def __init__(self, gate_cfg):
-        self.prior_prob = gate_cfg.prior_prob
-        self.kl_weight = gate_cfg.kl_weight
+class NegativesGated(BernoulliGates):
+    """The paper's prior; the likelihood sees the ungated rows in the positive pairs."""
 
     def __call__(self, z, gate_logits, contrastive):
-        rows, dims = z.shape
-        with gate_rows(rows, self.kl_weight):
-            prior = BernoulliGatePrior(z.new_tensor(self.prior_prob)).expand([rows, dims]).to_event(1)
-            gate = pyro.sample("gate", prior)
+        gate = self.draw_gates(z)
         pyro.factor("contrastive", -contrastive(gated_rows(z, gate), positive_rows=gated_rows(z)))
 
 
