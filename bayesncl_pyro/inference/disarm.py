@@ -10,10 +10,8 @@ import torch
 from pyro import poutine
 from pyro.distributions import Independent
 from pyro.poutine.util import prune_subsample_sites
-from torch.func import vmap
 
-from bayesncl_pyro.inference.contrastive import RecordedLoss
-from bayesncl_pyro.inference.trace_terms import kl_terms, latent_sites, observed_log_prob
+from bayesncl_pyro.inference.trace_terms import kl_terms, latent_sites, replay_particles
 
 
 def _silent(rows: torch.Tensor, **kwargs) -> torch.Tensor:
@@ -63,16 +61,7 @@ class DisarmELBO:
         pairs = {name: fn.antithetic_pair() for name, fn in sites.items()}
         draws = {name: torch.stack(pair) for name, pair in pairs.items()}
 
-        def replay_on(values: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-            trace = guide_trace.copy()
-            for name, value in values.items():
-                trace.nodes[name] = {**trace.nodes[name], "value": value}
-            recorder = RecordedLoss(contrastive)
-            particle_trace = poutine.trace(poutine.replay(model, trace=trace)).get_trace(z, gate_logits, recorder)
-            recorded = recorder.value if recorder.value is not None else z.new_zeros(())
-            return observed_log_prob(particle_trace), recorded
-
-        log_likelihood, infonce = vmap(replay_on)(draws)
+        log_likelihood, infonce = replay_particles(model, guide_trace, z, gate_logits, contrastive, draws)
         f, f_tilde = log_likelihood.detach()
         surrogate = sum((disarm_weights(fn.logits, *pairs[name], f, f_tilde) * fn.logits).sum()
                         for name, fn in sites.items())

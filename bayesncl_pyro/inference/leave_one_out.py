@@ -9,10 +9,8 @@ from __future__ import annotations
 import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
-from torch.func import vmap
 
-from bayesncl_pyro.inference.contrastive import RecordedLoss
-from bayesncl_pyro.inference.trace_terms import kl_terms, latent_sites, observed_log_prob
+from bayesncl_pyro.inference.trace_terms import kl_terms, latent_sites, replay_particles
 
 
 def _silent(rows: torch.Tensor, **kwargs) -> torch.Tensor:
@@ -58,16 +56,7 @@ class LeaveOneOutELBO:
             raise ValueError("LeaveOneOutELBO: the guide has no non-reparameterised site to take a score gradient of")
         draws = {name: site["fn"].sample((self.particles,)) for name, site in discrete.items()}
 
-        def replay_on(values: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-            trace = guide_trace.copy()
-            for name, value in values.items():
-                trace.nodes[name] = {**trace.nodes[name], "value": value}
-            recorder = RecordedLoss(contrastive)
-            particle_trace = poutine.trace(poutine.replay(model, trace=trace)).get_trace(z, gate_logits, recorder)
-            recorded = recorder.value if recorder.value is not None else z.new_zeros(())
-            return observed_log_prob(particle_trace), recorded
-
-        log_likelihood, infonce = vmap(replay_on)(draws)
+        log_likelihood, infonce = replay_particles(model, guide_trace, z, gate_logits, contrastive, draws)
         log_q = sum(site["fn"].log_prob(draws[name]).reshape(self.particles, -1).sum(1)
                     for name, site in discrete.items())
         if self.particles > 1:

@@ -1,15 +1,19 @@
 """The terms of a negative ELBO read off a pair of Pyro traces: the scaled KL of every latent site
 and the scaled log-probability of the observed sites (the contrastive factor).
 
-Shared by the score-function ELBO (:mod:`.leave_one_out`) and the Monte-Carlo true ELBO
-(:mod:`.true_elbo`), which assemble the loss from traces themselves instead of through
-``TraceMeanField_ELBO``.
+Shared by the score-function ELBO (:mod:`.leave_one_out`), the DisARM ELBO (:mod:`.disarm`) and
+the Monte-Carlo true ELBO (:mod:`.true_elbo`), which assemble the loss from traces themselves
+instead of through ``TraceMeanField_ELBO``.
 """
 from __future__ import annotations
 
 import torch
+from pyro import poutine
 from pyro.distributions.util import scale_and_mask
 from torch.distributions import kl_divergence
+from torch.func import vmap
+
+from bayesncl_pyro.inference.contrastive import RecordedLoss
 
 
 def latent_sites(model_trace) -> list[str]:
@@ -53,3 +57,22 @@ def observed_log_prob(model_trace) -> torch.Tensor | float:
         if site["type"] == "sample" and site["is_observed"]:
             total = total + _site_log_prob(site)
     return total
+
+
+def replay_particles(model, guide_trace, z, gate_logits, contrastive,
+                     draws: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model replayed on ``guide_trace`` with the latent values ``draws`` put in, vectorised
+    over their leading (particle) dimension in one ``vmap`` call: per particle, the scaled
+    log-probability of the observed sites and the InfoNCE the contrastive factor recorded (0 for a
+    model that records none)."""
+
+    def replay_on(values: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        trace = guide_trace.copy()
+        for name, value in values.items():
+            trace.nodes[name] = {**trace.nodes[name], "value": value}
+        recorder = RecordedLoss(contrastive)
+        particle_trace = poutine.trace(poutine.replay(model, trace=trace)).get_trace(z, gate_logits, recorder)
+        recorded = recorder.value if recorder.value is not None else z.new_zeros(())
+        return observed_log_prob(particle_trace), recorded
+
+    return vmap(replay_on)(draws)
