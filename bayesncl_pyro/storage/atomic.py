@@ -114,6 +114,29 @@ def link_error(path: str | os.PathLike, what: str = "write") -> StorageError:
                         "written through links: remove the link (or copy the file it points to in its place)")
 
 
+def open_own_file(path: str | os.PathLike, flags: int, mode: int, *, action: str, doing: str, harm: str,
+                  refusal: str) -> int:
+    """A descriptor of the run file ``path`` opened with ``flags`` that never reaches another file:
+    a symbolic link in its place is refused (``O_NOFOLLOW``; "cannot ``action`` …"), a FIFO or device
+    neither blocks nor is used (``O_NONBLOCK``, then it must be a regular file), and a hard link,
+    which ``harm`` describes, is refused. ``doing`` names the operation in an OS error's line;
+    ``refusal`` is the line for a file that is not a regular single-link file, with ``{path}`` and
+    ``{what}`` filled in."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as error:
+        if error.errno == errno.ELOOP or os.path.islink(path):
+            raise link_error(path, action) from None
+        raise storage_error(error, path, doing) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+        os.close(fd)
+        what = "it is not a regular file" if not stat.S_ISREG(info.st_mode) else (
+            f"it is a hard link to a file elsewhere ({harm})")
+        raise StorageError(refusal.format(path=path, what=what))
+    return fd
+
+
 def refuse_link(path: str | os.PathLike, what: str = "write") -> None:
     """Raise StorageError when ``path`` itself (not a parent directory) is a symbolic link."""
     if os.path.islink(path):

@@ -7,15 +7,13 @@ line, not a hang or a full memory."""
 from __future__ import annotations
 
 import json
-import errno
 import os
-import stat
 import warnings
 from pathlib import Path
 from typing import Any
 
-from bayesncl_pyro.config.errors import CheckpointError, RunWarning, StorageError, shown
-from bayesncl_pyro.storage.atomic import atomic_write_text, link_error, read_regular, storage_error
+from bayesncl_pyro.config.errors import CheckpointError, RunWarning, shown
+from bayesncl_pyro.storage.atomic import atomic_write_text, open_own_file, read_regular, storage_error
 
 METRICS_FILE = "metrics.jsonl"
 LOG_LIMIT = 1 << 30
@@ -25,19 +23,9 @@ LINE_LIMIT = 1 << 20
 
 
 def _open_for_append(path: Path):
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                     0o666)
-    except OSError as error:
-        if error.errno == errno.ELOOP or os.path.islink(path):
-            raise link_error(path) from None
-        raise storage_error(error, path) from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
-        os.close(fd)
-        what = "it is not a regular file" if not stat.S_ISREG(info.st_mode) else (
-            "it is a hard link to a file elsewhere (appending would write into that file)")
-        raise StorageError(f"cannot write {path}: {what}; move it out of the run directory")
+    fd = open_own_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666, action="write", doing="write",
+                       harm="appending would write into that file",
+                       refusal="cannot write {path}: {what}; move it out of the run directory")
     return os.fdopen(fd, "a", encoding="utf-8")
 
 

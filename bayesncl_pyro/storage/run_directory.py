@@ -18,7 +18,6 @@ import json
 import math
 import os
 import socket
-import stat
 import sys
 import warnings
 from pathlib import Path
@@ -32,6 +31,7 @@ from bayesncl_pyro.storage.atomic import (
     atomic_write_text,
     link_error,
     make_directory,
+    open_own_file,
     remove_stale_temporaries,
     storage_error,
 )
@@ -109,18 +109,10 @@ def lock_run(run: Path) -> RunLock:
     make_directory(run)
     path = run / LOCK_FILE
     while True:
-        try:  # never through a link: a planted .lock -> FILE would be truncated and overwritten
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
-        except OSError as error:
-            if error.errno == errno.ELOOP or os.path.islink(path):
-                raise link_error(path, "use the lock file") from None
-            raise storage_error(error, path, "create the lock file") from None
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
-            os.close(fd)
-            what = "it is not a regular file" if not stat.S_ISREG(info.st_mode) else (
-                "it is a hard link to a file elsewhere (writing the lock would overwrite that file)")
-            raise StorageError(f"cannot use the lock file {path}: {what}; remove it")
+        # never through a link: a planted .lock -> FILE would be truncated and overwritten
+        fd = open_own_file(path, os.O_RDWR | os.O_CREAT, 0o644, action="use the lock file",
+                           doing="create the lock file", harm="writing the lock would overwrite that file",
+                           refusal="cannot use the lock file {path}: {what}; remove it")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
