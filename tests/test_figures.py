@@ -227,3 +227,25 @@ print(matplotlib.get_backend())
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "module://matplotlib_inline.backend_inline"
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+NAMES = ["$\\bogus{x$", "cost $5", "a_b^c"]
+"""Names a user may give a suite's methods and datasets, an ablation's cells or a sweep's axes:
+as mathtext the first fails to parse and the others change."""
+
+
+@pytest.mark.parametrize("build", [
+    lambda: grid_figures.metrics_figure(NAMES, {NAMES[1]: [[1.0], [2.0], [3.0]]}, {}, "cell"),
+    lambda: grid_figures.sc_gain_figure({NAMES[0]: {n: {"sc_init": [1.0], "sc": [2.0], "linear_top1": [50.0],
+                                                        "sc_gain": [1.0]} for n in NAMES}}),
+    lambda: grid_figures.paired_differences_figure({NAMES[0]: [(n, 1.0, 0.5, 1.5) for n in NAMES]}),
+    lambda: grid_figures.sweep_figure(NAMES[0], NAMES, NAMES[1], NAMES[:2], {"SC (%)": np.ones((3, 2))}),
+], ids=["metrics", "sc_gain", "paired_differences", "sweep"])
+def test_user_chosen_names_are_drawn_as_written(build):
+    fig = build()
+    FigureCanvasAgg(fig).draw()  # parsing "$\bogus{x$" as mathtext would raise here
+    shown = {t.get_text() for ax in fig.axes for t in (*ax.get_xticklabels(), *ax.get_yticklabels(),
+                                                       *(ax.get_legend().get_texts() if ax.get_legend() else ()))}
+    written = {plots.literal_text(n) for n in NAMES}
+    assert written & shown, shown
+    assert not {n for n in NAMES if "$" in n} & shown  # never the unescaped form

@@ -428,12 +428,6 @@ def inspect_loaded(run: TrainedRun, draws: int, chains: int, seed: int, top_dims
     return GateInspection(idata, netcdf, summary_csv, summary_md, dims_json, figures)
 
 
-def literal_text(text: str) -> str:
-    """``text`` as Matplotlib shows it literally: a dollar sign escaped, so that a class folder
-    named ``$\\bogus{x$`` is drawn as written instead of being parsed as mathtext (and failing)."""
-    return str(text).replace("$", r"\$")
-
-
 def _percent(value: float) -> str:
     return f"{100 * value:.0f} %"
 
@@ -501,7 +495,7 @@ def draw_figures(test: dict[str, Tensor], posterior_draws: dict[str, Tensor], im
     left_out = "" if len(shown) == len(classes) else (
         f"\nthe {len(shown)} of {len(classes)} classes that are the most open class of the most dimensions")
     figures["class_heatmap"] = plots.plot_class_heatmap(
-        100 * class_means[:, order].numpy(), [literal_text(classes[c]) for c in shown.tolist()],
+        100 * class_means[:, order].numpy(), [plots.literal_text(classes[c]) for c in shown.tolist()],
         [str(i) for i in order.tolist()], groups.tolist(), directory / HEATMAP_PNG,
         title=("mean q(gate = 1 | x) per class and dimension on the test split (%)\ndimensions grouped by the "
                f"class with the highest value (named above, white lines between groups), highest first{left_out}"),

@@ -28,6 +28,13 @@ from bayesncl_pyro.storage.atomic import atomic_write_bytes
 
 DPI = 110
 HDI_PROB = 0.94
+
+
+def literal_text(text: object) -> str:
+    """``text`` as Matplotlib shows it literally: a dollar sign escaped, so that a name a user
+    chose (a class folder ``$\\bogus{x$``, a suite method or ablation cell) is drawn as written
+    instead of being parsed as mathtext (and failing)."""
+    return str(text).replace("$", r"\$")
 MARKER_MAX_POINTS = 60
 """A series with at most this many points gets a marker on each (so one point is visible)."""
 HEATMAP_COLUMNS = 32

@@ -315,7 +315,7 @@ def _runs_table(runs: list[RunArtifacts]) -> str:
 
 def _curves_figure(runs: list[RunArtifacts]) -> str:
     curves = {
-        name: {gate_posterior.literal_text(r.label): ([m["step"] for m in r.metrics if m.get(name) is not None],
+        name: {plots.literal_text(r.label): ([m["step"] for m in r.metrics if m.get(name) is not None],
                          [m[name] * factor for m in r.metrics if m.get(name) is not None])
                for r in runs}
         for name, (_, _, factor) in CURVES.items()

@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from bayesncl_pyro.config.errors import ConfigError
-from bayesncl_pyro.evaluation.plots import save_figure
+from bayesncl_pyro.evaluation.plots import literal_text, save_figure
 from bayesncl_pyro.experiments.stats import CONFIDENCE, finite_values, paired_difference, t_quantile
 
 SHOWN = ("opposite", "opposite_open", "cancellation", "summed_cancellation", "sign_disagreement")
@@ -239,7 +239,7 @@ def conflict_figure(results: Sequence[Mapping[str, Any]], method: str, against: 
             for group, style in (("background", "-"), ("object", "--")):
                 s = levels[name][group][statistic]
                 ax.plot(s["epochs"], s["mean"], style, color=COLOURS[k], marker="o", markersize=3,
-                        label=f"{name}, {group}")
+                        label=f"{literal_text(name)}, {group}")
                 ax.fill_between(s["epochs"], _finite(s["lower"]), _finite(s["upper"]), color=COLOURS[k], alpha=0.12)
         ax.set_title(TITLES.get(statistic, statistic), fontsize=9)
         ax.set_xlabel("epoch (0 = initialisation)", fontsize=8)
@@ -249,7 +249,7 @@ def conflict_figure(results: Sequence[Mapping[str, Any]], method: str, against: 
             ax.legend(fontsize=7)
         ax = axes[1, col]
         for k, (name, s) in enumerate(difference_series(results, method, against, statistic).items()):
-            ax.plot(s["epochs"], s["mean"], "-", color=COLOURS[k], marker="o", markersize=3, label=name)
+            ax.plot(s["epochs"], s["mean"], "-", color=COLOURS[k], marker="o", markersize=3, label=literal_text(name))
             ax.fill_between(s["epochs"], _finite(s["lower"]), _finite(s["upper"]), color=COLOURS[k], alpha=0.15)
         ax.axhline(0.0, color="black", linewidth=0.8)
         for row in axes[:, col]:
@@ -260,7 +260,7 @@ def conflict_figure(results: Sequence[Mapping[str, Any]], method: str, against: 
             ax.legend(fontsize=7)
     seeds = min(len(v) for v in by_method(results).values())
     fig.suptitle(f"InfoNCE gradient on z split into positive- and negative-pair parts, per dimension: "
-                 f"{method} vs {against}, {seeds} paired seeds (bands: 95 % t intervals)", fontsize=10)
+                 f"{literal_text(method)} vs {literal_text(against)}, {seeds} paired seeds (bands: 95 % t intervals)", fontsize=10)
     return fig
 
 

@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from bayesncl_pyro.evaluation.plots import save_figure
+from bayesncl_pyro.evaluation.plots import literal_text, save_figure
 from bayesncl_pyro.experiments.stats import mean_sd
 
 
@@ -42,12 +42,12 @@ def metrics_figure(labels: Sequence[str], values: Mapping[str, Sequence[Sequence
                     color="#38598b", markersize=7, capsize=4, label="mean ± sd over seeds")
         for x, seeds in zip(positions, values[metric]):
             ax.plot([x] * len(seeds), seeds, "o", color="#c0504d", markersize=3, alpha=0.8)
-        ax.set_title(metric, fontsize=10)
+        ax.set_title(literal_text(metric), fontsize=10)
         ax.set_ylabel(axis_labels.get(metric, metric), fontsize=9)
         ax.set_xlabel(group_axis, fontsize=9)
         ax.set_xlim(-0.5, len(labels) - 0.5)
         ax.set_xticks(positions)
-        ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=8)
+        ax.set_xticklabels([literal_text(label) for label in labels], rotation=45, ha="right", fontsize=8)
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
     if not labels:
@@ -84,20 +84,20 @@ def sc_gain_figure(datasets: Mapping[str, Mapping[str, Mapping[str, Sequence[flo
         for offset, key, label in ((-0.2, "sc_init", "at initialisation"), (0.2, "sc", "trained")):
             stats = [mean_sd(group[m].get(key, [])) for m in methods]
             ax.bar(x + offset, [s[0] for s in stats], 0.4, yerr=[_error(s[1]) for s in stats], label=label, capsize=3)
-        ax.set_xticks(x, methods, rotation=30, ha="right", fontsize=8)
+        ax.set_xticks(x, [literal_text(m) for m in methods], rotation=30, ha="right", fontsize=8)
         ax.set_xlabel("method", fontsize=9)
         ax.set_ylabel("semantic consistency of gated z (%)", fontsize=9)
-        ax.set_title(f"{dataset}: SC at initialisation and trained", fontsize=10)
+        ax.set_title(f"{literal_text(dataset)}: SC at initialisation and trained", fontsize=10)
         ax.legend(fontsize=8)
         ax = axes[1, col]
         for m in methods:
             gx = mean_sd(group[m].get("linear_top1", []))
             gy = mean_sd(group[m].get("sc_gain", []))
-            ax.errorbar(gx[0], gy[0], xerr=_error(gx[1]), yerr=_error(gy[1]), fmt="o", capsize=3, label=m)
+            ax.errorbar(gx[0], gy[0], xerr=_error(gx[1]), yerr=_error(gy[1]), fmt="o", capsize=3, label=literal_text(m))
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_xlabel("linear probe top-1 on h (%)", fontsize=9)
         ax.set_ylabel("SC gain from training (points)", fontsize=9)
-        ax.set_title(f"{dataset}: SC gain vs linear probe (mean ± sd)", fontsize=10)
+        ax.set_title(f"{literal_text(dataset)}: SC gain vs linear probe (mean ± sd)", fontsize=10)
         if methods:
             ax.legend(fontsize=7)
     return fig
@@ -134,11 +134,11 @@ def paired_differences_figure(datasets: Mapping[str, Sequence[PairedRow]], level
             ax.plot([mean], [position], "o", color="#38598b", markersize=6,
                     markerfacecolor="#38598b" if established else "white")
         ax.axvline(0, color="grey", lw=0.8)
-        ax.set_yticks(y, [row[0] for row in rows], fontsize=8)
+        ax.set_yticks(y, [literal_text(row[0]) for row in rows], fontsize=8)
         ax.set_ylim(-0.7, max(len(rows), 1) - 0.3)
         ax.set_xlabel(f"mean paired difference (points) with its {level:.0%} t interval", fontsize=9)
         ax.set_ylabel("comparison: metric", fontsize=9)
-        ax.set_title(f"{dataset}: filled = interval excludes 0", fontsize=10)
+        ax.set_title(f"{literal_text(dataset)}: filled = interval excludes 0", fontsize=10)
         if not rows:
             ax.text(0.5, 0.5, "no comparisons", ha="center", va="center", transform=ax.transAxes)
     return fig
@@ -172,13 +172,13 @@ def sweep_figure(y_name: str, y_values: Sequence, x_name: str, x_values: Sequenc
             bright = not np.isnan(value) and (value - low) / (high - low) > 0.6  # viridis turns yellow
             ax.text(j, i, "no run" if np.isnan(value) else f"{value:.3g}", ha="center", va="center", fontsize=8,
                     color="black" if bright or np.isnan(value) else "white")
-        ax.set_xticks(range(len(x_values)), [str(v) for v in x_values], fontsize=8)
-        ax.set_yticks(range(len(y_values)), [str(v) for v in y_values], fontsize=8)
-        ax.set_xlabel(x_name, fontsize=9)
-        ax.set_ylabel(y_name, fontsize=9)
+        ax.set_xticks(range(len(x_values)), [literal_text(v) for v in x_values], fontsize=8)
+        ax.set_yticks(range(len(y_values)), [literal_text(v) for v in y_values], fontsize=8)
+        ax.set_xlabel(literal_text(x_name), fontsize=9)
+        ax.set_ylabel(literal_text(y_name), fontsize=9)
         ax.set_title(title, fontsize=9)
         fig.colorbar(image, ax=ax, fraction=0.046).set_label(title, fontsize=8)
-    fig.suptitle(f"sweep over {y_name} × {x_name}", fontsize=10)
+    fig.suptitle(f"sweep over {literal_text(y_name)} × {literal_text(x_name)}", fontsize=10)
     return fig
 
 
