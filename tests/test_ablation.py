@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import re
 import shutil
 import tomllib
@@ -13,7 +14,7 @@ import yaml
 
 from bayesncl_pyro.cli import ablate
 from bayesncl_pyro.config import load_config
-from bayesncl_pyro.config.errors import ConfigError
+from bayesncl_pyro.config.errors import ConfigError, StorageError
 from bayesncl_pyro.experiments import ablation
 from bayesncl_pyro.experiments.cells import measure_true_elbo
 from bayesncl_pyro.experiments.stats import mean_sd
@@ -145,3 +146,24 @@ def test_the_command_applies_overrides_to_every_cell_and_reports_each_one(tmp_pa
         cfg = load_config(tmp_path / "grid" / name / "config.yaml")
         assert cfg.train.steps == 2 and cfg.gate.kl_weight == 0.002
     assert out[2].startswith("ran 2 cell(s), 0 already finished")
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hardlink", "fifo"])
+def test_a_cell_log_is_never_written_into_another_file(tmp_path, kind):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    log = tmp_path / "cell" / ablation.LOG_FILE
+    log.parent.mkdir()
+    {"symlink": lambda: os.symlink(victim, log), "hardlink": lambda: os.link(victim, log),
+     "fifo": lambda: os.mkfifo(log)}[kind]()
+    with pytest.raises(StorageError, match=str(log)):
+        ablation._open_log(log)  # a FIFO would block an open without O_NONBLOCK
+    assert victim.read_text() == "keep me\n"
+
+
+def test_a_cell_log_left_by_an_earlier_run_is_emptied(tmp_path):
+    log = tmp_path / ablation.LOG_FILE
+    log.write_text("old output\n")
+    with ablation._open_log(log) as out:
+        out.write("new\n")
+    assert log.read_text() == "new\n"

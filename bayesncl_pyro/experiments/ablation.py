@@ -28,7 +28,6 @@ from __future__ import annotations
 import itertools
 import json
 import ctypes
-import errno
 import os
 import signal
 import subprocess
@@ -50,7 +49,7 @@ from bayesncl_pyro.experiments.cells import (
 )
 from bayesncl_pyro.experiments.grid_file import GridFile, TrueElboSettings
 from bayesncl_pyro.experiments.run_results import final_loss, read_json
-from bayesncl_pyro.storage.atomic import atomic_write_json, atomic_write_text, link_error, storage_error
+from bayesncl_pyro.storage.atomic import atomic_write_json, atomic_write_text, open_own_file
 from bayesncl_pyro.training.loop import SUMMARY_FILE
 
 CELL_FILE = "cell.json"
@@ -166,11 +165,12 @@ def _die_with_parent() -> None:
 
 
 def _open_log(path: Path):
-    """The cell's log, truncated; never written through a link."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
-    except OSError as error:
-        raise (link_error(path) if error.errno == errno.ELOOP else storage_error(error, path)) from None
+    """The cell's log, emptied; never written through a link (symbolic or hard) or into a FIFO.
+    Emptied after the checks, so that a hard link's other file is not truncated on the way."""
+    fd = open_own_file(path, os.O_WRONLY | os.O_CREAT, 0o666, action="write", doing="write",
+                       harm="emptying the cell log would empty that file",
+                       refusal="cannot write {path}: {what}; move it out of the grid directory")
+    os.ftruncate(fd, 0)
     return os.fdopen(fd, "w")
 
 
