@@ -102,14 +102,17 @@ def provenance(run: Path, evaluation: dict[str, Any] | None, dims: dict[str, Any
     def note(part: str, text: str) -> None:
         result.notes.append((part, text))
 
+    def compare(part: str, recorded: int | None, what: str, origin: str, made: str, command: str) -> None:
+        """One file that records a single step (eval.json, the browser): unknown or stale, or nothing."""
+        if recorded is None:
+            note(part, f"{what} records no step ({made} by an earlier version): step unknown; run {command} "
+                       "again to be sure it is current")
+        elif step is not None and recorded != step:
+            note(part, f"{what} {origin} step {recorded} but {at}: it is stale; run {command} again")
+
     if evaluation is not None:
         result.evaluation = recorded_step(evaluation)
-        if result.evaluation is None:
-            note("evaluation", "eval.json records no step (written by an earlier version): step unknown; "
-                               "run bayesncl-eval again to be sure it is current")
-        elif step is not None and result.evaluation != step:
-            note("evaluation", f"eval.json is from step {result.evaluation} but {at}: it is stale; "
-                               "run bayesncl-eval again")
+        compare("evaluation", result.evaluation, "eval.json", "is from", "written", "bayesncl-eval")
     inspected = [name for name in INSPECTION_FILES if (run / name).is_file()]
     if inspected:
         record = _read_record(run / INSPECT_RECORD)
@@ -140,12 +143,7 @@ def provenance(run: Path, evaluation: dict[str, Any] | None, dims: dict[str, Any
                                    f"{result.inspection}: run bayesncl-inspect again")
     if has_browser:
         result.browser = recorded_step(browser_record)
-        if result.browser is None:
-            note("browser", "the feature browser records no step (built by an earlier version): step unknown; "
-                            "run bayesncl-browse again to be sure it is current")
-        elif step is not None and result.browser != step:
-            note("browser", f"the feature browser was built from step {result.browser} but {at}: stale; run "
-                            "bayesncl-browse again")
+        compare("browser", result.browser, "the feature browser", "was built from", "built", "bayesncl-browse")
     if step is None and (evaluation is not None or inspected or has_browser):
         note("checkpoint", f"cannot tell whether the derived files are current: {why}")
     parts = {"evaluation": result.evaluation, "inspection": result.inspection}
