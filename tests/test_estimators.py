@@ -1,14 +1,13 @@
 """Gate estimators against exact enumeration: the score-function ELBO is unbiased (value and
 gradient), ``soft`` gates are α itself, and the true-ELBO estimate matches the exact expectation.
 
-The reference enumerates all 2^8 gate configurations of a 4-row, 2-dimension problem (B = 2
-images, two views each: the smallest InfoNCE with both positives and negatives) and takes the
-expectation under q(m) = Π Bern(α) exactly; its KL is written from SPEC §3.
+The reference (``tests/gate_enumeration.py``) enumerates all 2^8 gate configurations of a 4-row,
+2-dimension problem (B = 2 images, two views each: the smallest InfoNCE with both positives and
+negatives) and takes the expectation under q(m) = Π Bern(α) exactly; its KL is written from SPEC §3.
 """
 from __future__ import annotations
 
 import functools
-import itertools
 
 import pyro
 import pytest
@@ -19,48 +18,20 @@ from bayesncl_pyro import BayesNCL
 from bayesncl_pyro.config import GateConfig
 from bayesncl_pyro.config.errors import ConfigError
 from bayesncl_pyro.guides.amortized_gates import AmortizedGates
-from bayesncl_pyro.inference.contrastive import InfoNCE, RecordedLoss, gated_rows, two_view_ids
+from bayesncl_pyro.inference.contrastive import RecordedLoss, gated_rows, two_view_ids
 from bayesncl_pyro.inference.elbo import make_elbo
 from bayesncl_pyro.inference.leave_one_out import LeaveOneOutELBO
 from bayesncl_pyro.inference.true_elbo import true_negative_elbo
 from bayesncl_pyro.models.bernoulli import BernoulliGates
 
-ROWS, DIMS = 4, 2
-Z_SCORE = 5.0  # Monte-Carlo tolerance: five standard errors
-
-
-def all_gate_configurations(dtype=torch.float64) -> torch.Tensor:
-    """[2^(ROWS·DIMS), ROWS, DIMS]: every binary gate matrix."""
-    flat = torch.tensor(list(itertools.product([0.0, 1.0], repeat=ROWS * DIMS)), dtype=dtype)
-    return flat.reshape(-1, ROWS, DIMS)
-
-
-def spec_kl(alpha: torch.Tensor, rho: float) -> torch.Tensor:
-    """Σ_d KL(Bern(α) ‖ Bern(ρ)) per row, both clamped to [0.01, 0.99] (SPEC §3)."""
-    a = alpha.clamp(0.01, 0.99)
-    r = torch.tensor(rho, dtype=alpha.dtype).clamp(0.01, 0.99)
-    return (a * torch.log(a / r) + (1 - a) * torch.log((1 - a) / (1 - r))).sum(1)
-
-
-def exact_negative_elbo(z, alpha, infonce, ids, kl_weight, rho) -> torch.Tensor:
-    """Σ_m q(m) InfoNCE(m) + λ mean_rows Σ_d KL, by enumeration; differentiable in z and α."""
-    configs = all_gate_configurations(z.dtype)
-    q = (alpha * configs + (1 - alpha) * (1 - configs)).flatten(1).prod(1)
-    losses = torch.stack([infonce(gated_rows(z, m), ids) for m in configs])
-    return (q * losses).sum() + kl_weight * spec_kl(alpha, rho).mean()
-
-
+from . import gate_enumeration
+from .gate_enumeration import (DIMS, Z_SCORE, all_gate_configurations, assert_unbiased, exact_negative_elbo,
+                               spec_kl)
 
 
 @pytest.fixture
 def tiny_problem():
-    """z [4, 2] ≥ 0, gate logits [4, 2] with the first column positive (so the straight-through
-    gate keeps every row open and its gradient stays finite), ids of two views of two images."""
-    generator = torch.Generator().manual_seed(0)
-    z = torch.randn(ROWS, DIMS, generator=generator, dtype=torch.float64).abs().requires_grad_()
-    logits = torch.randn(ROWS, DIMS, generator=generator, dtype=torch.float64)
-    logits[:, 0] = logits[:, 0].abs() + 0.1
-    return z, logits.requires_grad_(), two_view_ids(ROWS // 2), InfoNCE(0.5)
+    return gate_enumeration.tiny_problem()
 
 
 def _model_guide(estimator: str, **gate):
@@ -80,33 +51,7 @@ def test_make_elbo_follows_the_estimator():
 def test_score_estimator_is_unbiased(tiny_problem):
     """Mean value and mean gradient (w.r.t. z and the gate logits) over many draws equal the exact
     ones within five standard errors; the straight-through gradient of the same problem does not."""
-    z, logits, ids, infonce = tiny_problem
-    kl_weight, rho = 0.3, 0.7
-    cfg, model, guide = _model_guide("score", particles=8, kl_weight=kl_weight, prior_prob=rho)
-    elbo = make_elbo(guide, cfg)
-    pyro.set_rng_seed(0)
-    draws = 1000
-    values, grad_z, grad_logits = [], [], []
-    for _ in range(draws):
-        loss = elbo.differentiable_loss(model, guide, z, logits, RecordedLoss(functools.partial(infonce, ids=ids)))
-        gz, gl = torch.autograd.grad(loss, (z, logits))
-        values.append(loss.detach())
-        grad_z.append(gz)
-        grad_logits.append(gl)
-
-    exact = exact_negative_elbo(z, torch.sigmoid(logits), infonce, ids, kl_weight, rho)
-    exact_z, exact_logits = torch.autograd.grad(exact, (z, logits))
-    for samples, target in ((torch.stack(values), exact.detach()), (torch.stack(grad_z), exact_z),
-                            (torch.stack(grad_logits), exact_logits)):
-        stderr = samples.std(0) / draws ** 0.5
-        assert torch.all((samples.mean(0) - target).abs() <= Z_SCORE * stderr + 1e-9), (samples.mean(0), target)
-
-    # power: a biased estimator is caught by the same tolerance
-    cfg, model, guide = _model_guide("ste", kl_weight=kl_weight, prior_prob=rho)
-    ste_loss = make_elbo(guide, cfg).differentiable_loss(model, guide, z, logits, RecordedLoss(functools.partial(infonce, ids=ids)))
-    ste_logits = torch.autograd.grad(ste_loss, logits)[0]
-    stderr = torch.stack(grad_logits).std(0) / draws ** 0.5
-    assert torch.any((ste_logits - exact_logits).abs() > Z_SCORE * stderr)
+    assert isinstance(assert_unbiased(tiny_problem, draws=1000, estimator="score", particles=8), LeaveOneOutELBO)
 
 
 def test_score_loss_records_the_particle_mean_of_infonce(tiny_problem):

@@ -1,7 +1,7 @@
 """The gate candidates beyond the paper against independent references: the negatives-only InfoNCE
 against a brute-force loop, the frequency-aware prior's loss against a hand computation, and the
 DisARM estimator's value and gradient against exact enumeration of every gate configuration
-(``tests/test_estimators.py``'s 4-row, 2-dimension problem) within five standard errors."""
+(``tests/gate_enumeration.py``'s 4-row, 2-dimension problem) within five standard errors."""
 from __future__ import annotations
 
 import functools
@@ -9,7 +9,6 @@ import json
 import math
 from pathlib import Path
 
-import pyro
 import pytest
 import torch
 
@@ -19,24 +18,18 @@ from bayesncl_pyro.guides.amortized_gates import AmortizedGates
 from bayesncl_pyro.inference.contrastive import InfoNCE, RecordedLoss, gated_rows, two_view_ids
 from bayesncl_pyro.inference.disarm import DisarmELBO
 from bayesncl_pyro.inference.elbo import make_elbo
-from bayesncl_pyro.models.bernoulli import BernoulliGates
 from bayesncl_pyro.models.frequency_bernoulli import FrequencyBernoulli
 from bayesncl_pyro.models.negatives_gated import NegativesGated
 
-from .test_estimators import DIMS, ROWS, Z_SCORE, exact_negative_elbo, spec_kl
+from . import gate_enumeration
+from .gate_enumeration import DIMS, Z_SCORE, assert_unbiased, spec_kl
 
 TOLERANCE = 1e-9  # float64 references
 
 
 @pytest.fixture
 def tiny_problem():
-    """The problem of ``tests/test_estimators.py``: z [4, 2] ≥ 0, gate logits [4, 2] (first column
-    positive), ids of two views of two images, InfoNCE at τ = 0.5."""
-    generator = torch.Generator().manual_seed(0)
-    z = torch.randn(ROWS, DIMS, generator=generator, dtype=torch.float64).abs().requires_grad_()
-    logits = torch.randn(ROWS, DIMS, generator=generator, dtype=torch.float64)
-    logits[:, 0] = logits[:, 0].abs() + 0.1
-    return z, logits.requires_grad_(), two_view_ids(ROWS // 2), InfoNCE(0.5)
+    return gate_enumeration.tiny_problem()
 
 
 def brute_force_negatives_gated(ungated: torch.Tensor, gated: torch.Tensor, ids: torch.Tensor, tau: float) -> float:
@@ -105,34 +98,7 @@ def test_frequency_prior_loss_matches_a_hand_computation():
 def test_disarm_is_unbiased(tiny_problem):
     """Mean value and mean gradient (z and gate logits) over many draws equal the exact ones within
     five standard errors; the straight-through gradient of the same problem is caught."""
-    z, logits, ids, infonce = tiny_problem
-    kl_weight, rho = 0.3, 0.7
-    cfg = GateConfig(estimator="disarm", temperature=1.0, kl_weight=kl_weight, prior_prob=rho)
-    model, guide = BernoulliGates(cfg), AmortizedGates(3, DIMS, cfg)
-    elbo = make_elbo(guide, cfg)
-    assert isinstance(elbo, DisarmELBO)
-    pyro.set_rng_seed(0)
-    draws = 1500
-    values, grad_z, grad_logits = [], [], []
-    for _ in range(draws):
-        loss = elbo.differentiable_loss(model, guide, z, logits, RecordedLoss(functools.partial(infonce, ids=ids)))
-        gz, gl = torch.autograd.grad(loss, (z, logits))
-        values.append(loss.detach())
-        grad_z.append(gz)
-        grad_logits.append(gl)
-    exact = exact_negative_elbo(z, torch.sigmoid(logits), infonce, ids, kl_weight, rho)
-    exact_z, exact_logits = torch.autograd.grad(exact, (z, logits))
-    for samples, target in ((torch.stack(values), exact.detach()), (torch.stack(grad_z), exact_z),
-                            (torch.stack(grad_logits), exact_logits)):
-        stderr = samples.std(0) / draws ** 0.5
-        assert torch.all((samples.mean(0) - target).abs() <= Z_SCORE * stderr + 1e-9), (samples.mean(0), target)
-    cfg = GateConfig(estimator="ste", kl_weight=kl_weight, prior_prob=rho)
-    ste_guide = AmortizedGates(3, DIMS, cfg)
-    ste_loss = make_elbo(ste_guide, cfg).differentiable_loss(BernoulliGates(cfg), ste_guide, z, logits,
-                                                             RecordedLoss(functools.partial(infonce, ids=ids)))
-    ste_logits = torch.autograd.grad(ste_loss, logits)[0]
-    stderr = torch.stack(grad_logits).std(0) / draws ** 0.5
-    assert torch.any((ste_logits - exact_logits).abs() > Z_SCORE * stderr)
+    assert isinstance(assert_unbiased(tiny_problem, draws=1500, estimator="disarm"), DisarmELBO)
 
 
 def test_disarm_pair_is_antithetic_with_exact_marginals():
