@@ -254,3 +254,35 @@ def test_training_from_the_store_is_training_from_memory_and_resumes_exactly(tmp
     train(half, progress=False)
     train(_config(tmp_path, tmp_path / "resumed", "data.store=mmap"), resume=True, progress=False)
     assert _losses(tmp_path / "resumed") == _losses(tmp_path / "mmap")
+
+
+def test_prepare_decodes_the_store_training_opens_and_nothing_is_decoded_again(tmp_path, monkeypatch, capsys):
+    from bayesncl_pyro.cli.prepare import main as prepare
+
+    jpeg_tree(tmp_path / "tree")
+    overrides = ["data.name=imagefolder", f"data.root={tmp_path / 'tree'}", "data.store_size=20",
+                 "data.image_size=16", f"data.cache_dir={tmp_path / 'cache'}"]
+    assert prepare(overrides) == 0
+    out = capsys.readouterr().out
+    for split in ("train", "test"):
+        folder = store_folder(tmp_path / "tree", split, "crop", 20, str(tmp_path / "cache"))
+        assert json.loads((folder / MANIFEST).read_text())["complete"]
+        assert f"{split}: 18 images of 3 classes, uint8 3×20×20, memory-mapped by every process; store {folder}" in out
+
+    def no_decode(*args):
+        raise AssertionError("training decoded again what bayesncl-prepare had decoded")
+
+    monkeypatch.setattr(imagefolder_store, "decode_chunk", no_decode)
+    cfg = load_config(None, overrides)
+    stored = load_split(cfg.data, "train")
+    direct = load_imagefolder_store(str(tmp_path / "tree"), "train", 20, "crop", cache_dir=str(tmp_path / "cache"))
+    assert torch.equal(stored.images, direct.images) and torch.equal(stored.labels, direct.labels)
+
+
+def test_prepare_names_a_missing_tree_and_a_split_it_does_not_know(tmp_path, capsys):
+    from bayesncl_pyro.cli.prepare import main as prepare
+
+    assert prepare(["data.name=imagefolder", f"data.root={tmp_path / 'nowhere'}"]) == 2
+    assert f"data.root {tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err
+    assert prepare(["--splits", "val"]) == 2
+    assert "invalid choice: 'val'" in capsys.readouterr().err

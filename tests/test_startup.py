@@ -28,7 +28,7 @@ print(json.dumps({"code": code, "usage": out.getvalue().startswith("usage: "),
 
 def test_every_command_answers_help_without_heavy_imports():
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert len(scripts) >= 7  # train, eval, inspect, report, ablate, reproduce, browse
+    assert len(scripts) >= 8  # train, eval, inspect, report, ablate, reproduce, browse, prepare
     for name, target in sorted(scripts.items()):
         done = subprocess.run([sys.executable, "-c", PROBE, target, json.dumps(HEAVY)],
                               capture_output=True, text=True, timeout=120)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -10,8 +11,8 @@ from bayesncl_pyro.config.choices import DATASETS
 from bayesncl_pyro.data.dataset import ImageDataset
 from bayesncl_pyro.data.scenes import scenes_splits
 from bayesncl_pyro.data.status import status
-from bayesncl_pyro.data.imagefolder_store import load_imagefolder_store
-from bayesncl_pyro.data.vision import NORMALIZATION, VISION_DATASETS, _list_imagefolder, load_imagefolder
+from bayesncl_pyro.data.imagefolder_store import load_imagefolder_store, store_folder
+from bayesncl_pyro.data.vision import NORMALIZATION, VISION_DATASETS, _cache_paths, _list_imagefolder, load_imagefolder
 
 MEMORY_LIMIT_BYTES = 2 * 1024**3
 """``data.store=auto``: a split larger than this (at its stored size) is read memory-mapped."""
@@ -49,11 +50,25 @@ def _vision(name: str):
     return load
 
 
-def _imagefolder(data_cfg, root: str, split: str) -> ImageDataset:
+@dataclass(frozen=True)
+class ImageFolderLayout:
+    """How an ImageFolder split is held: ``mode`` ``memory`` (one uint8 tensor in each process)
+    or ``mmap`` (the on-disk store, memory-mapped); a store (``mmap``, or ``memory`` with a
+    ``store_size``) holds the images at ``size`` in ``geometry``."""
+
+    mode: str
+    size: int
+    geometry: str
+
+    @property
+    def uses_store(self) -> bool:
+        return self.mode == "mmap" or self.geometry == "crop"
+
+
+def imagefolder_layout(data_cfg, root: str, split: str) -> ImageFolderLayout:
     """``data.store`` decides: today's in-memory tensor (``memory``), or the on-disk store read
     memory-mapped (``mmap``); ``auto`` maps the store with ``data.store_size`` or when the split
     at its stored size would take more than :data:`MEMORY_LIMIT_BYTES`."""
-    cache_dir = data_cfg.cache_dir or None
     size = data_cfg.store_size or data_cfg.image_size
     geometry = "crop" if data_cfg.store_size else "square"
     mode = data_cfg.store
@@ -63,11 +78,32 @@ def _imagefolder(data_cfg, root: str, split: str) -> ImageDataset:
         else:
             files, _, _ = _list_imagefolder(Path(root), split)
             mode = "mmap" if len(files) * 3 * size * size > MEMORY_LIMIT_BYTES else "memory"
-    if mode == "memory" and not data_cfg.store_size:
+    return ImageFolderLayout(mode, size, geometry)
+
+
+def _imagefolder(data_cfg, root: str, split: str) -> ImageDataset:
+    cache_dir = data_cfg.cache_dir or None
+    layout = imagefolder_layout(data_cfg, root, split)
+    if not layout.uses_store:
         return load_imagefolder(root, split, skip_corrupt=data_cfg.skip_corrupt, cache_dir=cache_dir,
                                 image_size=data_cfg.image_size)
-    return load_imagefolder_store(root, split, size, geometry, skip_corrupt=data_cfg.skip_corrupt,
-                                  cache_dir=cache_dir, in_memory=mode == "memory")
+    return load_imagefolder_store(root, split, layout.size, layout.geometry, skip_corrupt=data_cfg.skip_corrupt,
+                                  cache_dir=cache_dir, in_memory=layout.mode == "memory")
+
+
+def prepared_location(data_cfg, split: str) -> str:
+    """Where a loaded split of ``data_cfg`` lives on disk, in words (for ``bayesncl-prepare``)."""
+    if data_cfg.name == "scenes":
+        return "generated in memory by every run (data.scenes.*): nothing is kept on disk"
+    root = Path(data_cfg.root).expanduser()
+    if data_cfg.name != "imagefolder":
+        return f"read from {root} (torchvision's {data_cfg.name} files)"
+    cache_dir = data_cfg.cache_dir or None
+    layout = imagefolder_layout(data_cfg, str(root), split)
+    if layout.uses_store:
+        return f"store {store_folder(root, split, layout.geometry, layout.size, cache_dir)}"
+    cached = [path for path in _cache_paths(root, split, cache_dir) if path.is_file()]
+    return f"cache {cached[0] if cached else 'not written (see the warning above)'}"
 
 
 for _name in VISION_DATASETS:
