@@ -18,6 +18,10 @@ Parts (``--parts``, default all but ``feed``):
   a shared machine hit all alike; the median ratio is printed.
 - ``decode``: the JPEG tree decoded into a new store with 1 and with every core: images/s and
   images/s per core.
+- ``reduced``: one process decoding the tree's JPEGs for a store at ``--reduced-size`` (short
+  side resized, centre crop), as the store does (libjpeg's reduced-scale decode of an image at
+  least twice that size) against a full-scale decode then the same resize; blocks alternate, the
+  median ratio of images/s is printed.
 - ``feed``: batches/s of the data path alone (gather + pin + copy to ``--device``) from the store
   vs from an in-memory tensor; what ``scripts/gpu_check.sh`` reports.
 
@@ -324,6 +328,31 @@ def part_decode(args, work: Path) -> dict:
     return result
 
 
+def part_reduced(args, work: Path) -> dict:
+    from bayesncl_pyro.data.image_input import decode_image_file
+    from bayesncl_pyro.data.imagefolder_store import fit
+
+    size = args.reduced_size
+    print(f"reduced: one process decoding JPEGs of about 500x375 for a {size}x{size} store", flush=True)
+    tree = work / "jpeg" if (work / "jpeg" / "train").is_dir() else jpeg_tree(work / "jpeg", args.jpegs // 10)
+    files = sorted((tree / "train").glob("*/*.jpg"))[: args.reduced_images]
+    torch.set_num_threads(1)
+    ways = {"reduced": lambda path: fit(decode_image_file(path, reduce_to=size), "crop", size),
+            "full": lambda path: fit(decode_image_file(path), "crop", size)}
+    rates: dict[str, list[float]] = {name: [] for name in ways}
+    for _ in range(args.rounds):
+        for name, decode in ways.items():
+            started = time.perf_counter()
+            for path in files:
+                decode(path)
+            rates[name].append(len(files) / (time.perf_counter() - started))
+    ratio = statistics.median(r / f for r, f in zip(rates["reduced"], rates["full"]))
+    result = {name: statistics.median(values) for name, values in rates.items()} | {"ratio": ratio}
+    print(f"  reduced-scale {result['reduced']:.0f} images/s, full-scale {result['full']:.0f} images/s "
+          f"({len(files)} JPEGs, {args.rounds} rounds): reduced / full = {ratio:.2f}", flush=True)
+    return result
+
+
 def part_feed(args, work: Path) -> dict:
     from bayesncl_pyro.data.imagefolder_store import load_imagefolder_store
     from bayesncl_pyro.training.batches import Prefetcher
@@ -353,7 +382,8 @@ def part_feed(args, work: Path) -> dict:
     return result
 
 
-PARTS = {"rss": part_rss, "pss": part_pss, "throughput": part_throughput, "decode": part_decode, "feed": part_feed}
+PARTS = {"rss": part_rss, "pss": part_pss, "throughput": part_throughput, "decode": part_decode,
+         "reduced": part_reduced, "feed": part_feed}
 
 
 def main() -> None:
@@ -370,6 +400,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding JPEGs")
     parser.add_argument("--device", default="cpu", help="feed part: where batches are copied")
+    parser.add_argument("--reduced-size", type=int, default=64, help="store size of the reduced part")
+    parser.add_argument("--reduced-images", type=int, default=300, help="JPEGs decoded per block (reduced part)")
     parser.add_argument("--feed-images", type=int, default=2048)
     parser.add_argument("--feed-size", type=int, default=224)
     parser.add_argument("--work", type=Path, default=None)

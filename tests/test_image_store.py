@@ -286,3 +286,66 @@ def test_prepare_names_a_missing_tree_and_a_split_it_does_not_know(tmp_path, cap
     assert f"data.root {tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err
     assert prepare(["--splits", "val"]) == 2
     assert "invalid choice: 'val'" in capsys.readouterr().err
+
+
+def large_jpeg_tree(root: Path, seed: int = 0) -> Path:
+    """Smooth JPEG photos of 150-200 px (several times the stored size), one per class and split,
+    of different aspect ratios: large enough for libjpeg's reduced-scale decode."""
+    g = torch.Generator().manual_seed(seed)
+    for split in ("train", "test"):
+        for c, name in enumerate(CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            height, width = 150 + 10 * c, 200 - 20 * c
+            coarse = torch.randint(0, 256, (3, 6, 8), generator=g).float()
+            image = resize(coarse, [height, width], antialias=False).round().clamp(0, 255).to(torch.uint8)
+            (folder / "00.jpg").write_bytes(bytes(encode_jpeg(image, quality=92).numpy()))
+    return root
+
+
+def _draft_reference(path: Path, size: int) -> torch.Tensor:
+    """PIL's reduced-scale JPEG decode with both sides kept ≥ size, written out independently."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.draft("RGB", (size, size))
+        reduced = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()
+    return reduced
+
+
+def test_large_jpegs_are_decoded_at_a_reduced_scale_in_both_imagefolder_paths(tmp_path):
+    large_jpeg_tree(tmp_path)
+    size = 16
+    files = sorted((tmp_path / "train").glob("*/*.jpg"))
+    reduced = [_draft_reference(path, size) for path in files]
+    for path, image in zip(files, reduced):
+        full = decode_image(str(path))
+        assert min(image.shape[-2:]) >= size and image.shape[-1] * 4 <= full.shape[-1]  # 1/4 or 1/8 of the side
+    crop = load_imagefolder_store(str(tmp_path), "train", size, "crop", processes=1)
+    square = load_imagefolder_store(str(tmp_path), "train", size, "square", processes=1)
+    memory = load_imagefolder(str(tmp_path), "train", image_size=size)
+    for row, image in enumerate(reduced):
+        assert torch.equal(crop.images[row], center_crop(resize(image, [size], antialias=True), [size, size]))
+        assert torch.equal(square.images[row], resize(image, [size, size], antialias=True))
+    assert torch.equal(memory.images, square.images)  # the in-memory cache and the store: the same pixels
+    full = resize(decode_image(str(files[0])), [size, size], antialias=True)
+    assert not torch.equal(full, square.images[0])  # power: the full-scale decode gives other pixels
+
+
+def test_a_store_of_an_earlier_format_is_decoded_again(tmp_path, monkeypatch):
+    jpeg_tree(tmp_path)
+    load_imagefolder_store(str(tmp_path), "test", 16, "square", processes=1)
+    folder = store_folder(tmp_path, "test", "square", 16, None)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    (folder / MANIFEST).write_text(json.dumps({**manifest, "format": manifest["format"] - 1}))
+    decoded: list[int] = []
+    original = imagefolder_store.decode_chunk
+
+    def count(pixels, shape, rows, paths, geometry):
+        decoded.append(rows.start)
+        return original(pixels, shape, rows, paths, geometry)
+
+    monkeypatch.setattr(imagefolder_store, "decode_chunk", count)
+    again = load_imagefolder_store(str(tmp_path), "test", 16, "square", processes=1)
+    assert decoded == [0] and len(again) == 18
+    assert json.loads((folder / MANIFEST).read_text())["format"] == manifest["format"]

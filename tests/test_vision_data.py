@@ -64,16 +64,16 @@ def counting_decoder(monkeypatch) -> list[Path]:
     calls: list[Path] = []
     original = vision._decode_file
 
-    def decode(path: Path) -> torch.Tensor:
+    def decode(path: Path, reduce_to: int | None = None) -> torch.Tensor:
         calls.append(path)
-        return original(path)
+        return original(path, reduce_to)
 
     monkeypatch.setattr(vision, "_decode_file", decode)
     return calls
 
 
 def forbid_decoding(monkeypatch) -> None:
-    def fail(path: Path) -> torch.Tensor:
+    def fail(path: Path, reduce_to: int | None = None) -> torch.Tensor:
         raise AssertionError(f"decoded {path} although a valid cache exists")
 
     monkeypatch.setattr(vision, "_decode_file", fail)

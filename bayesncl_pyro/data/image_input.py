@@ -21,9 +21,12 @@ resizes each to the run's size.
   9459 x 9459: 256 MiB as RGB); the environment variable ``BAYESNCL_MAX_IMAGE_PIXELS`` sets
   another, for every command. Pillow refuses images above twice its own limit
   (``PIL.Image.MAX_IMAGE_PIXELS``) whatever this one says.
-- **Downsizing.** With ``size``, a JPEG at least twice that size in both sides is decoded at a
-  reduced scale by libjpeg (PIL's ``draft``: 1/2, 1/4 or 1/8, never below ``size``) before the
-  antialiased resize, so a large photo costs a fraction of its full decode.
+- **Downsizing.** With ``size`` (or ``reduce_to``), a JPEG at least twice that size in both sides
+  is decoded at a reduced scale by libjpeg (PIL's ``draft``: 1/2, 1/4 or 1/8, the smallest that
+  keeps both sides at least that size) before the antialiased resize, so a large photo costs a
+  fraction of its full decode. ``reduce_to`` alone keeps the aspect ratio, for a caller that
+  crops or resizes afterwards (the datasets: both ImageFolder paths decode through it, so the
+  in-memory cache and the on-disk store hold the same pixels).
 """
 from __future__ import annotations
 
@@ -104,11 +107,13 @@ def _resized(image: torch.Tensor, size: int | None) -> torch.Tensor:
     return resize(image, [size, size], antialias=True)
 
 
-def decode_image_file(path: str | Path, size: int | None = None, max_pixels: int | None = None) -> torch.Tensor:
+def decode_image_file(path: str | Path, size: int | None = None, max_pixels: int | None = None,
+                      reduce_to: int | None = None) -> torch.Tensor:
     """One image file -> uint8 [3, H, W] RGB (resized to ``size`` square when that is given),
     as the module docstring says: 16-bit images scaled to 8 bits, images above ``max_pixels``
     (default :func:`max_image_pixels`) refused before they are decoded, large JPEGs decoded at a
-    reduced scale when downsizing.
+    reduced scale when downsizing (to ``reduce_to``, default ``size``: both sides stay at least
+    that long).
 
     JPEG, PNG, WebP and GIF go through ``torchvision.io.decode_image`` (which releases the GIL,
     so threads overlap); PIL reads the other formats and is the second opinion before a file is
@@ -119,8 +124,9 @@ def decode_image_file(path: str | Path, size: int | None = None, max_pixels: int
     data = path.read_bytes()
     with _checked_header(data, path, limit) as image:
         width, height = image.size
-        if size is not None and image.format == "JPEG" and min(width, height) >= 2 * size:
-            image.draft("RGB", (size, size))
+        least = size if reduce_to is None else reduce_to
+        if least is not None and image.format == "JPEG" and min(width, height) >= 2 * least:
+            image.draft("RGB", (least, least))
             return _resized(pil_to_rgb(image), size)
         if image.format in TORCHVISION_FORMATS:
             try:

@@ -34,7 +34,7 @@ import torch
 from bayesncl_pyro.config.errors import DataError
 from bayesncl_pyro.storage.atomic import atomic_write_file, atomic_write_json, atomic_write_text, make_directory
 
-STORE_FORMAT = 1
+STORE_FORMAT = 2
 MANIFEST = "manifest.json"
 LISTING = "files.tsv"
 PIXELS = "images.u8"

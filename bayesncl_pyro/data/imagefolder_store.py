@@ -70,7 +70,7 @@ def decode_chunk(pixels: str, shape: tuple[int, ...], rows: range, paths: list[s
     size = shape[-1]
     for row, path in zip(rows, paths):
         try:
-            image = fit(vision._decode_file(Path(path)), geometry, size)
+            image = fit(vision._decode_file(Path(path), size), geometry, size)
         except Exception as error:
             corrupt.append((row, _error_text(error)))
             continue

@@ -37,7 +37,7 @@ from bayesncl_pyro.storage.atomic import atomic_torch_save
 
 SPLITS = ("train", "test")
 CACHE_FOLDER = ".bayesncl-cache"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 DECODE_CHUNK = 256
 IMG_EXTENSIONS = torchvision.datasets.folder.IMG_EXTENSIONS
 TORCHVISION_IO_DEPRECATION = (
@@ -318,10 +318,11 @@ def _write_cache(paths: list[Path], cache: dict) -> Path | None:
     return None
 
 
-def _decode_file(path: Path) -> torch.Tensor:
+def _decode_file(path: Path, reduce_to: int | None = None) -> torch.Tensor:
     """One image file -> uint8 [3, H, W] RGB: :func:`~bayesncl_pyro.data.image_input.decode_image_file`
-    (16-bit scaled to 8, the pixel limit checked before decoding)."""
-    return decode_image_file(path)
+    (16-bit scaled to 8, the pixel limit checked before decoding; a large JPEG decoded by libjpeg
+    at a reduced scale whose sides stay at least ``reduce_to``, the aspect ratio kept)."""
+    return decode_image_file(path, reduce_to=reduce_to)
 
 
 def _to_size(image: torch.Tensor, size: int | None) -> torch.Tensor:
@@ -359,7 +360,7 @@ def _decode_reference(
     corrupt: list[tuple[Path, str]] = []
     for index, path in enumerate(files):
         try:
-            return index, _to_size(_decode_file(path), size), corrupt
+            return index, _to_size(_decode_file(path, size), size), corrupt
         except Exception as error:
             corrupt.append((path, _error_text(error)))
     raise DataError(
@@ -386,7 +387,7 @@ def _decode_all(files: list[Path], split_dir: Path,
         stop = min(start + DECODE_CHUNK, len(files))
         for index in range(start, stop):
             try:
-                image = _to_size(_decode_file(files[index]), size)
+                image = _to_size(_decode_file(files[index], size), size)
             except Exception as error:
                 failed[index] = _error_text(error)
                 continue
