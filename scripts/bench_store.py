@@ -1,6 +1,6 @@
 """The on-disk image store measured against what it replaces; every part prints ratios.
 
-Parts (``--parts``, default all but ``feed``):
+Parts (``--parts``, default ``rss pss throughput decode``):
 
 - ``rss``: anonymous memory (``RssAnon``, peak, sampled every 0.2 s) of a training process
   (``python -m bayesncl_pyro.train``, tiny convnet at 32x32, random resized crops from a store at
@@ -336,6 +336,7 @@ def part_reduced(args, work: Path) -> dict:
     print(f"reduced: one process decoding JPEGs of about 500x375 for a {size}x{size} store", flush=True)
     tree = work / "jpeg" if (work / "jpeg" / "train").is_dir() else jpeg_tree(work / "jpeg", args.jpegs // 10)
     files = sorted((tree / "train").glob("*/*.jpg"))[: args.reduced_images]
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     ways = {"reduced": lambda path: fit(decode_image_file(path, reduce_to=size), "crop", size),
             "full": lambda path: fit(decode_image_file(path), "crop", size)}
@@ -346,6 +347,7 @@ def part_reduced(args, work: Path) -> dict:
             for path in files:
                 decode(path)
             rates[name].append(len(files) / (time.perf_counter() - started))
+    torch.set_num_threads(threads)
     ratio = statistics.median(r / f for r, f in zip(rates["reduced"], rates["full"]))
     result = {name: statistics.median(values) for name, values in rates.items()} | {"ratio": ratio}
     print(f"  reduced-scale {result['reduced']:.0f} images/s, full-scale {result['full']:.0f} images/s "

@@ -267,7 +267,7 @@ def test_prepare_decodes_the_store_training_opens_and_nothing_is_decoded_again(t
     for split in ("train", "test"):
         folder = store_folder(tmp_path / "tree", split, "crop", 20, str(tmp_path / "cache"))
         assert json.loads((folder / MANIFEST).read_text())["complete"]
-        assert f"{split}: 18 images of 3 classes, uint8 3×20×20, memory-mapped by every process; store {folder}" in out
+        assert f"{split}: 18 images of 3 classes, uint8 3×20×20; store {folder}, memory-mapped by every process" in out
 
     def no_decode(*args):
         raise AssertionError("training decoded again what bayesncl-prepare had decoded")
@@ -349,3 +349,61 @@ def test_a_store_of_an_earlier_format_is_decoded_again(tmp_path, monkeypatch):
     again = load_imagefolder_store(str(tmp_path), "test", 16, "square", processes=1)
     assert decoded == [0] and len(again) == 18
     assert json.loads((folder / MANIFEST).read_text())["format"] == manifest["format"]
+
+
+def test_a_cache_of_full_scale_decodes_is_not_reused(tmp_path, monkeypatch):
+    """An in-memory cache written before the reduced-scale decode (format 1: full-scale pixels)
+    is decoded again, so the cache and the store of one tree never hold different pixels."""
+    from bayesncl_pyro.data import vision
+
+    large_jpeg_tree(tmp_path)
+    size = 16
+    split_dir = tmp_path / "train"
+    files, labels, classes = vision._list_imagefolder(tmp_path, "train")
+    full = torch.stack([resize(decode_image(str(path)), [size, size], antialias=True) for path in files])
+    monkeypatch.setattr(vision, "CACHE_FORMAT", 1)
+    old_key = vision._sized_key(vision._tree_key(split_dir, files, classes), size)
+    monkeypatch.undo()
+    cache = tmp_path / vision.CACHE_FOLDER / "train.pt"
+    cache.parent.mkdir()
+    torch.save({"key": old_key, "images": full, "labels": torch.tensor(labels), "classes": classes,
+                "skipped": []}, cache)
+    memory = load_imagefolder(str(tmp_path), "train", image_size=size)
+    store = load_imagefolder_store(str(tmp_path), "train", size, "square", processes=1)
+    assert torch.equal(memory.images, store.images)
+    assert not torch.equal(memory.images, full)
+
+
+def test_prepare_opens_a_store_mapped_and_leaves_scenes_alone(tmp_path, monkeypatch, capsys):
+    from bayesncl_pyro.cli.prepare import main as prepare
+    from bayesncl_pyro.data import sources
+
+    jpeg_tree(tmp_path)
+    opened = []
+    original = sources.load_imagefolder_store
+    monkeypatch.setattr(sources, "load_imagefolder_store",
+                        lambda *args, **kwargs: opened.append(kwargs.get("in_memory", False)) or original(*args, **kwargs))
+    assert prepare(["data.name=imagefolder", f"data.root={tmp_path}", "data.store=memory", "data.store_size=20",
+                    "data.image_size=16", "--splits", "test"]) == 0
+    assert opened == [False]  # preparing never reads the whole store into memory
+    assert "read into memory by each process (data.store=memory)" in capsys.readouterr().out
+
+    def no_scenes(*args, **kwargs):
+        raise AssertionError("scenes generated although nothing is kept")
+
+    monkeypatch.setattr(sources, "scenes_splits", no_scenes)
+    assert prepare(["data.name=scenes"]) == 0
+    assert "data.name=scenes is generated in memory by every run; nothing to prepare" in capsys.readouterr().out
+
+
+def test_prepare_names_the_cache_it_read_or_wrote(tmp_path, capsys):
+    from bayesncl_pyro.cli.prepare import main as prepare
+
+    jpeg_tree(tmp_path / "tree")
+    overrides = ["data.name=imagefolder", f"data.root={tmp_path / 'tree'}", "data.image_size=16",
+                 f"data.cache_dir={tmp_path / 'cache'}", "--splits", "train"]
+    for _ in range(2):  # written, then read
+        assert prepare(overrides) == 0
+        out = capsys.readouterr().out
+        written = list((tmp_path / "cache").rglob("train.pt"))
+        assert len(written) == 1 and f"cache {written[0]}, read into memory by each process" in out

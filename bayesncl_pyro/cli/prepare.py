@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from typing import Sequence
 
 from bayesncl_pyro.cli.guard import Parser, guarded, user_path
@@ -19,9 +18,10 @@ SPLITS = ("train", "test")
 def parser() -> argparse.ArgumentParser:
     p = Parser(prog="bayesncl-prepare",
                description="Decode the images a config trains and evaluates on into the form training reads: an "
-                           "ImageFolder tree into its on-disk store (data.store=mmap or data.store_size) or its "
-                           "in-memory cache, with every core, resuming an interrupted decode. Running it again "
-                           "checks what is there against the tree and decodes only what is missing or changed.")
+                           "ImageFolder tree into its on-disk store (data.store=mmap or data.store_size; every "
+                           "core, resuming an interrupted decode) or its in-memory cache (up to 8 threads). "
+                           "Running it again checks what is there against the tree and decodes again only what "
+                           "is missing or changed.")
     p.add_argument("--config", type=user_path, help="YAML config file (default: built-in defaults)")
     p.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS),
                    help="the splits to prepare (default: train test)")
@@ -34,23 +34,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """bayesncl-prepare --config FILE [key=value ...] [--splits train test]"""
     args = parser().parse_args(argv)
     from bayesncl_pyro.config import load_config
-    from bayesncl_pyro.config.choices import DATASETS
-    from bayesncl_pyro.data.sources import imagefolder_layout, prepared_location
+    from bayesncl_pyro.data.sources import prepare_split
 
     cfg = load_config(args.config, args.overrides)
-    data_cfg = cfg.data
     for split in dict.fromkeys(args.splits):
         started = time.perf_counter()
-        data = DATASETS.get(data_cfg.name)(data_cfg, split)
-        seconds = time.perf_counter() - started
-        _, channels, height, width = data.images.shape
-        where = prepared_location(data_cfg, split)
-        held = ""
-        if data_cfg.name == "imagefolder":
-            layout = imagefolder_layout(data_cfg, str(Path(data_cfg.root).expanduser()), split)
-            held = ", memory-mapped by every process" if layout.mode == "mmap" else ", read into memory by each process"
-        print(f"{split}: {len(data):,} images of {len(data.classes)} classes, uint8 {channels}×{height}×{width}"
-              f"{held}; {where} ({seconds:.1f} s)")
+        prepared = prepare_split(cfg.data, split)
+        if prepared is None:
+            print(f"{split}: data.name={cfg.data.name} is generated in memory by every run; nothing to prepare")
+            continue
+        shape = "×".join(map(str, prepared.shape))
+        print(f"{split}: {prepared.images:,} images of {prepared.classes} classes, uint8 {shape}; {prepared.where} "
+              f"({time.perf_counter() - started:.1f} s)")
     return 0
 
 

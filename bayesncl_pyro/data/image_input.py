@@ -51,6 +51,9 @@ DEFAULT_MAX_PIXELS = 89_478_485
 TORCHVISION_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 """What ``torchvision.io.decode_image`` decodes (releasing the GIL); PIL decodes the rest."""
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+REDUCIBLE_FORMATS = ("JPEG", "MPO")
+"""What libjpeg can decode at a reduced scale (MPO: a camera's JPEG with extra frames, of which
+the first is read)."""
 
 
 def max_image_pixels() -> int:
@@ -125,7 +128,7 @@ def decode_image_file(path: str | Path, size: int | None = None, max_pixels: int
     with _checked_header(data, path, limit) as image:
         width, height = image.size
         least = size if reduce_to is None else reduce_to
-        if least is not None and image.format == "JPEG" and min(width, height) >= 2 * least:
+        if least is not None and image.format in REDUCIBLE_FORMATS and min(width, height) >= 2 * least:
             image.draft("RGB", (least, least))
             return _resized(pil_to_rgb(image), size)
         if image.format in TORCHVISION_FORMATS:

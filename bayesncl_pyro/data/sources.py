@@ -12,7 +12,7 @@ from bayesncl_pyro.data.dataset import ImageDataset
 from bayesncl_pyro.data.scenes import scenes_splits
 from bayesncl_pyro.data.status import status
 from bayesncl_pyro.data.imagefolder_store import load_imagefolder_store, store_folder
-from bayesncl_pyro.data.vision import NORMALIZATION, VISION_DATASETS, _cache_paths, _list_imagefolder, load_imagefolder
+from bayesncl_pyro.data.vision import NORMALIZATION, VISION_DATASETS, _list_imagefolder, load_imagefolder
 
 MEMORY_LIMIT_BYTES = 2 * 1024**3
 """``data.store=auto``: a split larger than this (at its stored size) is read memory-mapped."""
@@ -91,19 +91,45 @@ def _imagefolder(data_cfg, root: str, split: str) -> ImageDataset:
                                   cache_dir=cache_dir, in_memory=layout.mode == "memory")
 
 
-def prepared_location(data_cfg, split: str) -> str:
-    """Where a loaded split of ``data_cfg`` lives on disk, in words (for ``bayesncl-prepare``)."""
+@dataclass(frozen=True)
+class PreparedSplit:
+    """What :func:`prepare_split` made: the split's size and image shape, and where training
+    will read it, in words."""
+
+    images: int
+    classes: int
+    shape: tuple[int, ...]
+    where: str
+
+
+def prepare_split(data_cfg, split: str) -> PreparedSplit | None:
+    """Decode one split of ``data_cfg`` into what training will read, as training would decode it:
+    an ImageFolder tree into its store (opened memory-mapped here, whatever ``data.store`` says,
+    so that preparing never holds the split in memory) or its in-memory cache; a torchvision
+    dataset is read from its files. None for ``scenes``, which every run generates itself."""
     if data_cfg.name == "scenes":
-        return "generated in memory by every run (data.scenes.*): nothing is kept on disk"
+        return None
     root = Path(data_cfg.root).expanduser()
     if data_cfg.name != "imagefolder":
-        return f"read from {root} (torchvision's {data_cfg.name} files)"
+        data = DATASETS.get(data_cfg.name)(data_cfg, split)
+        where = (f"read from {root} (torchvision's {data_cfg.name} files)" if data_cfg.name in VISION_DATASETS
+                 else f"loaded by the registered {data_cfg.name!r} loader (it keeps what it needs itself)")
+        return PreparedSplit(len(data), len(data.classes), tuple(data.images.shape[1:]), where)
     cache_dir = data_cfg.cache_dir or None
     layout = imagefolder_layout(data_cfg, str(root), split)
     if layout.uses_store:
-        return f"store {store_folder(root, split, layout.geometry, layout.size, cache_dir)}"
-    cached = [path for path in _cache_paths(root, split, cache_dir) if path.is_file()]
-    return f"cache {cached[0] if cached else 'not written (see the warning above)'}"
+        data = load_imagefolder_store(str(root), split, layout.size, layout.geometry,
+                                      skip_corrupt=data_cfg.skip_corrupt, cache_dir=cache_dir)
+        held = ("memory-mapped by every process" if layout.mode == "mmap"
+                else "read into memory by each process (data.store=memory)")
+        where = f"store {store_folder(root, split, layout.geometry, layout.size, cache_dir)}, {held}"
+    else:
+        used: list[Path] = []
+        data = load_imagefolder(str(root), split, skip_corrupt=data_cfg.skip_corrupt, cache_dir=cache_dir,
+                                image_size=data_cfg.image_size, cache_used=used)
+        where = (f"cache {used[0]}, read into memory by each process" if used
+                 else "no cache could be written (see the warning above): every run decodes again")
+    return PreparedSplit(len(data), len(data.classes), tuple(data.images.shape[1:]), where)
 
 
 for _name in VISION_DATASETS:

@@ -9,7 +9,9 @@ normalisation happen later, batched on the training device; :data:`NORMALIZATION
 per-channel statistics for that step.
 
 ImageFolder trees are decoded once (JPEG/PNG/WebP/GIF by ``torchvision.io.decode_image``,
-other formats through PIL) and the stacked tensor is cached, so later runs start in seconds.
+other formats through PIL, and a JPEG at least twice the target size by PIL at libjpeg's reduced
+scale: :mod:`bayesncl_pyro.data.image_input`) and the stacked tensor is cached, so later runs
+start in seconds.
 Through the config (``data.name=imagefolder``) every image is resized to ``data.image_size``
 square as it is decoded (bilinear, antialiased; the whole image, aspect not kept), so trees of
 any and mixed sizes load; one size is cached per ``data.image_size``.
@@ -444,7 +446,7 @@ def _labels_match(cache: dict, split_dir: Path, files: list[Path], labels: list[
 
 def load_imagefolder(
     root: str, split: str, skip_corrupt: bool = False, cache_dir: str | None = None,
-    image_size: int | None = None,
+    image_size: int | None = None, cache_used: list[Path] | None = None,
 ) -> ImageDataset:
     """A ``root/<split>/<class>/<image>`` tree, decoded once and cached.
 
@@ -459,7 +461,8 @@ def load_imagefolder(
     <root name>-<hash of absolute root>/<split>.pt``. The cache stores a hash of the file
     list, sizes and modification times; a load whose tree no longer matches decodes again.
     Corrupt files raise a DataError naming the first; ``skip_corrupt=True`` leaves them out
-    with a warning.
+    with a warning. ``cache_used``, when given, gets the cache file read or written appended
+    (nothing when none could be written).
     """
     _check_split(split)
     root_path = Path(root).expanduser()
@@ -483,6 +486,8 @@ def load_imagefolder(
             continue
         skipped = [(split_dir / name, "skipped when cached") for name in cache["skipped"]]
         _report_corrupt(split_dir, skipped, skip_corrupt=True)
+        if cache_used is not None:
+            cache_used.append(path)
         return ImageDataset(cache["images"], cache["labels"], list(cache["classes"]))
 
     resizing = f", resized to {image_size}x{image_size} (data.image_size)" if image_size is not None else ""
@@ -496,7 +501,7 @@ def load_imagefolder(
         bad = {path for path, _ in corrupt}
         keep = torch.tensor([path not in bad for path in files])
         images, label_tensor = images[keep], label_tensor[keep]
-    _write_cache(
+    written = _write_cache(
         cache_paths,
         {
             "key": key,
@@ -506,6 +511,8 @@ def load_imagefolder(
             "skipped": [str(path.relative_to(split_dir)) for path, _ in corrupt],
         },
     )
+    if cache_used is not None and written is not None:
+        cache_used.append(written)
     return ImageDataset(images, label_tensor, classes)
 
 

@@ -49,7 +49,7 @@ from bayesncl_pyro.experiments.cells import (
 )
 from bayesncl_pyro.experiments.grid_file import GridFile, TrueElboSettings
 from bayesncl_pyro.experiments.run_results import final_loss, read_json
-from bayesncl_pyro.storage.atomic import atomic_write_json, atomic_write_text, open_own_file
+from bayesncl_pyro.storage.atomic import atomic_write_json, atomic_write_text, open_own_file, storage_error
 from bayesncl_pyro.training.loop import SUMMARY_FILE
 
 CELL_FILE = "cell.json"
@@ -170,7 +170,11 @@ def _open_log(path: Path):
     fd = open_own_file(path, os.O_WRONLY | os.O_CREAT, 0o666, action="write", doing="write",
                        harm="emptying the cell log would empty that file",
                        refusal="cannot write {path}: {what}; move it out of the grid directory")
-    os.ftruncate(fd, 0)
+    try:
+        os.ftruncate(fd, 0)
+    except OSError as error:
+        os.close(fd)
+        raise storage_error(error, path, "write") from None
     return os.fdopen(fd, "w")
 
 

@@ -43,7 +43,7 @@ def metrics_figure(labels: Sequence[str], values: Mapping[str, Sequence[Sequence
         for x, seeds in zip(positions, values[metric]):
             ax.plot([x] * len(seeds), seeds, "o", color="#c0504d", markersize=3, alpha=0.8)
         ax.set_title(literal_text(metric), fontsize=10)
-        ax.set_ylabel(axis_labels.get(metric, metric), fontsize=9)
+        ax.set_ylabel(axis_labels.get(metric, literal_text(metric)), fontsize=9)
         ax.set_xlabel(group_axis, fontsize=9)
         ax.set_xlim(-0.5, len(labels) - 0.5)
         ax.set_xticks(positions)
