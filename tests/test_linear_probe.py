@@ -151,3 +151,33 @@ def test_probe_accuracy_reports_how_the_probe_was_fitted():
     assert result["weight_decay"] in linear_probe.WEIGHT_DECAYS
     assert result["predictions"].shape == (150,)
     assert result["top1"] == pytest.approx(float((result["predictions"] == y).double().mean() * 100))
+
+
+def test_history_is_shortened_only_where_it_would_pass_its_memory_budget():
+    per_step = 2 * 8  # two float64 vectors per remembered step
+    assert linear_probe.history_size(10 * 512 + 10) == linear_probe.HISTORY
+    largest = linear_probe.HISTORY_BYTES // (per_step * linear_probe.HISTORY)
+    assert linear_probe.history_size(largest) == linear_probe.HISTORY
+    assert linear_probe.history_size(largest + 1) == linear_probe.HISTORY - 1
+    many = 10_000 * 512 + 10_000  # 10,000 classes of 512 features: 6 steps, 0.49 GB instead of 1.64 GB
+    assert linear_probe.history_size(many) == 6
+    assert linear_probe.history_size(many) * per_step * many <= linear_probe.HISTORY_BYTES
+    assert linear_probe.history_size(10**12) == linear_probe.MIN_HISTORY
+
+
+def test_a_probe_with_a_short_history_reaches_the_optimum_scikit_learn_finds(monkeypatch):
+    x, y = noisy_classes(300, 6, 3, seed=0)
+    test, _ = noisy_classes(100, 6, 3, seed=1)
+    reference, _ = sklearn_probabilities(x, y, 1e-3, test)
+    sizes = []
+    original = torch.optim.LBFGS
+
+    def spy(*args, **kwargs):
+        sizes.append(kwargs["history_size"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(linear_probe, "HISTORY_BYTES", 2 * 8 * (6 * 3 + 3) * 5)  # room for 5 steps
+    monkeypatch.setattr(torch.optim, "LBFGS", spy)
+    probe = fit_linear_probe(x, y, 3, weight_decay=1e-3, rtol=1e-8, max_iter=20_000)
+    assert sizes == [5] and probe.converged
+    np.testing.assert_allclose(torch.softmax(probe.logits(test), dim=1).numpy(), reference, atol=1e-6)

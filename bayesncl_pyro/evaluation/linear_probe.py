@@ -7,7 +7,8 @@ eval.json next to the numbers):
    (a constant feature is centred to zero and stays zero; the deviation is clamped at 1e-6).
 2. **Objective.** Mean cross-entropy + ``weight_decay`` / 2 · ||W||² (the bias is not penalised):
    strictly convex in W, so "solved" has one answer.
-3. **Solver.** Full-batch L-BFGS in float64 (strong-Wolfe line search, history 20), run until the
+3. **Solver.** Full-batch L-BFGS in float64 (strong-Wolfe line search, history 20, shortened for a
+   probe so large that its history would pass ``HISTORY_BYTES``: :func:`history_size`), run until the
    largest absolute entry of the gradient is at most ``GRAD_RTOL`` times its value at W = 0, b = 0
    (a scale fixed by the data, the same for every fit of one probe), or ``max_iter`` iterations.
    ``converged`` says whether that tolerance was met; ``grad_norm`` is the final max |gradient|.
@@ -60,6 +61,11 @@ MAX_ITER = 5000
 ITER_PER_ROUND = 50
 """L-BFGS iterations between two progress-bar updates (the optimizer keeps its history)."""
 HISTORY = 20
+HISTORY_BYTES = 512 * 2**20
+"""Memory L-BFGS may keep as history: 2 vectors of the probe's parameters (float64) per step
+remembered. 20 steps fit up to about 1.7 M parameters (3,270 classes of 512 features); a larger
+probe remembers fewer (10,000 classes × 512 features: 6 steps, 0.5 GB instead of 1.6 GB)."""
+MIN_HISTORY = 5
 MAX_STALLS = 3
 STD_FLOOR = 1e-6
 LOGIT_CHUNK_ENTRIES = 2**22
@@ -173,6 +179,13 @@ def stratified_split(labels: Tensor, fraction: float = VALIDATION_FRACTION,
     return (~chosen).nonzero().squeeze(1), chosen.nonzero().squeeze(1)
 
 
+def history_size(num_params: int) -> int:
+    """L-BFGS steps remembered for a probe of ``num_params`` parameters: ``HISTORY``, fewer when
+    its 2 × steps × parameters float64 values would pass ``HISTORY_BYTES``, never below
+    ``MIN_HISTORY`` (a solver with almost no history converges too slowly to be worth the memory)."""
+    return max(MIN_HISTORY, min(HISTORY, HISTORY_BYTES // (2 * 8 * max(1, num_params))))
+
+
 def _solve(x: Tensor, labels: Tensor, weight: Tensor, bias: Tensor, weight_decay: float, tolerance: float,
            max_iter: int, on_round=None) -> tuple[Tensor, Tensor, int, float]:
     """L-BFGS from (weight, bias) until max |gradient| <= tolerance or ``max_iter`` iterations;
@@ -183,7 +196,8 @@ def _solve(x: Tensor, labels: Tensor, weight: Tensor, bias: Tensor, weight_decay
     # tolerance_change=0: no stop on "the loss did not change"; only the gradient, a zero step
     # (the line search found nothing better: the optimum to float64 precision) or the budget
     optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=ITER_PER_ROUND, max_eval=4 * ITER_PER_ROUND,
-                                  history_size=HISTORY, tolerance_grad=tolerance, tolerance_change=0.0,
+                                  history_size=history_size(weight.numel() + bias.numel()),
+                                  tolerance_grad=tolerance, tolerance_change=0.0,
                                   line_search_fn="strong_wolfe")
 
     def closure() -> Tensor:
@@ -325,7 +339,8 @@ def probe_accuracy(train_h: Tensor, train_labels: Tensor, test_h: Tensor, test_l
 RECIPE = {
     "features": "backbone h, standardised with the training split's mean and std",
     "objective": "mean cross-entropy + weight_decay/2 * ||W||^2 (bias not penalised)",
-    "optimizer": f"full-batch L-BFGS in float64, strong-Wolfe line search, history {HISTORY}",
+    "optimizer": (f"full-batch L-BFGS in float64, strong-Wolfe line search, history {HISTORY} (fewer, at least "
+                  f"{MIN_HISTORY}, when 2 x history x parameters in float64 would pass {HISTORY_BYTES >> 20} MiB)"),
     "tolerance": f"max |gradient| <= {GRAD_RTOL:g} x max |gradient at zero|",
     "max_iter": MAX_ITER,
     "weight_decay_grid": list(WEIGHT_DECAYS),
