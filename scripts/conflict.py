@@ -103,7 +103,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 0
     paired = [r for r in results if r["method"] in (args.method, args.against)]
-    rows = cc.comparisons(paired, args.method, args.against)
+    rows = cc.comparisons(paired, args.method, args.against, cc.TABLED)
     atomic_write_json(out / "summary.json", {"method": args.method, "against": args.against,
                                              "runs": [r["run"] for r in paired], "comparisons": rows,
                                              "levels": cc.level_means(paired)})

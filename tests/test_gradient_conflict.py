@@ -216,3 +216,19 @@ def test_rank_correlation_matches_scipy():
     assert cc.rank_correlation([1, 2, 3, None, 4], [5, 6, 7, 0, 8]) == pytest.approx(1.0)
     assert cc.rank_correlation([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
     assert math.isnan(cc.rank_correlation([1, 1, 1], [1, 2, 3]))
+
+
+def test_the_table_compares_how_shared_the_groups_are_without_a_self_correlation():
+    results = []
+    for method in ("ncl", "ste"):
+        for seed, share in enumerate((0.3, 0.35, 0.4)):
+            result = fake_result(method, seed, [0.5] * 3, [0.5] * 3)
+            for checkpoint in result["checkpoints"]:
+                checkpoint["groups"]["background"]["active"] = share
+                checkpoint["groups"]["object"]["active"] = share + 0.1
+            results.append(result)
+    assert "active" in cc.TABLED
+    rows = {(r["when"], r["comparison"]): r for r in cc.comparisons(results, "ste", "ncl", ["opposite", "active"])
+            if r["statistic"] == "active"}
+    assert rows[("epoch 2", "ncl: background − object")]["mean"] == pytest.approx(-0.1)
+    assert not any("ρ(active, active)" in comparison for _, comparison in rows)
