@@ -123,20 +123,11 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _status_kb(pid: int, key: str) -> int:
+def _proc_kb(pid: int, file: str, key: str) -> int:
+    """The ``key:`` line of ``/proc/<pid>/<file>`` in kB (0 when the process or the line is gone)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
             if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _pss_kb(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
                 return int(line.split()[1])
     except OSError:
         pass
@@ -164,8 +155,8 @@ def run_sampled(command: list[str], env: dict | None = None, timeout: float = 18
     while process.poll() is None:
         pids = [p for p in [process.pid, *_children(process.pid)] if _is_python(p)]
         if pids:
-            peaks["rss_anon_kb"] = max(peaks["rss_anon_kb"], *(_status_kb(p, "RssAnon") for p in pids))
-            total = sum(_pss_kb(p) for p in pids)
+            peaks["rss_anon_kb"] = max(peaks["rss_anon_kb"], *(_proc_kb(p, "status", "RssAnon") for p in pids))
+            total = sum(_proc_kb(p, "smaps_rollup", "Pss") for p in pids)
             if total > peaks["pss_total_kb"]:
                 peaks["pss_total_kb"], peaks["processes"] = total, len(pids)
         if time.monotonic() - started > timeout:

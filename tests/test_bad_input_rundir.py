@@ -37,14 +37,20 @@ def _error(capsys) -> str:
 
 # --- links where a run writes -----------------------------------------------------------------
 
-def test_a_lock_file_that_is_a_link_is_refused_and_its_target_kept(tmp_path, capsys):
+def _train_over_a_linked_lock(tmp_path, capsys, link) -> tuple[Path, Path, str]:
+    """A run directory whose ``.lock`` is ``link(victim, lock)``; training there must exit 2.
+    Returns the run directory, the victim file and the one error line."""
     victim = tmp_path / "precious.txt"
     victim.write_text("keep me\n")
     run = tmp_path / "run"
     run.mkdir()
-    os.symlink(victim, run / ".lock")
+    link(victim, run / ".lock")
     assert train_main([*FRESH, f"train.out_dir={run}"]) == 2
-    line = _error(capsys)
+    return run, victim, _error(capsys)
+
+
+def test_a_lock_file_that_is_a_link_is_refused_and_its_target_kept(tmp_path, capsys):
+    run, victim, line = _train_over_a_linked_lock(tmp_path, capsys, os.symlink)
     assert ".lock" in line and "symbolic link" in line and str(victim) in line
     assert victim.read_text() == "keep me\n"
     assert sorted(p.name for p in run.iterdir()) == [".lock"]
@@ -462,11 +468,6 @@ def test_a_killed_browse_leaves_nothing_behind_that_the_next_one_keeps(tmp_path)
 
 
 def test_a_lock_file_that_is_a_hard_link_is_refused(tmp_path, capsys):
-    victim = tmp_path / "precious.txt"
-    victim.write_text("keep me\n")
-    run = tmp_path / "run"
-    run.mkdir()
-    os.link(victim, run / ".lock")
-    assert train_main([*FRESH, f"train.out_dir={run}"]) == 2
-    assert "hard link" in _error(capsys)
+    _, victim, line = _train_over_a_linked_lock(tmp_path, capsys, os.link)
+    assert "hard link" in line
     assert victim.read_text() == "keep me\n"

@@ -81,14 +81,21 @@ def imagefolder_layout(data_cfg, root: str, split: str) -> ImageFolderLayout:
     return ImageFolderLayout(mode, size, geometry)
 
 
-def _imagefolder(data_cfg, root: str, split: str) -> ImageDataset:
+def _open_imagefolder(data_cfg, root: str, split: str, layout: ImageFolderLayout, in_memory: bool,
+                      cache_used: list[Path] | None = None) -> ImageDataset:
+    """The split as ``layout`` holds it: the store (read into memory with ``in_memory``) or the
+    in-memory cache (its file appended to ``cache_used``)."""
     cache_dir = data_cfg.cache_dir or None
-    layout = imagefolder_layout(data_cfg, root, split)
     if not layout.uses_store:
         return load_imagefolder(root, split, skip_corrupt=data_cfg.skip_corrupt, cache_dir=cache_dir,
-                                image_size=data_cfg.image_size)
+                                image_size=data_cfg.image_size, cache_used=cache_used)
     return load_imagefolder_store(root, split, layout.size, layout.geometry, skip_corrupt=data_cfg.skip_corrupt,
-                                  cache_dir=cache_dir, in_memory=layout.mode == "memory")
+                                  cache_dir=cache_dir, in_memory=in_memory)
+
+
+def _imagefolder(data_cfg, root: str, split: str) -> ImageDataset:
+    layout = imagefolder_layout(data_cfg, root, split)
+    return _open_imagefolder(data_cfg, root, split, layout, in_memory=layout.mode == "memory")
 
 
 @dataclass(frozen=True)
@@ -115,18 +122,14 @@ def prepare_split(data_cfg, split: str) -> PreparedSplit | None:
         where = (f"read from {root} (torchvision's {data_cfg.name} files)" if data_cfg.name in VISION_DATASETS
                  else f"loaded by the registered {data_cfg.name!r} loader (it keeps what it needs itself)")
         return PreparedSplit(len(data), len(data.classes), tuple(data.images.shape[1:]), where)
-    cache_dir = data_cfg.cache_dir or None
     layout = imagefolder_layout(data_cfg, str(root), split)
+    used: list[Path] = []
+    data = _open_imagefolder(data_cfg, str(root), split, layout, in_memory=False, cache_used=used)
     if layout.uses_store:
-        data = load_imagefolder_store(str(root), split, layout.size, layout.geometry,
-                                      skip_corrupt=data_cfg.skip_corrupt, cache_dir=cache_dir)
         held = ("memory-mapped by every process" if layout.mode == "mmap"
                 else "read into memory by each process (data.store=memory)")
-        where = f"store {store_folder(root, split, layout.geometry, layout.size, cache_dir)}, {held}"
+        where = f"store {store_folder(root, split, layout.geometry, layout.size, data_cfg.cache_dir or None)}, {held}"
     else:
-        used: list[Path] = []
-        data = load_imagefolder(str(root), split, skip_corrupt=data_cfg.skip_corrupt, cache_dir=cache_dir,
-                                image_size=data_cfg.image_size, cache_used=used)
         where = (f"cache {used[0]}, read into memory by each process" if used
                  else "no cache could be written (see the warning above): every run decodes again")
     return PreparedSplit(len(data), len(data.classes), tuple(data.images.shape[1:]), where)

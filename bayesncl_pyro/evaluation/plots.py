@@ -28,6 +28,10 @@ from bayesncl_pyro.storage.atomic import atomic_write_bytes
 
 DPI = 110
 HDI_PROB = 0.94
+MARKER_MAX_POINTS = 60
+"""A series with at most this many points gets a marker on each (so one point is visible)."""
+HEATMAP_COLUMNS = 32
+"""Dimensions per row of panels in the class heatmap: every column keeps a readable label."""
 
 
 def literal_text(text: object) -> str:
@@ -35,10 +39,6 @@ def literal_text(text: object) -> str:
     chose (a class folder ``$\\bogus{x$``, a suite method or ablation cell) is drawn as written
     instead of being parsed as mathtext (and failing)."""
     return str(text).replace("$", r"\$")
-MARKER_MAX_POINTS = 60
-"""A series with at most this many points gets a marker on each (so one point is visible)."""
-HEATMAP_COLUMNS = 32
-"""Dimensions per row of panels in the class heatmap: every column keeps a readable label."""
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
