@@ -110,7 +110,9 @@ class ModelConfig:
     ``torchvision:<name>``; ``weights`` a local state-dict file loaded into the backbone when the
     network is first built; ``freeze_backbone`` trains only projector, gates and the online probe
     on the backbone as it was built (eval mode, no gradient); ``small_stem`` gives a torchvision
-    ResNet-family backbone the 3x3 stride-1 first convolution without max-pool of 32x32 recipes."""
+    ResNet-family backbone the 3x3 stride-1 first convolution without max-pool of 32x32 recipes;
+    ``proj_batchnorm`` puts BatchNorm after the projector's hidden layer (SimCLR/solo-learn;
+    ``false`` is the authors' BayesNCL head, Linear-ReLU-Linear)."""
 
     backbone: str = "convnet"
     convnet_width: int = 64
@@ -118,6 +120,7 @@ class ModelConfig:
     freeze_backbone: bool = False
     small_stem: bool = False
     proj_hidden: int = 2048
+    proj_batchnorm: bool = True
     proj_dim: int = 256
     nonneg: str = "relu"
     temperature: float = 0.2
@@ -138,6 +141,8 @@ class GateConfig:
     hard_concrete_mode: str = "l0"
     hard_concrete_temperature: float = 2 / 3
     hidden: int = 512
+    """Width of the gate network's hidden layers; 0 = ``model.proj_hidden``, as the authors'
+    gating head (Linear(F, proj_hidden)-ReLU-Linear(proj_hidden, D))."""
     layers: int = 2
 
 

@@ -108,7 +108,8 @@ def validate(cfg: Config) -> Config:
     _choice("gate.hard_concrete_mode", g.hard_concrete_mode, choices.HARD_CONCRETE_MODES)
     _require(_finite(g.hard_concrete_temperature) and g.hard_concrete_temperature > 0,
              "gate.hard_concrete_temperature", g.hard_concrete_temperature, "a number > 0")
-    _require(1 <= g.hidden <= MAX_WIDTH, "gate.hidden", g.hidden, f"an integer >= 1 and <= {MAX_WIDTH}")
+    _require(0 <= g.hidden <= MAX_WIDTH, "gate.hidden", g.hidden,
+             f"an integer >= 1 and <= {MAX_WIDTH}, or 0 (= model.proj_hidden, the authors' gating head)")
     _require(1 <= g.layers <= 3, "gate.layers", g.layers, "1, 2 or 3")
 
     _choice("optim.name", o.name, choices.OPTIMIZERS)

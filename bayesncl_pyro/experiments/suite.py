@@ -228,10 +228,11 @@ def read_comparisons(file: GridFile, value: Any, methods: dict[str, list[str]]) 
 
 
 def plan(spec: SuiteSpec) -> list[Job]:
-    """Every run of the suite: datasets × methods × seeds, then the sweep points."""
+    """Every run of the suite: datasets × seeds × methods, then the sweep points."""
     jobs = []
-    for (dataset, data_over), (method, method_over), seed in itertools.product(
-            spec.datasets.items(), spec.methods.items(), spec.seeds):
+    # seed before method: a suite stopped part-way leaves complete pairs for its comparisons
+    for (dataset, data_over), seed, (method, method_over) in itertools.product(
+            spec.datasets.items(), spec.seeds, spec.methods.items()):
         directory = spec.out_dir / "runs" / dataset / method / f"seed{seed}"
         cfg = load_config(spec.base, [*spec.overrides, *data_over, *method_over, f"train.seed={seed}",
                                       f"train.out_dir={directory}"])

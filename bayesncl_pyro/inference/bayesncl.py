@@ -15,7 +15,7 @@ Pyro's loss returns only the sum and the log needs InfoNCE and KL apart.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -66,6 +66,12 @@ pytree.register_pytree_node(
 )
 
 
+def gate_widths(cfg: Config):
+    """The gate settings with ``gate.hidden=0`` read as ``model.proj_hidden`` (the authors' head)."""
+    g = cfg.gate
+    return replace(g, hidden=cfg.model.proj_hidden) if g.hidden == 0 else g
+
+
 class BayesNCL(nn.Module):
     """The whole network of one run. ``negatives`` says where InfoNCE takes its negatives from.
 
@@ -84,11 +90,11 @@ class BayesNCL(nn.Module):
         if m.freeze_backbone:
             self.backbone.requires_grad_(False).eval()
         feat_dim = self.backbone.out_dim
-        self.projector = projector(feat_dim, m.proj_hidden, m.proj_dim)
+        self.projector = projector(feat_dim, m.proj_hidden, m.proj_dim, batchnorm=m.proj_batchnorm)
         self.nonneg = NONNEG.get(m.nonneg)
         family = PRIORS.get(g.prior)
         self.model = family.model(g)
-        self.guide = family.guide(feat_dim, m.proj_dim, g)
+        self.guide = family.guide(feat_dim, m.proj_dim, gate_widths(cfg))
         self.contrastive = InfoNCE(m.temperature, negatives)
         self.elbo = make_elbo(self.guide, g)
         self.eval_transform: Optional[EvalTransform] = None
