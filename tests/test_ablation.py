@@ -87,7 +87,7 @@ def test_grid_runs_reports_and_resumes(tmp_path, monkeypatch):
     missing = next(c for c in ablation.plan_cells(spec) if c.skip_reason is None)
     shutil.rmtree(missing.directory)
     assert ablate.main([str(spec_path), "--jobs", "2"]) == 0
-    assert ablation.is_finished(missing.directory)
+    assert ablation.is_finished(missing)
     assert (missing.directory / ablation.LOG_FILE).is_file()
 
 

@@ -72,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         is_finished,
         load_spec,
         plan_cells,
+        recorded_differences,
         record_failure,
         run_ablation,
         run_cell,
@@ -93,11 +94,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_some_cell_valid(spec, cells)
     if args.dry_run:
         for cell in cells:
+            diffs = recorded_differences(cell)
             state = ("skip: " + cell.skip_reason if cell.skip_reason else
-                     "finished" if is_finished(cell.directory) else "to run")
+                     "holds a run of another config: " + "; ".join(diffs[:5]) if diffs else
+                     "finished" if is_finished(cell) else "to run")
             print(f"{cell.name}: {state} -> {cell.directory}")
         return 0
-    to_run = sum(cell.skip_reason is None and not is_finished(cell.directory) for cell in cells)
+    to_run = sum(cell.skip_reason is None and not is_finished(cell) for cell in cells)
     done = iter(range(1, to_run + 1))
     result = run_ablation(spec, jobs=args.jobs, finished=lambda row, seconds: print(
         f"[{next(done, to_run)}/{to_run} cells] {cell_line(row, seconds)}", flush=True))

@@ -15,7 +15,16 @@ Each cell is an ordinary training run in its own directory, followed by the Mont
 negative ELBO on a fixed held-out batch (:mod:`.cells`). A cell whose config does not validate
 (e.g. ``gate.estimator=score`` with ``gate.prior=hard_concrete``: only Bernoulli gates have
 estimators) is skipped, and the report says why. A finished cell is not trained again
-(re-running resumes the grid); a run interrupted after a checkpoint resumes from it. Cells run
+(re-running resumes the grid); a run interrupted after a checkpoint resumes from it.
+
+A cell's directory stands for the cell only while the config it recorded (``config.yaml``)
+equals the one the grid now asks for, all keys but those that change nothing a run computes
+(:data:`~bayesncl_pyro.storage.run_directory.NOT_RESULTS`). A grid whose file or overrides
+changed under cells already run is refused before any cell starts, with the first difference
+(old results must not be reported under new settings, and are not deleted for the user): delete
+those cell directories, or give another ``out_dir``. A changed ``train.epochs`` or
+``train.steps`` is refused as well: the learning-rate schedule and warm-up are laid out over the
+whole run, so a finished run extended by resuming is not the longer run the grid asks for. Cells run
 in this process, or ``jobs`` at a time as subprocesses. The reports are :mod:`.ablation_report`.
 
 The cell subprocesses stop with the grid: when the grid is stopped (SIGTERM, Ctrl-C, an error)
@@ -37,8 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from bayesncl_pyro.config import load_config
-from bayesncl_pyro.config.errors import ConfigError
+from bayesncl_pyro.config import Config, load_config
+from bayesncl_pyro.config.errors import CheckpointError, ConfigError
 from bayesncl_pyro.experiments.ablation_report import write_reports
 from bayesncl_pyro.experiments.cells import (
     TRUE_ELBO_FILE,
@@ -50,6 +59,7 @@ from bayesncl_pyro.experiments.cells import (
 from bayesncl_pyro.experiments.grid_file import GridFile, TrueElboSettings
 from bayesncl_pyro.experiments.run_results import final_loss, read_json
 from bayesncl_pyro.storage.atomic import atomic_write_json, atomic_write_text, open_own_file, storage_error
+from bayesncl_pyro.storage.run_directory import config_differences
 from bayesncl_pyro.training.loop import SUMMARY_FILE
 
 CELL_FILE = "cell.json"
@@ -77,6 +87,7 @@ class Cell:
     directory: Path
     overrides: list[str]
     skip_reason: str | None = None
+    cfg: Config | None = None
 
 
 def load_spec(path: str | Path, out_dir: str | Path | None = None, overrides: Sequence[str] = ()) -> AblationSpec:
@@ -103,15 +114,36 @@ def plan_cells(spec: AblationSpec) -> list[Cell]:
         overrides = [*spec.overrides, *point_overrides(axes), f"train.out_dir={directory}"]
         cell = Cell(cell_name(axes), axes, directory, overrides)
         try:
-            load_config(spec.base, overrides)
+            cell.cfg = load_config(spec.base, overrides)
         except ConfigError as exc:
             cell.skip_reason = str(exc)
         cells.append(cell)
     return cells
 
 
-def is_finished(directory: Path) -> bool:
-    return (directory / SUMMARY_FILE).is_file() and (directory / TRUE_ELBO_FILE).is_file()
+def recorded_differences(cell: Cell) -> list[str]:
+    """How the run recorded in the cell's directory differs from the cell's config (empty when
+    they agree, the directory holds no run, or the cell is skipped)."""
+    return [] if cell.cfg is None else config_differences(cell.directory, cell.cfg)
+
+
+def is_finished(cell: Cell) -> bool:
+    """Trained and measured, by the config the grid now asks for."""
+    return ((cell.directory / SUMMARY_FILE).is_file() and (cell.directory / TRUE_ELBO_FILE).is_file()
+            and not recorded_differences(cell))
+
+
+def check_recorded_configs(cells: list[Cell]) -> None:
+    """Refuse, in one line naming the first cell and its differences, a grid some of whose cell
+    directories hold a run of another config."""
+    stale = [(cell, diffs) for cell in cells if (diffs := recorded_differences(cell))]
+    if not stale:
+        return
+    cell, diffs = stale[0]
+    more = f" ({len(stale)} cells differ)" if len(stale) > 1 else ""
+    raise CheckpointError(f"{cell.directory} holds a run of another config than the grid asks for "
+                          f"({'; '.join(diffs[:5])}){more}; delete the cell directories that differ "
+                          "to run them again, or give another out_dir")
 
 
 # ----------------------------------------------------------------------------- one cell
@@ -244,8 +276,9 @@ def run_ablation(spec: AblationSpec, jobs: int = 1,
     if jobs < 1:
         raise ConfigError(f"--jobs={jobs!r} is not allowed; allowed: an integer >= 1")
     cells = plan_cells(spec)
-    todo = [c for c in cells if c.skip_reason is None and not is_finished(c.directory)]
-    finished_before = [c.name for c in cells if c.skip_reason is None and is_finished(c.directory)]
+    check_recorded_configs(cells)
+    todo = [c for c in cells if c.skip_reason is None and not is_finished(c)]
+    finished_before = [c.name for c in cells if c.skip_reason is None and is_finished(c)]
     for cell in todo:
         _prepare_cell(spec, cell)
 

@@ -31,6 +31,9 @@ grid point of :mod:`.cells`. A comparison's ``against`` is a method of this suit
 ``suite`` (a suite file, relative to this one), of that suite, whose finished runs are read (never
 trained) and paired with this suite's by dataset name and seed. Every step of every run is skipped when its output file exists, so
 re-running a suite resumes it (a run interrupted after a checkpoint resumes from that checkpoint).
+An output stands for a run only while the run's recorded config equals the planned one (all keys
+but :data:`~bayesncl_pyro.storage.run_directory.NOT_RESULTS`): a suite with a run directory of
+another config is refused before any job starts, naming the first difference.
 """
 from __future__ import annotations
 
@@ -62,6 +65,7 @@ from bayesncl_pyro.experiments.run_results import final_loss, kl_share, probe_no
 from bayesncl_pyro.experiments.stats import paired_difference
 from bayesncl_pyro.experiments.suite_report import write_results
 from bayesncl_pyro.storage.checkpoints import export_backbone
+from bayesncl_pyro.storage.run_directory import check_same_config
 from bayesncl_pyro.training.loop import SUMMARY_FILE
 
 ALLOWED_KEYS = ("out_dir", "prepare", "base", "overrides", "datasets", "methods", "seeds", "inspect",
@@ -299,6 +303,8 @@ def run_suite(spec: SuiteSpec, progress: bool = True, only: Callable[[Job], bool
     then write ``results.md``, ``results.json`` and the figures into ``spec.out_dir``."""
     prepare_inputs(spec)
     jobs = [job for job in plan(spec) if only is None or only(job)]
+    for job in jobs:  # all before the first: a changed suite must not fail hours in
+        check_same_config(job.directory, job.cfg)
     started = time.perf_counter()
     bar = tqdm(total=sum(j.cost for j in jobs), disable=not progress,
                desc=f"suite {spec.path.stem} (jobs done, weighted by training images)",

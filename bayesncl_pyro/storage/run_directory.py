@@ -191,14 +191,30 @@ def write_environment(run: Path) -> None:
     atomic_write_json(run / ENV_FILE, environment())
 
 
+NOT_RESULTS = frozenset({"train.out_dir", "train.keep", "train.log", "data.download", "data.cache_dir"})
+"""Config keys that change nothing a run computes or reports: where it lives, how many old epoch
+checkpoints it keeps, whether TensorBoard files sit beside its metrics log, whether a missing
+dataset may be fetched and where a cache lives. Every
+other key (``train.log_every`` too: the metrics log and what is read from it) must match for a
+recorded run to stand for a planned one."""
+
+
+def config_differences(run: Path, cfg: Config) -> list[str]:
+    """``key: value there, value now`` for each key (outside :data:`NOT_RESULTS`) where the run
+    recorded in ``run`` differs from ``cfg``; empty when ``run`` holds no run. A key the recorded
+    config lacks (added to the code later) counts as its default, as on resume."""
+    if not (run / CONFIG_FILE).is_file():
+        return []
+    old, new = flatten(read_config(run).to_dict()), flatten(cfg.to_dict())
+    old = {**flatten(Config().to_dict()), **old}
+    return [f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in sorted(set(old) | set(new))
+            if k not in NOT_RESULTS and old.get(k) != new.get(k)]
+
+
 def check_same_config(run: Path, cfg: Config) -> None:
     """Refuse to reuse a run directory whose run was made with another config (a suite or grid
     whose file changed would otherwise report old runs under new settings)."""
-    if not (run / CONFIG_FILE).is_file():
-        return
-    old, new = flatten(read_config(run).to_dict()), flatten(cfg.to_dict())
-    diffs = [f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in sorted(set(old) | set(new))
-             if k != "train.out_dir" and old.get(k) != new.get(k)]
+    diffs = config_differences(run, cfg)
     if diffs:
         raise CheckpointError(f"{run} holds a run of another config ({'; '.join(diffs[:5])}); "
                               "delete that directory or choose another out_dir")
