@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from bayesncl_pyro.config.errors import ConfigError, DataError
 from bayesncl_pyro.config.schema import AugmentConfig
+from bayesncl_pyro.data.imagefolder_store import fit
 
 _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
 _CROP_ATTEMPTS = 10
@@ -399,17 +400,29 @@ class BatchAugment(torch.nn.Module):
 
 class EvalTransform(torch.nn.Module):
     """Deterministic evaluation view: uint8 or float [B, 3, H, W] → normalised float32
-    [B, 3, size, size], resized (bilinear, antialiased) only when H×W is not size×size."""
+    [B, 3, size, size], resized (bilinear, antialiased) only when H×W is not size×size.
 
-    def __init__(self, size: int, mean: tuple[float, ...], std: tuple[float, ...]):
+    With ``store_size`` (a run trained on ``data.store_size``), an image not ``store_size``
+    square first becomes what the run's image store holds: short side resized to
+    ``store_size`` and the centre square kept (:func:`~.imagefolder_store.fit`, the store's own
+    code; uint8 images bit for bit), so a raw photo is seen as the run's test images were, not
+    squashed. The store decodes a JPEG at least twice ``store_size`` on both sides at a reduced
+    scale (libjpeg's draft) first; a PIL image handed in already decoded skips that step."""
+
+    def __init__(self, size: int, mean: tuple[float, ...], std: tuple[float, ...], store_size: int = 0):
         super().__init__()
         _check_normalisation(size, mean, std)
-        self.size = size
+        if isinstance(store_size, bool) or not isinstance(store_size, int) or (store_size and store_size < size):
+            raise ConfigError(f"store_size={store_size!r} is not allowed; allowed: 0 (no store) or an integer "
+                              f">= size ({size})")
+        self.size, self.store_size = size, store_size
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         _check_images(images)
+        if self.store_size:
+            images = fit(images, "crop", self.store_size)
         x = to_float_images(images)
         if x.shape[-2:] != (self.size, self.size):
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)

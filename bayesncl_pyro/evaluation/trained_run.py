@@ -51,7 +51,7 @@ def load_trained(path: str | Path, device: str | None = None, checkpoint_name: s
     mean, std = normalization(cfg.data, train_set)
     if run_directory.read_preprocessing(path) is None:
         with contextlib.suppress(OSError):  # a read-only run directory stays as it is
-            run_directory.write_preprocessing(path, cfg.data.image_size, mean, std)
+            run_directory.write_preprocessing(path, cfg.data.image_size, mean, std, cfg.data.store_size)
     torch.manual_seed(cfg.train.seed)
     net = BayesNCL(cfg, load_weights=untrained)
     classifier = online_classifier(net.feature_dim, train_set.num_classes, cfg.train.seed)

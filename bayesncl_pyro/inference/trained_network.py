@@ -41,20 +41,21 @@ def checkpoint_path(run: Path, checkpoint: str | Path | None) -> Path:
 
 
 def run_eval_transform(run: Path, cfg: Config) -> EvalTransform:
-    """The evaluation transform recorded in ``run``, or the dataset's standard one for older runs."""
+    """The evaluation transform recorded in ``run``, or the dataset's standard one for older runs
+    (with the store's crop of ``data.store_size`` where the record does not say)."""
     recorded = run_directory.read_preprocessing(run)
     if recorded is not None:
-        size, mean, std = recorded
+        size, mean, std, store_size = recorded
         if not (all(math.isfinite(v) for v in (*mean, *std)) and all(v > 0 for v in std)
                 and 1 <= size <= MAX_IMAGE_SIZE):
             raise CheckpointError(
                 f"{run / run_directory.PREPROCESSING_FILE} records an impossible transform (size {size}, mean "
                 f"{shown(mean)}, std {shown(std)}); allowed: a size from 1 to {MAX_IMAGE_SIZE}, finite means and "
                 "finite positive standard deviations: delete it and run bayesncl-eval on the run to write it again")
-        return EvalTransform(size, mean, std)
+        return EvalTransform(size, mean, std, cfg.data.store_size if store_size is None else store_size)
     if cfg.data.name in NORMALIZATION:
         mean, std = NORMALIZATION[cfg.data.name]
-        return EvalTransform(cfg.data.image_size, mean, std)
+        return EvalTransform(cfg.data.image_size, mean, std, cfg.data.store_size)
     raise CheckpointError(
         f"{run} has no {run_directory.PREPROCESSING_FILE} (it was trained before the evaluation transform was "
         f"recorded) and data.name={cfg.data.name} has no standard normalisation; `bayesncl-eval {run}` reads "

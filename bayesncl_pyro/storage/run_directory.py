@@ -228,20 +228,24 @@ def read_config(run: str | Path) -> Config:
     return config_from_dict(tree)
 
 
-def write_preprocessing(run: Path, image_size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+def write_preprocessing(run: Path, image_size: int, mean: tuple[float, ...], std: tuple[float, ...],
+                        store_size: int = 0) -> None:
     """Record the run's evaluation transform (timm's names: ``input_size``, ``interpolation``,
-    ``mean``, ``std``): images not ``image_size`` square are resized to it (bilinear,
+    ``mean``, ``std``): with ``store_size`` (``data.store_size``), an image not that size square
+    first has its short side resized to it and the centre square kept, as the run's image store
+    holds its images; then images not ``image_size`` square are resized to it (bilinear,
     antialiased), scaled to [0, 1] and normalised per channel. The statistics may have been
     measured on the training set; recorded here, a trained network loads without its dataset."""
     atomic_write_json(Path(run) / PREPROCESSING_FILE, {
         "input_size": [3, image_size, image_size], "interpolation": "bilinear", "antialias": True,
-        "mean": [float(m) for m in mean], "std": [float(s) for s in std],
+        "mean": [float(m) for m in mean], "std": [float(s) for s in std], "store_size": int(store_size),
     })
 
 
-def read_preprocessing(run: str | Path) -> tuple[int, tuple[float, ...], tuple[float, ...]] | None:
-    """``(image_size, mean, std)`` as :func:`write_preprocessing` recorded them, or None for a
-    run trained before they were recorded."""
+def read_preprocessing(run: str | Path) -> tuple[int, tuple[float, ...], tuple[float, ...], int | None] | None:
+    """``(image_size, mean, std, store_size)`` as :func:`write_preprocessing` recorded them
+    (``store_size`` None in a record written before it was recorded: the run's config says), or
+    None for a run trained before they were recorded."""
     path = Path(run) / PREPROCESSING_FILE
     if not path.is_file():
         return None
@@ -249,12 +253,14 @@ def read_preprocessing(run: str | Path) -> tuple[int, tuple[float, ...], tuple[f
         record = json.loads(path.read_text())
         _, height, width = record["input_size"]
         mean, std = tuple(float(m) for m in record["mean"]), tuple(float(s) for s in record["std"])
+        store_size = record.get("store_size")
         valid = (height == width and int(height) >= 1 and len(mean) == len(std) == 3
-                 and all(math.isfinite(m) for m in mean) and all(math.isfinite(s) and s > 0 for s in std))
+                 and all(math.isfinite(m) for m in mean) and all(math.isfinite(s) and s > 0 for s in std)
+                 and (store_size is None or (type(store_size) is int and (store_size == 0 or store_size >= height))))
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path} is not a preprocessing record ({type(exc).__name__}: {exc}); "
                               "delete it and run bayesncl-eval on the run to write it again") from None
     if not valid:
         raise CheckpointError(f"{path} records an impossible transform ({record}); delete it and run "
                               "bayesncl-eval on the run to write it again")
-    return int(height), mean, std
+    return int(height), mean, std, store_size
