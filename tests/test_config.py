@@ -91,3 +91,46 @@ def test_round_trip_through_dict():
 
     cfg = load_config(ROOT / "configs/scenes_quick.yaml", ["gate.estimator=concrete"])
     assert config_from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("override, value", [
+    ("train.out_dir=runs/a #b", "runs/a #b"),
+    ("train.out_dir=#b", "#b"),
+    ("train.out_dir=runs/a#b", "runs/a#b"),
+    ("train.out_dir='runs/a #b'", "runs/a #b"),
+    ("optim.lr=0.4 # c", "0.4 # c"),
+    ("optim.lr=0.4", 0.4),
+    ("data.download=true", True),
+])
+def test_an_override_value_keeps_what_yaml_would_read_as_a_comment(override, value):
+    assert parse_override(override)[1] == value
+
+
+def test_an_override_path_with_a_hash_reaches_the_config():
+    assert load_config(None, ["train.out_dir=runs/a #b"]).train.out_dir == "runs/a #b"
+    with pytest.raises(ConfigError, match=r"optim.lr='0.4 # c' is not allowed; allowed: a number"):
+        load_config(None, ["optim.lr=0.4 # c"])
+
+
+@pytest.mark.parametrize("override, closest", [
+    ("gate.prior_prb=0.5", "gate.prior_prob"),
+    ("epochs=3", "train.epochs"),
+    ("gat.prior=bernoulli", "gate.prior"),
+])
+def test_an_unknown_key_names_the_closest_first(override, closest):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    key = override.partition("=")[0]
+    assert str(info.value).startswith(f"unknown config key '{key}' (closest: {closest}"), str(info.value)
+
+
+def test_an_unknown_key_in_yaml_names_the_closest(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("gate:\n  prior_prop: 0.8\n")
+    with pytest.raises(ConfigError, match=r"^unknown config key 'gate.prior_prop' \(closest: gate.prior_prob"):
+        load_config(path)
+
+
+def test_an_unknown_choice_names_the_closest_before_the_long_list():
+    with pytest.raises(ConfigError, match=r"^gate.prior='bernouli' is not allowed \(closest: bernoulli"):
+        load_config(None, ["gate.prior=bernouli"])

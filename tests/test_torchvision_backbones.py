@@ -83,8 +83,8 @@ def test_a_vision_transformer_is_built_for_the_run_s_image_size():
 @pytest.mark.parametrize("overrides, message", [
     (["model.backbone=torchvision:resnet5"], "torchvision:<name> with <name> one of alexnet, convnext_base"),
     (["model.backbone=torchvision:resnet5"], "closest: torchvision:resnet50"),
-    (["model.backbone=torch:resnet18"], r"torchvision:<name> for any of \d+ names, e.g. torchvision:alexnet \(closest: "
-                                        "torchvision:resnet18"),
+    (["model.backbone=torch:resnet18"], r"^model.backbone='torch:resnet18' is not allowed \(closest: torchvision:resnet18"
+                                        r"\).*torchvision:<name> for any of \d+ names, e.g. torchvision:alexnet"),
     (["model.backbone=convnet", "model.small_stem=true"], "model.small_stem=True is not allowed"),
 ])
 def test_unknown_names_and_misplaced_stems_are_refused_by_validation(overrides, message):

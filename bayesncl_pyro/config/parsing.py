@@ -6,6 +6,7 @@ key or value raises :class:`ConfigError` naming the dotted key and what is allow
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import typing
 from pathlib import Path
@@ -68,14 +69,43 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
     raise TypeError(f"unsupported config field type {kind!r} for {key}")
 
 
+def _every_key(cls: type = Config, prefix: str = "") -> list[str]:
+    """Every dotted key of ``cls``, sections (``data.scenes``) and their fields alike."""
+    keys = []
+    for name, kind in _field_types(cls).items():
+        keys.append(prefix + name)
+        if dataclasses.is_dataclass(kind):
+            keys += _every_key(kind, f"{prefix}{name}.")
+    return keys
+
+
+def closest_keys(key: str) -> list[str]:
+    """Up to three config keys nearest to a mistyped ``key``: by the whole dotted key
+    (``gate.prior_prb`` -> ``gate.prior_prob``), else by its last name (``epochs`` -> ``train.epochs``)."""
+    keys = _every_key()
+    close = difflib.get_close_matches(key, keys, n=3, cutoff=0.75)
+    if close:
+        return close
+    by_name: dict[str, list[str]] = {}
+    for full in keys:
+        by_name.setdefault(full.rpartition(".")[2], []).append(full)
+    names = difflib.get_close_matches(key.rpartition(".")[2], list(by_name), n=3, cutoff=0.8)
+    return [full for name in names for full in by_name[name]][:3]
+
+
+def unknown_key(key: str, section: str, allowed: Iterable[str]) -> str:
+    """The message for a key the config does not have: the closest keys first (the list of what
+    is allowed may be cut), then the keys of ``section``."""
+    close = closest_keys(key)
+    hint = f" (closest: {', '.join(close)})" if close else ""
+    return f"unknown config key {shown(key)}{hint}; allowed under {section or 'the top level'}: {', '.join(allowed)}"
+
+
 def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     types = _field_types(cls)
-    unknown = sorted(set(values) - set(types))
+    unknown = sorted(set(values) - set(types), key=str)
     if unknown:
-        raise ConfigError(
-            f"unknown config key {shown(prefix + str(unknown[0]))}; allowed under "
-            f"{prefix.rstrip('.') or 'the top level'}: {', '.join(types)}"
-        )
+        raise ConfigError(unknown_key(prefix + str(unknown[0]), prefix.rstrip("."), types))
     kwargs = {name: _coerce(prefix + name, values[name], types[name]) for name in values}
     return cls(**kwargs)
 
@@ -92,13 +122,15 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """``"optim.lr=0.4"`` -> ``("optim.lr", 0.4)``; the value is read as YAML (numbers, booleans)."""
+    """``"optim.lr=0.4"`` -> ``("optim.lr", 0.4)``; the value is read as YAML (numbers, booleans),
+    except where YAML would drop part of it: ``train.out_dir=runs/a #b`` is the string
+    ``runs/a #b``, not ``runs/a`` and a comment (a command line has no comments)."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
         raise ConfigError(f"override {shown(text)} is not of the form key=value (e.g. optim.lr=0.4)")
     try:
-        value = yaml.load(raw, Loader=UniqueKeyLoader) if raw.strip() else ""
+        value = yaml.load(raw, Loader=UniqueKeyLoader) if _reads_whole(raw) else raw
     except (DuplicateKey, TooLarge) as exc:
         raise ConfigError(f"override {shown(text)}: {exc}") from None
     except yaml.YAMLError:
@@ -108,6 +140,16 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+def _reads_whole(raw: str) -> bool:
+    """Whether YAML reads all of ``raw`` into its value: not so for an empty value, or where a
+    comment (`` #...``) or a second document would be left out."""
+    try:
+        node = yaml.compose(raw, Loader=UniqueKeyLoader)
+    except yaml.YAMLError:
+        return True  # parse_override says why, or keeps the text
+    return node is not None and node.end_mark.index >= len(raw.rstrip())
+
+
 def check_override_key(key: str) -> None:
     """Raise ConfigError unless ``key`` names a field (not a section) of the config."""
     cls: Any = Config
@@ -115,8 +157,7 @@ def check_override_key(key: str) -> None:
     for part in key.split("."):
         types = _field_types(cls) if dataclasses.is_dataclass(cls) else {}
         if part not in types:
-            where = ".".join(path) or "the top level"
-            raise ConfigError(f"unknown config key {shown(key)}; allowed under {where}: {', '.join(types)}")
+            raise ConfigError(unknown_key(key, ".".join(path), types))
         path.append(part)
         cls = types[part]
     if dataclasses.is_dataclass(cls):

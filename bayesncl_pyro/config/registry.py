@@ -127,9 +127,20 @@ class Registry(Generic[T]):
         return family.make(member)
 
     def unknown(self, name: object) -> str:
-        """The message for a name this table does not hold: the plugin hint first (a long list
-        of allowed names may be cut), then what is allowed."""
-        return f"{self.kind}={shown(name)} is not allowed: no such name is registered ({plugin_hint()}); allowed: {self.allowed(name)}"
+        """The message for a name this table does not hold: the closest names and the plugin hint
+        first (a long list of allowed names may be cut), then what is allowed."""
+        close = self.closest(name)
+        hint = f" (closest: {', '.join(close)})" if close else ""
+        return (f"{self.kind}={shown(name)} is not allowed{hint}: no such name is registered ({plugin_hint()}); "
+                f"allowed: {self.allowed(name)}")
+
+    def closest(self, name: object) -> list[str]:
+        """Up to three registered names (family members included) nearest to a mistyped ``name``."""
+        if not isinstance(name, str):
+            return []
+        self._load()
+        every = sorted(self._entries) + [f"{p}:{m}" for p in sorted(self._families) for m in self._families[p].members()]
+        return difflib.get_close_matches(name, every, n=3, cutoff=0.75)
 
     def names(self) -> list[str]:
         """The registered names, and each family as ``prefix:<name>``."""
@@ -137,10 +148,9 @@ class Registry(Generic[T]):
         return sorted(self._entries) + [f"{prefix}:<name>" for prefix in sorted(self._families)]
 
     def allowed(self, name: object = None) -> str:
-        """What the table accepts, for an error message about ``name``: every name, each family
-        (with all its members when ``name`` is in it), and the closest names to ``name``."""
+        """What the table accepts, for an error message about ``name``: every name, and each family
+        (with all its members when ``name`` is in it)."""
         self._load()
-        every = sorted(self._entries) + [f"{p}:{m}" for p in sorted(self._families) for m in self._families[p].members()]
         text = ", ".join(sorted(self._entries))
         for prefix in sorted(self._families):
             members = list(self._families[prefix].members())
@@ -148,8 +158,7 @@ class Registry(Generic[T]):
                 text += f"; {prefix}:<name> with <name> one of {', '.join(members)}"
             else:
                 text += f"; {prefix}:<name> for any of {len(members)} names, e.g. {prefix}:{members[0]}"
-        close = difflib.get_close_matches(name, every, n=3, cutoff=0.75) if isinstance(name, str) else []
-        return text + (f" (closest: {', '.join(close)})" if close else "")
+        return text
 
     def __contains__(self, name: object) -> bool:
         self._load()

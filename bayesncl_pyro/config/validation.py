@@ -53,9 +53,8 @@ def _finite(value: float) -> bool:
 
 
 def validate(cfg: Config) -> Config:
-    """Range checks for every key (choices are checked against their registries)."""
+    """Range checks for every key, then the choices against their registries."""
     d, m, g, o, t = cfg.data, cfg.model, cfg.gate, cfg.optim, cfg.train
-    _choice("data.name", d.name, choices.DATASETS)
     _require(2 <= d.batch_size <= MAX_BATCH, "data.batch_size", d.batch_size, f"an integer >= 2 and <= {MAX_BATCH}")
     _require(1 <= d.eval_batch_size <= MAX_BATCH, "data.eval_batch_size", d.eval_batch_size,
              f"an integer >= 1 and <= {MAX_BATCH}")
@@ -78,7 +77,6 @@ def validate(cfg: Config) -> Config:
              "[0, 1] (0 = backgrounds independent of the class)")
     d.augment.validate("data.augment")
 
-    _choice("model.backbone", m.backbone, choices.BACKBONES)
     _require(1 <= m.convnet_width <= MAX_CONVNET_WIDTH, "model.convnet_width", m.convnet_width,
              f"an integer >= 1 and <= {MAX_CONVNET_WIDTH}")
     _require(not m.small_stem or m.backbone.startswith("torchvision:"), "model.small_stem", m.small_stem,
@@ -86,40 +84,28 @@ def validate(cfg: Config) -> Config:
              "resnet18 has it built in)")
     _require(1 <= m.proj_hidden <= MAX_WIDTH, "model.proj_hidden", m.proj_hidden, f"an integer >= 1 and <= {MAX_WIDTH}")
     _require(2 <= m.proj_dim <= MAX_WIDTH, "model.proj_dim", m.proj_dim, f"an integer >= 2 and <= {MAX_WIDTH}")
-    _choice("model.nonneg", m.nonneg, choices.NONNEG)
     _require(_finite(m.temperature) and m.temperature > 0, "model.temperature", m.temperature, "a number > 0")
 
-    _choice("gate.prior", g.prior, choices.PRIORS)
     _require(0.0 < g.prior_prob < 1.0, "gate.prior_prob", g.prior_prob, "the open interval (0, 1)")
     _require(_finite(g.kl_weight) and g.kl_weight >= 0, "gate.kl_weight", g.kl_weight, "a number >= 0")
     _require(0.0 < g.threshold < 1.0, "gate.threshold", g.threshold, "the open interval (0, 1)")
     _require(_finite(g.temperature) and g.temperature > 0, "gate.temperature", g.temperature, "a number > 0")
-    _choice("gate.estimator", g.estimator, choices.ESTIMATORS)
     _require(_finite(g.relax_temperature) and g.relax_temperature > 0, "gate.relax_temperature", g.relax_temperature, "a number > 0")
-    # hard_concrete and none have no Bernoulli gates to estimate: the family says whether it reads the setting
-    bernoulli_priors = ", ".join(p for p in choices.PRIORS.names() if choices.PRIORS.get(p).uses_gate_estimator)
-    _require(g.estimator == GateConfig.estimator or choices.PRIORS.get(g.prior).uses_gate_estimator,
-             "gate.estimator", g.estimator,
-             f"{GateConfig.estimator} with gate.prior={g.prior}, which does not use gate.estimator "
-             f"(the estimators apply to gate.prior={bernoulli_priors})")
     _require(1 <= g.particles <= MAX_PARTICLES, "gate.particles", g.particles, f"an integer >= 1 and <= {MAX_PARTICLES}")
     _require(_finite(g.beta_a) and g.beta_a > 0, "gate.beta_a", g.beta_a, "a number > 0")
     _require(_finite(g.beta_b) and g.beta_b > 0, "gate.beta_b", g.beta_b, "a number > 0")
-    _choice("gate.hard_concrete_mode", g.hard_concrete_mode, choices.HARD_CONCRETE_MODES)
     _require(_finite(g.hard_concrete_temperature) and g.hard_concrete_temperature > 0,
              "gate.hard_concrete_temperature", g.hard_concrete_temperature, "a number > 0")
     _require(0 <= g.hidden <= MAX_WIDTH, "gate.hidden", g.hidden,
              f"an integer >= 1 and <= {MAX_WIDTH}, or 0 (= model.proj_hidden, the authors' gating head)")
     _require(1 <= g.layers <= 3, "gate.layers", g.layers, "1, 2 or 3")
 
-    _choice("optim.name", o.name, choices.OPTIMIZERS)
     for key in ("lr", "gate_lr", "classifier_lr"):
         value = getattr(o, key)
         _require(_finite(value) and 0 < value <= MAX_LR, f"optim.{key}", value, f"a number > 0 and <= {MAX_LR:g}")
     _require(_finite(o.weight_decay) and o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "a number >= 0")
     _require(0 <= o.momentum < 1, "optim.momentum", o.momentum, "[0, 1)")
     _require(_finite(o.eta) and o.eta > 0, "optim.eta", o.eta, "a number > 0")
-    _choice("optim.scheduler", o.scheduler, choices.SCHEDULERS)
     _require(_finite(o.warmup_epochs) and o.warmup_epochs >= 0, "optim.warmup_epochs", o.warmup_epochs, "a number >= 0")
     _require(_finite(o.min_lr) and 0 <= o.min_lr <= MAX_LR, "optim.min_lr", o.min_lr, f"a number from 0 to {MAX_LR:g}")
 
@@ -134,4 +120,21 @@ def validate(cfg: Config) -> Config:
     _require(t.keep >= 1, "train.keep", t.keep, "an integer >= 1")
     _require(t.checkpoint_every >= 0, "train.checkpoint_every", t.checkpoint_every, "an integer >= 0 (0 = each epoch)")
     _require(t.max_bad_steps >= 1, "train.max_bad_steps", t.max_bad_steps, "an integer >= 1")
+
+    # Last: a look-up imports the modules that fill a table (torch among them), so every plain
+    # range check above answers first, and at once.
+    _choice("data.name", d.name, choices.DATASETS)
+    _choice("model.backbone", m.backbone, choices.BACKBONES)
+    _choice("model.nonneg", m.nonneg, choices.NONNEG)
+    _choice("gate.prior", g.prior, choices.PRIORS)
+    _choice("gate.estimator", g.estimator, choices.ESTIMATORS)
+    # hard_concrete and none have no Bernoulli gates to estimate: the family says whether it reads the setting
+    bernoulli_priors = ", ".join(p for p in choices.PRIORS.names() if choices.PRIORS.get(p).uses_gate_estimator)
+    _require(g.estimator == GateConfig.estimator or choices.PRIORS.get(g.prior).uses_gate_estimator,
+             "gate.estimator", g.estimator,
+             f"{GateConfig.estimator} with gate.prior={g.prior}, which does not use gate.estimator "
+             f"(the estimators apply to gate.prior={bernoulli_priors})")
+    _choice("gate.hard_concrete_mode", g.hard_concrete_mode, choices.HARD_CONCRETE_MODES)
+    _choice("optim.name", o.name, choices.OPTIMIZERS)
+    _choice("optim.scheduler", o.scheduler, choices.SCHEDULERS)
     return cfg
