@@ -35,3 +35,33 @@ def test_every_command_answers_help_without_heavy_imports():
         assert done.returncode == 0, done.stderr
         result = json.loads(done.stdout.strip().splitlines()[-1])
         assert result == {"code": 0, "usage": True, "heavy": []}, (name, result)
+
+
+FAIL_PROBE = """
+import contextlib, importlib, io, json, sys
+module = importlib.import_module(sys.argv[1])
+err = io.StringIO()
+with contextlib.redirect_stderr(err):
+    code = module.main(json.loads(sys.argv[2]))
+print(json.dumps({"code": code, "error": err.getvalue(), "torch": "torch" in sys.modules}))
+"""
+
+
+def test_a_config_mistake_is_named_before_torch_is_imported():
+    """A mistyped key or an out-of-range value is refused by the config layer alone, in a fraction
+    of a second, not after the seconds torch takes to import."""
+    cases = [
+        ("bayesncl_pyro.cli.train", ["gate.prior_prb=0.5", "--no-progress"], "closest: gate.prior_prob"),
+        ("bayesncl_pyro.cli.train", ["--config", str(ROOT / "configs/scenes_quick.yaml"), "gate.prior_prob=3"],
+         "gate.prior_prob=3.0 is not allowed"),
+        ("bayesncl_pyro.cli.prepare", ["--splits", "train", "train.epoch=2"], "closest: train.epochs"),
+        ("bayesncl_pyro.cli.ablate", ["gate.prior_prb=0.5", "grid.yaml", "--dry-run"], "closest: gate.prior_prob"),
+        ("bayesncl_pyro.cli.evaluate", ["/nonexistent/run"], "run directory /nonexistent/run does not exist"),
+    ]
+    for module, argv, expected in cases:
+        done = subprocess.run([sys.executable, "-c", FAIL_PROBE, module, json.dumps(argv)],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        assert result["code"] == 2 and expected in result["error"], (module, argv, result)
+        assert not result["torch"], (module, argv, result)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bayesncl_pyro.cli.guard import Parser, bounded_int, guarded, user_path
+from bayesncl_pyro.config import check_override_key, parse_override
 from bayesncl_pyro.config.errors import BayesNCLError, ConfigError
 
 
@@ -68,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """bayesncl-ablate SPEC.yaml [key=value ...] [--jobs N] [--out-dir DIR] [--dry-run]"""
     p = parser()
     args = p.parse_args(argv)
+    for text in args.overrides:  # a mistyped key is named before torch is imported
+        check_override_key(parse_override(text)[0])
     from bayesncl_pyro.experiments.ablation import (
         is_finished,
         load_spec,

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
-from bayesncl_pyro.config.errors import BayesNCLError, RunWarning, TrainingInterrupted, clip, one_line
+from bayesncl_pyro.config.errors import BayesNCLError, RunWarning, TrainingInterrupted, clip, one_line, shown
 from bayesncl_pyro.config.validation import MAX_SEED
 
 Main = Callable[[Sequence[str] | None], int]
@@ -103,6 +104,10 @@ class UsageError(BayesNCLError):
     """A command line that does not parse (an unknown option, a bad option value)."""
 
 
+OVERRIDE = re.compile(r"[A-Za-z_][\w.]*=")
+"""How a ``key=value`` config override begins: a key of names and dots, then ``=``."""
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, with a command-line mistake as one ``error:`` line (exit code 2) instead of a
     usage block: the usage is one ``--help`` away."""
@@ -111,9 +116,48 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
     def parse_args(self, args=None, namespace=None):
-        """Options and positional arguments in any order: ``key=value`` overrides may come before,
-        between and after options (``--config X a=1 --no-progress b=2``)."""
-        return self.parse_intermixed_args(args, namespace)
+        """Options and positional arguments in any order: ``key=value`` overrides (the positional
+        ``overrides``) may come before, between and after options (``--config X a=1 --no-progress
+        b=2``), after an option of several values (``--splits train a=1``) and before another
+        positional argument (``a=1 grid.yaml``). They are taken out of the command line first,
+        so no option or positional argument can swallow one; only the value of an option that
+        takes one value is left as it is (``--config a=b.yaml``)."""
+        words = sys.argv[1:] if args is None else list(args)
+        if not any(action.dest == "overrides" for action in self._actions):
+            return self.parse_intermixed_args(words, namespace)
+        overrides, rest = self._take_overrides(words)
+        parsed = self.parse_intermixed_args(rest, namespace)
+        for word in parsed.overrides:  # what is left there is no override: say what it may be instead
+            if not OVERRIDE.match(word):
+                raise UsageError(self._not_an_override(word, parsed))
+        parsed.overrides = [*overrides, *parsed.overrides]
+        return parsed
+
+    def _take_overrides(self, words: list[str]) -> tuple[list[str], list[str]]:
+        """``words`` split into the overrides, in their order, and everything else."""
+        one_value = [option for action in self._actions if action.option_strings and action.nargs is None
+                     for option in action.option_strings]
+
+        def takes_one_value(word: str | None) -> bool:
+            return (word is not None and word.startswith("-") and "=" not in word
+                    and any(option == word or (word.startswith("--") and option.startswith(word))
+                            for option in one_value))
+
+        overrides, rest, previous = [], [], None
+        for index, word in enumerate(words):
+            if word == "--":
+                rest.extend(words[index:])
+                break
+            (overrides if OVERRIDE.match(word) and not takes_one_value(previous) else rest).append(word)
+            previous = word
+        return overrides, rest
+
+    def _not_an_override(self, word: str, parsed: argparse.Namespace) -> str:
+        text = f"{self.prog}: {shown(word)} is not a key=value override (e.g. optim.lr=0.4)"
+        if (word.endswith((".yaml", ".yml")) and any("--config" in a.option_strings for a in self._actions)
+                and not getattr(parsed, "resume", None)):
+            text += f"; to read it as the config file, give --config {word}"
+        return text
 
 
 def positive_int(text: str) -> int:
@@ -160,8 +204,19 @@ def user_path(text: str) -> str:
     return os.path.expanduser(text)
 
 
+def run_path(text: str) -> str:
+    """argparse type: a run directory that exists (``~`` expanded), checked before the command
+    imports anything heavy, so that a mistyped path is named at once."""
+    path = user_path(text)
+    if not os.path.exists(path):
+        raise UsageError(f"run directory {path} does not exist; give a directory written by bayesncl-train")
+    if not os.path.isdir(path):
+        raise UsageError(f"run directory {path} is not a directory; give a directory written by bayesncl-train")
+    return path
+
+
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments every command on one trained run takes: RUN_DIR, ``--device``, ``--no-progress``."""
-    p.add_argument("run_dir", metavar="RUN_DIR", type=user_path, help="a run directory written by bayesncl-train")
+    p.add_argument("run_dir", metavar="RUN_DIR", type=run_path, help="a run directory written by bayesncl-train")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: the run's train.device)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -11,6 +11,7 @@ import time
 from typing import Sequence
 
 from bayesncl_pyro.cli.guard import Parser, guarded, user_path
+from bayesncl_pyro.config import load_config
 
 SPLITS = ("train", "test")
 
@@ -33,10 +34,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """bayesncl-prepare --config FILE [key=value ...] [--splits train test]"""
     args = parser().parse_args(argv)
-    from bayesncl_pyro.config import load_config
+    cfg = load_config(args.config, args.overrides)  # a mistake in the config is named before torch is imported
     from bayesncl_pyro.data.sources import prepare_split
 
-    cfg = load_config(args.config, args.overrides)
     for split in dict.fromkeys(args.splits):
         started = time.perf_counter()
         prepared = prepare_split(cfg.data, split)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from bayesncl_pyro.cli.guard import Parser, guarded, user_path
+from bayesncl_pyro.cli.guard import Parser, guarded, run_path, user_path
 
 
 def parser() -> argparse.ArgumentParser:
@@ -13,7 +13,7 @@ def parser() -> argparse.ArgumentParser:
         description="Gather training curves, evaluation tables and gate-posterior figures of one or several "
                     "runs into one self-contained HTML page, runs side by side, and print the main numbers "
                     "of each run.")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", type=user_path, help="run directories")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", type=run_path, help="run directories")
     p.add_argument("--out", metavar="FILE", type=user_path,
                    help="output file (default: report.html in the run directory, or in the current "
                         "directory when several runs are given)")
