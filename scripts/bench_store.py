@@ -29,8 +29,9 @@ The stores of ``rss`` and ``pss`` are written directly (random pixels into the s
 beside empty placeholder ``.jpg`` files that make the ImageFolder listing the store is verified
 against): decoding 8 GB of JPEGs would measure the decoder, which ``decode`` does on real
 JPEGs (random-content images, ImageNet-like sizes around 500x375, quality 90). Everything lives
-in ``--work`` (default: a temporary folder under ``/var/tmp``), deleted at the end unless
-``--keep``.
+in a new folder ``bench_store.XXXXXXXX`` of this run's own under ``--work`` (default ``/var/tmp``),
+deleted at the end (on failure too) unless ``--keep``: what was in ``--work`` before is never
+touched, and a ``--work`` folder this run created is removed again when it is left empty.
 
     nice -n 10 python scripts/bench_store.py --parts rss pss throughput decode
     python scripts/bench_store.py --parts feed --device cuda --feed-images 4096
@@ -397,12 +398,16 @@ def main() -> None:
     parser.add_argument("--reduced-images", type=int, default=300, help="JPEGs decoded per block (reduced part)")
     parser.add_argument("--feed-images", type=int, default=2048)
     parser.add_argument("--feed-size", type=int, default=224)
-    parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--work", type=Path, default=Path("/var/tmp"),
+                        help="where this run makes its own work folder (default /var/tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
-    work = args.work or Path(tempfile.mkdtemp(prefix="bench_store.", dir="/var/tmp"))
-    work.mkdir(parents=True, exist_ok=True)
+    base = args.work.absolute()
+    created = [folder for folder in (base, *base.parents) if not folder.exists()]  # deepest first
+    base.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="bench_store.", dir=base))
+    print(f"work folder: {work}", flush=True)
     results = {}
     try:
         for part in args.parts:
@@ -410,6 +415,11 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+            for folder in created:  # only what this run made, and only when nothing else is in it
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

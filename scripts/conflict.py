@@ -10,7 +10,10 @@ Every run (a folder given, or every run under it whose data is ``scenes`` and wh
 checkpoint get the conflict statistics on the same fixed batches, written to
 ``OUT/<method>_seed<seed>.json`` (a checkpoint measured before with the same batch settings, its
 file unchanged, is kept, so a run still training can be measured again as it goes; ``--force``
-measures everything again). Then ``OUT/summary.json`` and
+measures the chosen epochs again). A result file never loses a measurement: the epochs measured
+now are merged into those it holds (``--epochs 1`` adds or renews epoch 1, nothing else), and a
+file of another run or other batch settings is refused unless ``--force`` replaces it. Then
+``OUT/summary.json`` and
 ``OUT/summary.md`` (``--method`` against ``--against``, paired by seed, 95 % t intervals) and the
 figure (``--figure``, default ``OUT/conflict.png``).
 """
@@ -22,8 +25,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bayesncl_pyro.cli.guard import guarded
-from bayesncl_pyro.config.errors import ConfigError
+from bayesncl_pyro.cli.guard import bounded_int, guarded, positive_int
+from bayesncl_pyro.config.errors import ConfigError, StorageError
 from bayesncl_pyro.storage import run_directory
 from bayesncl_pyro.storage.atomic import atomic_write_json, atomic_write_text, read_json
 
@@ -35,14 +38,47 @@ def parse(argv):
     parser.add_argument("--figure", default=None, help="the PNG figure (default OUT/conflict.png)")
     parser.add_argument("--method", default="bayesncl_ste", help="the method compared (default bayesncl_ste)")
     parser.add_argument("--against", default="ncl", help="the method it is compared against (default ncl)")
-    parser.add_argument("--batches", type=int, default=6, help="fixed two-view batches per checkpoint (default 6)")
-    parser.add_argument("--batch-size", type=int, default=None, help="images per batch (default: the run's)")
-    parser.add_argument("--batch-seed", type=int, default=0, help="seed of the fixed batches (default 0)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    parser.add_argument("--epochs", type=int, nargs="+", default=None,
+    parser.add_argument("--batches", type=bounded_int(1, MAX_BATCHES), default=6,
+                        help="fixed two-view batches per checkpoint (default 6)")
+    parser.add_argument("--batch-size", type=bounded_int(2, MAX_BATCH_SIZE), default=None,
+                        help="images per batch (default: the run's)")
+    parser.add_argument("--batch-seed", type=bounded_int(0, 2**32 - 1), default=0,
+                        help="seed of the fixed batches (default 0)")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--epochs", type=bounded_int(0, 10**6), nargs="+", default=None,
                         help="measure only these epochs (0 = the initial network; default every checkpoint)")
     parser.add_argument("--force", action="store_true", help="measure again even where a result is kept")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.method == args.against:
+        parser.error(f"--method and --against are both {args.method!r}; allowed: two different methods")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        parser.error(f"--out {args.out} is a file; allowed: a folder (new or holding earlier results)")
+    return args
+
+
+MAX_BATCHES = 10_000
+MAX_BATCH_SIZE = 65_536
+
+
+def read_result(path: Path) -> dict | None:
+    """The result file ``path`` of an earlier measurement (None when there is none); one clear
+    error when it is not one."""
+    kept = read_json(path, "conflict result")
+    if kept is None:
+        return None
+    if not isinstance(kept, dict) or not isinstance(kept.get("checkpoints"), list) or not all(
+            isinstance(entry, dict) and "checkpoint" in entry for entry in kept["checkpoints"]):
+        raise StorageError(f"conflict result {path} is not a result of this script (no list of checkpoint "
+                           "entries); move it away, or choose another --out")
+    return kept
+
+
+def merge_checkpoints(earlier: list[dict], measured: list[dict]) -> list[dict]:
+    """The entries of ``earlier`` with those ``measured`` now in place of the same checkpoint's,
+    oldest epoch first: a result file keeps every measurement it held."""
+    merged = {entry["checkpoint"]: entry for entry in earlier}
+    merged.update((entry["checkpoint"], entry) for entry in measured)
+    return sorted(merged.values(), key=lambda entry: (entry.get("epoch", -1), str(entry["checkpoint"])))
 
 
 def find_runs(paths: list[str]) -> list[Path]:
@@ -77,23 +113,31 @@ def main(argv=None) -> int:
     for run in find_runs(args.runs):
         cfg = run_directory.read_config(run)
         path = out / f"{method_name(cfg)}_seed{cfg.train.seed}.json"
-        known = None
-        if path.is_file() and not args.force:
-            kept = read_json(path, "conflict result")
-            same = (kept.get("run"), kept.get("batches"), kept.get("batch_seed")) == \
-                (str(run), args.batches, args.batch_seed) and args.batch_size in (None, kept.get("batch_size"))
-            known = kept["checkpoints"] if same else None
+        kept = read_result(path)
+        earlier: list[dict] = []
+        if kept is not None:
+            same = Path(str(kept.get("run"))).resolve() == run.resolve() and \
+                (kept.get("batches"), kept.get("batch_seed")) == (args.batches, args.batch_seed) and \
+                args.batch_size in (None, kept.get("batch_size"))
+            if not same and not args.force:
+                raise ConfigError(
+                    f"{path} holds measurements of {kept.get('run')} with batches={kept.get('batches')}, "
+                    f"batch_seed={kept.get('batch_seed')}, batch_size={kept.get('batch_size')}, not of {run} with "
+                    f"these settings; --force replaces them, or choose another --out")
+            earlier = kept["checkpoints"] if same else []
+        known = None if args.force else earlier
         partial = {"run": str(run), "method": method_name(cfg), "seed": cfg.train.seed, "batches": args.batches,
                    "batch_seed": args.batch_seed, "batch_size": args.batch_size, "partial": True,
-                   "checkpoints": list(known or ())}
+                   "checkpoints": list(earlier)}
 
         def save_partial(entry, partial=partial, path=path):
-            partial["checkpoints"].append(entry)
+            partial["checkpoints"] = merge_checkpoints(partial["checkpoints"], [entry])
             atomic_write_json(path, partial)
 
         result = measure_run(run, args.batches, args.batch_size, args.batch_seed, known=known, epochs=args.epochs,
                              progress=lambda items, p=path: tqdm(items, desc=p.stem, unit="checkpoint"),
                              measured_one=save_partial)
+        result["checkpoints"] = merge_checkpoints(earlier, result["checkpoints"])
         atomic_write_json(path, result)
         results.append(read_json(path, "conflict result"))
         print(f"wrote {path}", file=sys.stderr)

@@ -11,6 +11,7 @@ import fcntl
 import os
 import re
 import shutil
+import stat
 import time
 import tempfile
 from pathlib import Path
@@ -24,7 +25,11 @@ MARKER = Path("data") / "site.js"
 
 
 def is_site(path: Path) -> bool:
-    return (path / MARKER).is_file()
+    """Whether ``path`` holds the marker as a regular file reached through no link below ``path``."""
+    try:
+        return not (path / MARKER.parent).is_symlink() and stat.S_ISREG(os.lstat(path / MARKER).st_mode)
+    except OSError:
+        return False
 
 
 def _umask() -> int:

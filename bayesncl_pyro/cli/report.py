@@ -2,9 +2,42 @@
 from __future__ import annotations
 
 import argparse
+import os
+import stat
+from pathlib import Path
 from typing import Sequence
 
 from bayesncl_pyro.cli.guard import Parser, guarded, run_path, user_path
+
+
+REPORT_MARK = b"<title>BayesNCL report: "
+"""What the head of every page :func:`~bayesncl_pyro.evaluation.report.render_report` writes holds:
+a file with it may be replaced by a new report, any other file is the user's."""
+HEAD_BYTES = 4096
+
+
+def is_report(path: Path) -> bool:
+    """Whether ``path`` is a regular file (not a link, FIFO or device) that an earlier report wrote."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return REPORT_MARK in os.read(fd, HEAD_BYTES)
+    finally:
+        os.close(fd)
+
+
+def check_replaceable(out: Path) -> None:
+    """Raise ConfigError unless ``out`` is missing or an earlier report: a mistyped ``--out`` must
+    never overwrite a user's file."""
+    from bayesncl_pyro.config.errors import ConfigError
+
+    if os.path.lexists(out) and not is_report(out):
+        raise ConfigError(f"--out {out}: exists and is not a report of bayesncl-report (no "
+                          f"{REPORT_MARK.decode()!r} in its head); choose a new file, or an earlier report")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -24,10 +57,13 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """bayesncl-report RUN_DIR [RUN_DIR ...] [--out FILE]"""
     args = parser().parse_args(argv)
-    from bayesncl_pyro.evaluation.report import load_runs, save_report, text_summary
+    from bayesncl_pyro.evaluation.report import REPORT_FILE, load_runs, save_report, text_summary
 
+    out = Path(args.out) if args.out else (Path(args.run_dirs[0]) if len(args.run_dirs) == 1 else Path.cwd()) / \
+        REPORT_FILE
+    check_replaceable(out)
     runs = load_runs(args.run_dirs)
-    path = save_report(runs, args.out)
+    path = save_report(runs, out)
     print(text_summary(runs))
     print(f"\nreport: {path}")
     return 0
