@@ -1,7 +1,8 @@
 """A frequency-aware gate prior: a dimension active on most images of the batch is a priori less
 likely to be open.
 
-    f_d    = (1 / R) Σ_i 1[z_{i,d} > 0]             (share of the batch's R rows on which d fires; no gradient)
+    f_d    = (1 / R) Σ_i 1[z_{i,d} > 0]             (share of the batch's R rows on which d fires; no gradient;
+                                                    under torchrun the global batch's, every rank's rows)
     ρ_d    = ρ · (1 − f_d)
     m_{i,d} ~ Bern(ρ_d)                            (plate over the rows, event dim D)
     factor("contrastive", −InfoNCE(normalize(normalize(z) ⊙ m)))
@@ -25,13 +26,15 @@ from bayesncl_pyro.config.choices import PRIORS
 from bayesncl_pyro.distributions.gates import BernoulliGatePrior
 from bayesncl_pyro.guides.amortized_gates import AmortizedGates
 from bayesncl_pyro.inference.contrastive import gated_rows
+from bayesncl_pyro.inference.global_batch import rows_mean
 from bayesncl_pyro.inference.plates import gate_rows
 from bayesncl_pyro.models.family import PriorFamily
 
 
 def frequency_prior_prob(z: torch.Tensor, prior_prob: float) -> torch.Tensor:
-    """ρ_d = ρ · (1 − f_d), f_d the share of rows of z [R, D] with z_{i,d} > 0; shape [D], no gradient."""
-    active = (z.detach() > 0).to(torch.promote_types(z.dtype, torch.float32)).mean(0)
+    """ρ_d = ρ · (1 − f_d), f_d the share of rows of z [R, D] with z_{i,d} > 0 (of every rank's rows
+    under torchrun: :func:`~bayesncl_pyro.inference.global_batch.rows_mean`); shape [D], no gradient."""
+    active = rows_mean((z.detach() > 0).to(torch.promote_types(z.dtype, torch.float32)))
     return prior_prob * (1 - active)
 
 

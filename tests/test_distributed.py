@@ -4,7 +4,8 @@ Two gloo processes on loopback, each with B images, against one process with the
 weights: the mean of the per-rank losses equals the single loss and the DDP-averaged parameter
 gradients equal the single-process gradients (1e-5; the networks run in float64, the ELBO in
 float32 as always, so the gap is float32 rounding, ~3e-7 on gradients of size ~3), for ``ste``
-gates (with a large KL weight, so the KL's gradient counts) and for the ungated model. A control with the other ranks' rows gathered *without* gradients gives the same
+gates (with a large KL weight, so the KL's gradient counts), for the frequency-aware prior (whose
+open probabilities come from the whole batch) and for the ungated model. A control with the other ranks' rows gathered *without* gradients gives the same
 loss but different gradients, so the comparison can tell.
 
 BatchNorm runs in eval mode (running statistics) in this test: in train mode each rank
@@ -47,6 +48,9 @@ TOL = 1e-5
 CASES = {
     "ste": ["gate.prior=bernoulli", "gate.estimator=ste", "gate.kl_weight=0.5", "gate.temperature=0.5"],
     "ungated": ["gate.prior=none", "model.nonneg=none"],
+    # the prior reads how often each dimension fires: of the global batch, not of a rank's rows
+    "frequency_bernoulli": ["gate.prior=frequency_bernoulli", "gate.estimator=ste", "gate.kl_weight=0.5",
+                            "gate.temperature=0.5", "gate.prior_prob=0.9"],
 }
 
 
@@ -263,3 +267,5 @@ def test_refusals_name_the_key(tiny_config):
         wrap_ddp(BayesNCL(tiny_config()), running, sync_bn=True)
     with pytest.raises(ConfigError, match="gate.estimator='score'"):
         wrap_ddp(BayesNCL(tiny_config("gate.estimator=score")), running)
+    with pytest.raises(ConfigError, match="gate.estimator='disarm' has no pathwise gradient"):
+        wrap_ddp(BayesNCL(tiny_config("gate.estimator=disarm")), running)

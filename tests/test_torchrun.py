@@ -34,3 +34,49 @@ def test_two_processes_train_one_run(tmp_path):
     assert done.stdout.count("run directory:") == 1  # rank 0 alone reports
     state_keys = ("last.pt", "epoch_0002.pt", "config.yaml", "env.json")
     assert all((run / name).is_file() for name in state_keys)
+
+
+def _nodes(tmp_path, per_node: list[list[str]], timeout: float = 240) -> list[subprocess.CompletedProcess]:
+    """One torchrun node per entry of ``per_node`` (its overrides), one process each, on loopback."""
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    common = [*TINY, "train.distributed=true", "data.batch_size=16", f"train.out_dir={tmp_path / 'ddp'}"]
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", f"--nnodes={len(per_node)}", "--nproc-per-node=1",
+         "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=config-test", "-m",
+         "bayesncl_pyro.train", "--no-progress", "--config", str(ROOT / "configs/scenes_quick.yaml"), *common, *mine],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for mine in per_node]
+    done = []
+    try:
+        for node in nodes:
+            out, err = node.communicate(timeout=timeout)
+            done.append(subprocess.CompletedProcess(node.args, node.returncode, out, err))
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                node.kill()
+    return done
+
+
+def _error_lines(done: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+
+
+def test_nodes_started_with_different_configs_are_refused(tmp_path):
+    done = _nodes(tmp_path, [["optim.lr=0.4", "data.scenes.seed=0"], ["optim.lr=0.9", "data.scenes.seed=3"]])
+    for node in done:
+        assert node.returncode != 0, node.stderr[-3000:]
+        lines = _error_lines(node)
+        assert len(lines) == 1, node.stderr[-3000:]
+        assert "optim.lr: 0.4 on rank 0, 0.9 on rank 1" in lines[0] or \
+            "optim.lr: 0.9 on rank 0, 0.4 on rank 1" in lines[0], lines[0]
+        assert "data.scenes.seed: 0 on rank" in lines[0] and "optim.lr" in lines[0]
+    assert not (tmp_path / "ddp" / "config.yaml").exists()  # nothing recorded under one rank's config
+
+
+def test_disarm_under_torchrun_is_a_config_error(tmp_path):
+    done = _nodes(tmp_path, [["gate.estimator=disarm"], ["gate.estimator=disarm"]])
+    for node in done:
+        assert node.returncode != 0
+        lines = _error_lines(node)
+        assert len(lines) == 1 and "gate.estimator='disarm' has no pathwise gradient" in lines[0], node.stderr[-3000:]

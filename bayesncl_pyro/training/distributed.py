@@ -24,16 +24,21 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from bayesncl_pyro.config import Config, flatten
 from bayesncl_pyro.config.device import resolve_device
 from bayesncl_pyro.config.errors import ConfigError
 from bayesncl_pyro.config.validation import MAX_SEED
 from bayesncl_pyro.inference.bayesncl import StepOutput
+from bayesncl_pyro.inference.disarm import DisarmELBO
 from bayesncl_pyro.inference.leave_one_out import LeaveOneOutELBO
 from bayesncl_pyro.inference.negatives import Negatives, local_batch
 from bayesncl_pyro.training.batches import train_batches
 
 LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 LAUNCH_HINT = "launch with: torchrun --nproc-per-node N -m bayesncl_pyro.train --config FILE ..."
+PER_NODE_KEYS = frozenset({"data.root", "data.cache_dir", "data.download"})
+"""Config keys that may differ between the processes of one run: where each node finds (or
+fetches) its own copy of the data. Every other key must be the same on every rank."""
 
 
 # torch renamed the single-tensor all-gather; keep working with the versions before the rename.
@@ -254,14 +259,35 @@ class TrainStep(nn.Module):
         return out
 
 
+def check_same_config(cfg: Config, ctx: DistributedContext) -> None:
+    """Refuse, on every rank at once, a run whose processes were started with different configs
+    (another ``optim.lr``, ``gate.prior`` or data seed on one node would train a model no single
+    config describes, and ``config.yaml`` would record rank 0's alone). One all-gather; keys of
+    :data:`PER_NODE_KEYS` may differ."""
+    if not (ctx.active and ctx.world_size > 1 and dist.is_initialized()):
+        return
+    mine = {k: v for k, v in flatten(cfg.to_dict()).items() if k not in PER_NODE_KEYS}
+    every = [None] * ctx.world_size
+    dist.all_gather_object(every, mine)
+    keys = sorted(set().union(*every))
+    differ = [k for k in keys if any(repr(c.get(k)) != repr(every[0].get(k)) for c in every[1:])]
+    if differ:
+        shown = "; ".join(f"{k}: " + ", ".join(f"{c.get(k)!r} on rank {r}" for r, c in enumerate(every))
+                          for k in differ[:4])
+        more = f" (and {len(differ) - 4} more keys)" if len(differ) > 4 else ""
+        raise ConfigError(f"the {ctx.world_size} processes of this run were started with different configs: "
+                          f"{shown}{more}; every process must get the same config file and overrides")
+
+
 def check_pathwise(net: nn.Module, ctx: DistributedContext) -> None:
     """Refuse an ELBO whose gradient is not pathwise in a multi-process run: a score-function
     ELBO weights each rank's gate log-probabilities by that rank's loss only (its gates also move
     the other ranks' losses through the negatives), and it replays InfoNCE under ``vmap``, where
-    no collective can run."""
-    if ctx.active and ctx.world_size > 1 and isinstance(net.elbo, LeaveOneOutELBO):
+    no collective can run. DisARM (``disarm``) is such an ELBO: its antithetic weights are the
+    difference of this rank's losses alone, and its two draws are replayed under ``vmap`` too."""
+    if ctx.active and ctx.world_size > 1 and isinstance(net.elbo, (LeaveOneOutELBO, DisarmELBO)):
         raise ConfigError(f"gate.estimator={net.cfg.gate.estimator!r} has no pathwise gradient and cannot run on "
-                          f"{ctx.world_size} processes; allowed with torchrun: ste, concrete, soft")
+                          f"{ctx.world_size} processes; allowed with torchrun: ste, sampled_ste, concrete, soft")
 
 
 def wrap_ddp(net: nn.Module, ctx: DistributedContext, sync_bn: bool = False,
@@ -282,6 +308,8 @@ def wrap_ddp(net: nn.Module, ctx: DistributedContext, sync_bn: bool = False,
     step = TrainStep(net, classifier)
     if not ctx.active:
         return step
+    if hasattr(net, "cfg"):  # first: a rank refusing alone would leave the others waiting
+        check_same_config(net.cfg, ctx)
     check_pathwise(net, ctx)
     if sync_bn:
         if ctx.device.type != "cuda":
