@@ -321,7 +321,7 @@ def test_markdown_table_formats_missing_values_and_escapes_bars():
 
 
 class _RecordingBar:
-    """Stands in for tqdm: records what a progress bar was told."""
+    """Stands in for the progress bar: records what it was told."""
 
     bars: list["_RecordingBar"] = []
 
@@ -347,7 +347,7 @@ class _RecordingBar:
 def test_the_feature_bar_counts_images_and_ends_at_its_total(gated_run, monkeypatch):
     from bayesncl_pyro.evaluation import evaluate as evaluate_module
 
-    monkeypatch.setattr(evaluate_module, "tqdm", _RecordingBar)
+    monkeypatch.setattr(evaluate_module, "progress_bar", _RecordingBar)
     _RecordingBar.bars = []
     run = load_trained(gated_run, device="cpu")
     test = evaluate_module.extract_split(run, run.test_set, "test features", progress=True)

@@ -2,10 +2,13 @@
 validation split and the choice of weight decay, and the progress bar."""
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
 
+from bayesncl_pyro.data.progress import progress
 from bayesncl_pyro.evaluation import linear_probe
 from bayesncl_pyro.evaluation.linear_probe import (
     choose_weight_decay,
@@ -123,22 +126,16 @@ def test_selection_refits_with_the_decay_of_the_best_validation_score():
 def test_probe_progress_bar_counts_fits_and_ends_full_when_fits_converge_early(monkeypatch):
     bars = []
 
-    class Recording(linear_probe.tqdm):
-        def __init__(self, *args, **kwargs):
-            kwargs["disable"] = False
-            super().__init__(*args, **kwargs)
-            bars.append(self)
+    def recording(*args, **kwargs):
+        bars.append(progress(*args, **{**kwargs, "enabled": True, "stream": io.StringIO()}))
+        return bars[-1]
 
-        def close(self):
-            self.final = (self.n, self.total)
-            super().close()
-
-    monkeypatch.setattr(linear_probe, "tqdm", Recording)
+    monkeypatch.setattr(linear_probe, "progress_bar", recording)
     x, y = noisy_classes(120, 4, 3, seed=6)
     result = probe_accuracy(x, y, x, y, 3, progress=True)
     assert result["converged"] and result["iterations"] < linear_probe.MAX_ITER
     (bar,) = bars
-    assert bar.final == (len(linear_probe.WEIGHT_DECAYS) + 1,) * 2
+    assert bar.closed and (bar.n, bar.total) == (len(linear_probe.WEIGHT_DECAYS) + 1,) * 2
     assert bar.unit == "fit" and "weight decays" in bar.desc
 
 

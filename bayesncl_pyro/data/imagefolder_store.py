@@ -30,12 +30,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torchvision.transforms.v2.functional import center_crop, resize
-from tqdm.auto import tqdm
 
 from bayesncl_pyro.config.errors import DataError
 from bayesncl_pyro.data.dataset import ImageDataset
 from bayesncl_pyro.data.image_store import (PIXELS, Listing, StoreWriter, create_store, open_store, read_manifest,
                                             resume_store)
+from bayesncl_pyro.data.progress import progress
 from bayesncl_pyro.data.status import status
 from bayesncl_pyro.storage.atomic import make_directory
 from bayesncl_pyro.data import vision
@@ -100,8 +100,8 @@ def _decode(writer: StoreWriter, paths: list[str], split_dir: Path, processes: i
     corrupt = [tuple(item) for items in done.values() for item in items]
     if finished:
         status(f"resuming the decode of {split_dir}: {finished} of {shape[0]} images are in {writer.folder}")
-    bar = tqdm(total=shape[0], initial=finished, desc=f"decoding {split_dir.name}", unit="img",
-               dynamic_ncols=True, disable=None, smoothing=0.1)
+    bar = progress(total=shape[0], initial=finished, desc=f"decoding {split_dir.name}", unit="img",
+                   dynamic_ncols=True, smoothing=0.1)
 
     def job(chunk: int) -> tuple:
         rows = writer.chunk_rows(chunk)

@@ -29,11 +29,11 @@ import numpy as np
 import torch
 import torchvision
 from torchvision.transforms.v2.functional import resize
-from tqdm.auto import tqdm
 
 from bayesncl_pyro.config.errors import DataError
 from bayesncl_pyro.data.dataset import ImageDataset
 from bayesncl_pyro.data.image_input import decode_image_file
+from bayesncl_pyro.data.progress import progress as progress_bar
 from bayesncl_pyro.data.status import status
 from bayesncl_pyro.storage.atomic import atomic_torch_save
 
@@ -399,8 +399,8 @@ def _decode_all(files: list[Path], split_dir: Path,
                 images[index] = image
         return stop - start
 
-    with tqdm(total=len(files), initial=first + 1, desc=f"decoding {split_dir}", unit="img",
-              disable=None) as progress, ThreadPoolExecutor(_decode_workers()) as pool:
+    with progress_bar(total=len(files), initial=first + 1, desc=f"decoding {split_dir}", unit="img") as progress, \
+            ThreadPoolExecutor(_decode_workers()) as pool:
         for decoded in pool.map(decode_chunk, range(first + 1, len(files), DECODE_CHUNK)):
             progress.update(decoded)
 

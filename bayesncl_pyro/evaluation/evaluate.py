@@ -19,9 +19,9 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from bayesncl_pyro.data.dataset import ImageDataset
+from bayesncl_pyro.data.progress import progress as progress_bar, silenced
 from bayesncl_pyro.evaluation import glossary, metrics
 from bayesncl_pyro.evaluation.factor_check import check_factors, scene_factor_codes
 from bayesncl_pyro.evaluation.features import extract
@@ -55,8 +55,8 @@ def extract_split(run: TrainedRun, data: ImageDataset, desc: str, progress: bool
     CPU tensors. ``generator`` (on the run's device) draws the gates of ``gated_sampled``."""
     chunk = run.cfg.data.eval_batch_size * EXTRACT_CHUNK_BATCHES
     parts: list[dict[str, Tensor]] = []
-    with tqdm(total=len(data), disable=not progress, desc=f"{desc} (h, z, gates)", unit="img", unit_scale=True,
-              leave=False) as bar:
+    with progress_bar(total=len(data), enabled=progress, desc=f"{desc} (h, z, gates)", unit="img", unit_scale=True,
+                      leave=False) as bar:
         for start in range(0, len(data), chunk):
             index = torch.arange(start, min(start + chunk, len(data)))
             parts.append(extract(run.net, run.eval_transform, data.subset(index), run.device,
@@ -127,8 +127,8 @@ def evaluate(run: TrainedRun, untrained: bool = False, progress: bool = True) ->
                            run.train_set.num_classes, progress=progress)
     predictions = probe.pop("predictions")
     feature_results = {}
-    for name in tqdm(FEATURE_SETS, disable=not progress, desc=f"metrics on {', '.join(FEATURE_SETS)}",
-                     unit="feature set", leave=False):
+    for name in progress_bar(FEATURE_SETS, enabled=progress, desc=f"metrics on {', '.join(FEATURE_SETS)}",
+                             unit="feature set", leave=False):
         feature_results[name] = feature_metrics(test[name].to(device), labels, train[name].to(device), train_labels)
     result: dict[str, Any] = {
         "run": str(run.path),
@@ -292,9 +292,11 @@ def probe_convergence_line(probe: dict[str, Any]) -> str:
 def evaluate_run(path: str | Path, device: str | None = None, init: bool = False,
                  progress: bool = True) -> tuple[dict[str, Any], Path, Path]:
     """Evaluate the run in ``path`` (``init``: its network at the seeded initialisation) and write
-    the JSON and Markdown files; returns (result, JSON path, Markdown path)."""
-    run = load_trained(path, device=device, untrained=init)
-    result = _json_ready(evaluate(run, untrained=init, progress=progress))
+    the JSON and Markdown files; returns (result, JSON path, Markdown path). Without ``progress``,
+    nothing shows progress, the decode of the run's data included."""
+    with silenced(not progress):
+        run = load_trained(path, device=device, untrained=init)
+        result = _json_ready(evaluate(run, untrained=init, progress=progress))
     json_name, md_name = result_files(init)
     json_path = atomic_write_json(Path(path) / json_name, result)
     md_path = atomic_write_text(Path(path) / md_name, format_markdown(result))

@@ -48,7 +48,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
+
+from bayesncl_pyro.data.progress import progress as progress_bar
 
 WEIGHT_DECAYS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 """The grid, in the order it is fitted (largest first, each fit warm-starting the next)."""
@@ -281,8 +282,8 @@ def select_linear_probe(h: Tensor, labels: Tensor, num_classes: int, weight_deca
         decays = decays[:1]
         solutions[decays[0]] = None
     grid = len(decays) if len(y_val) else 0
-    with tqdm(total=grid + 1, disable=not progress, unit="fit", leave=False,
-              desc=f"linear probe (fits: {grid} weight decays on {len(y_fit)} images, then refit)") as bar:
+    with progress_bar(total=grid + 1, enabled=progress, unit="fit", leave=False,
+                      desc=f"linear probe (fits: {grid} weight decays on {len(y_fit)} images, then refit)") as bar:
         def show(wd):
             return lambda it, grad: bar.set_postfix_str(f"decay {wd:g}: {it} it, |g|/tol {grad / tolerance:.2g}")
 

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pyro
-from tqdm.auto import tqdm
 
 from bayesncl_pyro.config import Config
 from bayesncl_pyro.config.errors import BayesNCLError, NonFiniteStep, RunWarning, StorageError, TrainingInterrupted
+from bayesncl_pyro.data.progress import progress as progress_bar, silenced
 from bayesncl_pyro.storage import checkpoints, run_directory
 from bayesncl_pyro.storage.atomic import atomic_write_bytes, atomic_write_json, read_json
 from bayesncl_pyro.storage.metrics_log import METRICS_FILE, MetricsLog, read_metrics
@@ -38,9 +38,10 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> dict[str,
     A resume continues from ``last.pt``, or from the newest intact ``epoch_NNNN.pt`` when
     ``last.pt`` is damaged (saying so), or from step 0 when the run has no checkpoint yet; a
     finished run is left as it is. Under torchrun (``torch.distributed`` environment set), rank
-    0 locks, logs, checkpoints and summarises; the others train.
+    0 locks, logs, checkpoints and summarises; the others train. Without ``progress``, nothing
+    shows progress, the decode of the data included.
     """
-    with stop_requests() as stop:
+    with stop_requests() as stop, silenced(not progress):
         ctx = setup_distributed(cfg.train)
         try:
             return _train(cfg, ctx, resume, progress, stop)
@@ -110,8 +111,8 @@ def _run(cfg: Config, ctx: DistributedContext, s: Session, resume: bool, progres
             pyro.set_rng_seed(ctx.seed(t.seed, step))
             s.seed_streams(step)
     log = MetricsLog(run / METRICS_FILE, resume_step=step if resume else None) if ctx.is_main else None
-    bar = tqdm(total=s.total_steps, initial=step, disable=not (progress and ctx.is_main),
-               desc=f"train {run.name} (SVI steps)", unit="step", dynamic_ncols=True)
+    bar = progress_bar(total=s.total_steps, initial=step, enabled=progress and ctx.is_main,
+                       desc=f"train {run.name} (SVI steps)", unit="step", dynamic_ncols=True)
     record: StepRecord | None = None
     bad_steps = 0
     s.net.train()
