@@ -22,6 +22,9 @@ derived from it (per rank, per step) are taken modulo 2**32."""
 
 MAX_IMAGE_SIZE = 1024
 """The largest ``data.image_size``: a batch of 256 RGB images of 1024 × 1024 already takes 3 GB."""
+MAX_STORE_SIZE = 2 * MAX_IMAGE_SIZE
+"""The largest ``data.store_size``: the stored image that training crops from, at most twice the
+largest crop (2048 × 2048 is 12 MiB a row; a million images would fill 12 TiB)."""
 MAX_BATCH = 65536
 """The largest ``data.batch_size`` and ``data.eval_batch_size``."""
 MAX_WIDTH = 16384
@@ -63,8 +66,8 @@ def validate(cfg: Config) -> Config:
     _require(d.name != "scenes" or d.image_size >= 16, "data.image_size", d.image_size,
              "an integer >= 16 for data.name=scenes")
     _require(d.store in ("auto", "memory", "mmap"), "data.store", d.store, "auto, memory, mmap")
-    _require(d.store_size == 0 or d.store_size >= d.image_size, "data.store_size", d.store_size,
-             f"0 (store at data.image_size) or an integer >= data.image_size={d.image_size}")
+    _require(d.store_size == 0 or d.image_size <= d.store_size <= MAX_STORE_SIZE, "data.store_size", d.store_size,
+             f"0 (store at data.image_size) or an integer >= data.image_size={d.image_size} and <= {MAX_STORE_SIZE}")
     _require(d.train_subset >= 0, "data.train_subset", d.train_subset, "an integer >= 0 (0 = the whole split)")
     s = d.scenes
     _require(2 <= s.num_train <= MAX_SCENES_IMAGES, "data.scenes.num_train", s.num_train,

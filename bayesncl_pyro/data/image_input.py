@@ -20,7 +20,13 @@ resizes each to the run's size.
   before its pixels are allocated. The limit is Pillow's default (89,478,485 pixels, about
   9459 x 9459: 256 MiB as RGB); the environment variable ``BAYESNCL_MAX_IMAGE_PIXELS`` sets
   another, for every command. Pillow refuses images above twice its own limit
-  (``PIL.Image.MAX_IMAGE_PIXELS``) whatever this one says.
+  (``PIL.Image.MAX_IMAGE_PIXELS``) whatever this one says. The limit bounds what is decoded,
+  not only the header: a side longer than :data:`DEFAULT_MAX_SIDE` is refused, an animated image
+  is decoded as its first frame only (all frames of a 776 KB GIF of 60 frames of 4000 x 4000
+  would take 2.9 GB).
+- **Files.** An image file is read only when it is a regular file of at most
+  :data:`MAX_FILE_BYTES`: a FIFO named ``x.png`` never hangs the decode, a link to ``/dev/zero``
+  never fills the memory.
 - **Downsizing.** With ``size`` (or ``reduce_to``), a JPEG at least twice that size in both sides
   is decoded at a reduced scale by libjpeg (PIL's ``draft``: 1/2, 1/4 or 1/8, the smallest that
   keeps both sides at least that size) before the antialiased resize, so a large photo costs a
@@ -42,6 +48,7 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2.functional import pil_to_tensor, resize, to_dtype
 
 from bayesncl_pyro.config.errors import DataError
+from bayesncl_pyro.storage.atomic import read_regular
 
 ALLOWED = ("PIL images, or tensors [3, H, W] / [B, 3, H, W] of uint8 (0..255) or floats in [0, 1], "
            "alone or in a list")
@@ -51,6 +58,10 @@ DEFAULT_MAX_PIXELS = 89_478_485
 TORCHVISION_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 """What ``torchvision.io.decode_image`` decodes (releasing the GIL); PIL decodes the rest."""
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+DEFAULT_MAX_SIDE = 65_535
+"""The longest side decoded (JPEG's and GIF's own limit; a PNG or TIFF may claim more)."""
+MAX_FILE_BYTES = 1 << 30
+"""The largest image file read (1 GiB: a 16-bit RGB TIFF at the default pixel limit is 537 MB)."""
 REDUCIBLE_FORMATS = ("JPEG", "MPO")
 """What libjpeg can decode at a reduced scale (MPO: a camera's JPEG with extra frames, of which
 the first is read)."""
@@ -84,8 +95,9 @@ def pil_to_rgb(image: Image.Image) -> torch.Tensor:
     return pil_to_tensor(image if image.mode == "RGB" else image.convert("RGB"))
 
 
-def _checked_header(data: bytes, path: Path, limit: int) -> Image.Image:
-    """The opened (not yet decoded) image, its width x height checked against ``limit``."""
+def _checked_header(data: bytes, path: Path, limit: int, max_side: int = DEFAULT_MAX_SIDE) -> Image.Image:
+    """The opened (not yet decoded) image, its width x height checked against ``limit`` and each
+    side against ``max_side``."""
     try:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as error:  # above twice Pillow's own limit
@@ -99,6 +111,10 @@ def _checked_header(data: bytes, path: Path, limit: int) -> Image.Image:
         raise DataError(f"{path} is {width}x{height} = {width * height:,} pixels, above the limit of {limit:,}; "
                         f"allowed: at most {limit:,} pixels (set {MAX_PIXELS_ENV}=N to raise it, or resize the "
                         "image beforehand)")
+    if max(width, height) > max_side:
+        image.close()
+        raise DataError(f"{path} is {width}x{height}, a side longer than {max_side:,} pixels; allowed: sides of at "
+                        f"most {max_side:,} pixels (crop or resize the image beforehand)")
     return image
 
 
@@ -111,7 +127,7 @@ def _resized(image: torch.Tensor, size: int | None) -> torch.Tensor:
 
 
 def decode_image_file(path: str | Path, size: int | None = None, max_pixels: int | None = None,
-                      reduce_to: int | None = None) -> torch.Tensor:
+                      reduce_to: int | None = None, max_side: int = DEFAULT_MAX_SIDE) -> torch.Tensor:
     """One image file -> uint8 [3, H, W] RGB (resized to ``size`` square when that is given),
     as the module docstring says: 16-bit images scaled to 8 bits, images above ``max_pixels``
     (default :func:`max_image_pixels`) refused before they are decoded, large JPEGs decoded at a
@@ -124,12 +140,14 @@ def decode_image_file(path: str | Path, size: int | None = None, max_pixels: int
     """
     path = Path(path)
     limit = max_image_pixels() if max_pixels is None else max_pixels
-    data = path.read_bytes()
-    with _checked_header(data, path, limit) as image:
+    data = read_regular(path, "image file", MAX_FILE_BYTES)
+    with _checked_header(data, path, limit, max_side) as image:
         width, height = image.size
         least = size if reduce_to is None else reduce_to
         if least is not None and image.format in REDUCIBLE_FORMATS and min(width, height) >= 2 * least:
             image.draft("RGB", (least, least))
+            return _resized(pil_to_rgb(image), size)
+        if getattr(image, "is_animated", False):  # PIL decodes the current (first) frame alone
             return _resized(pil_to_rgb(image), size)
         if image.format in TORCHVISION_FORMATS:
             try:

@@ -15,11 +15,20 @@ Two geometries (recorded in the manifest; one store per geometry and size):
   the ``S×S`` image to ``data.image_size``).
 * ``square``: the whole image resized to ``S×S`` (aspect not kept), what ``data.image_size``
   alone does today: pixels equal to ``load_imagefolder(..., image_size=S)`` bit for bit.
+
+Nothing is lost, hung or unbounded on the way: the pixel file is allocated on disk before the
+decode (a full disk is one error naming it and the space needed), workers die with the process
+that started them (a killed ``bayesncl-prepare`` leaves none behind holding the lock), a run that
+waits for the lock says which, and an image whose short-side resize would exceed the pixel limit
+is centre-cropped to a square first. A store beside a read-only data folder is read where it is.
 """
 from __future__ import annotations
 
+import ctypes
+import errno
 import fcntl
 import os
+import signal
 import sys
 import warnings
 from contextlib import contextmanager
@@ -33,11 +42,12 @@ from torchvision.transforms.v2.functional import center_crop, resize
 
 from bayesncl_pyro.config.errors import DataError
 from bayesncl_pyro.data.dataset import ImageDataset
-from bayesncl_pyro.data.image_store import (PIXELS, Listing, StoreWriter, create_store, open_store, read_manifest,
-                                            resume_store)
+from bayesncl_pyro.data.image_input import max_image_pixels
+from bayesncl_pyro.data.image_store import (PIXELS, Listing, StoreWriter, create_store, map_pixels, open_store,
+                                            read_manifest, resume_store)
 from bayesncl_pyro.data.progress import progress
 from bayesncl_pyro.data.status import status
-from bayesncl_pyro.storage.atomic import make_directory
+from bayesncl_pyro.storage.atomic import make_directory, open_own_file
 from bayesncl_pyro.data import vision
 from bayesncl_pyro.data.vision import (CACHE_FOLDER, TORCHVISION_IO_DEPRECATION, _check_split,
                                        _error_text, _list_imagefolder, _report_corrupt, _to_size, _user_cache_dir)
@@ -47,16 +57,46 @@ CHUNK = 512
 """Images per chunk: the unit of parallel work and of resuming."""
 
 
-def fit(image: torch.Tensor, geometry: str, size: int) -> torch.Tensor:
-    """uint8 [3, H, W] -> [3, size, size] in the store's geometry (see the module docstring)."""
+def fit(image: torch.Tensor, geometry: str, size: int, max_pixels: int | None = None) -> torch.Tensor:
+    """uint8 [3, H, W] -> [3, size, size] in the store's geometry (see the module docstring). In
+    ``crop``, an image whose short-side resize would hold more than ``max_pixels`` (default
+    :func:`~bayesncl_pyro.data.image_input.max_image_pixels`: 890000 x 100 at 256 would be
+    2.3 G x 256) is centre-cropped to a square first: the same centre, never that intermediate."""
     if geometry == "square":
         return _to_size(image, size)
+    short, long = min(image.shape[-2:]), max(image.shape[-2:])
+    limit = max_image_pixels() if max_pixels is None else max_pixels
+    if short != size and size * (size * long // short) > limit:
+        image = center_crop(image, [short, short])
     if min(image.shape[-2:]) != size:
         image = resize(image, [size], antialias=True)
     return center_crop(image, [size, size]) if image.shape[-2:] != (size, size) else image
 
 
-def _init_worker() -> None:
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel kill this worker when its parent dies (Linux), even by SIGKILL: a killed
+    decode must leave no worker behind holding the store's memory and lock."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the request was in place
+        os._exit(1)
+
+
+def _init_worker(parent: int, inherited: tuple[int, ...] = ()) -> None:
+    """Worker set-up: die with ``parent``, close the descriptors of ``inherited`` (the lock's, so
+    only the parent holds the lock), one torch thread, no decode notice."""
+    _die_with_parent(parent)
+    for fd in inherited:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", TORCHVISION_IO_DEPRECATION, DeprecationWarning)
 
@@ -65,7 +105,7 @@ def decode_chunk(pixels: str, shape: tuple[int, ...], rows: range, paths: list[s
                  ) -> list[tuple[int, str]]:
     """Decode ``paths`` into ``rows`` of the pixel file; returns the corrupt ones (row, error).
     Rows of corrupt files stay zero. Runs in a worker process (or in the caller's)."""
-    images = np.memmap(pixels, dtype=np.uint8, mode="r+", shape=tuple(shape))
+    images = map_pixels(Path(pixels), tuple(shape))
     corrupt = []
     size = shape[-1]
     for row, path in zip(rows, paths):
@@ -91,8 +131,10 @@ def workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def _decode(writer: StoreWriter, paths: list[str], split_dir: Path, processes: int) -> list[tuple[int, str]]:
-    """Decode every chunk without a marker; returns the corrupt files of all chunks (row, error)."""
+def _decode(writer: StoreWriter, paths: list[str], split_dir: Path, processes: int,
+            lock: int = -1) -> list[tuple[int, str]]:
+    """Decode every chunk without a marker; returns the corrupt files of all chunks (row, error).
+    ``lock`` is the descriptor of the held decode lock, which the workers close."""
     done = writer.done_chunks()
     pending = [c for c in range(writer.num_chunks) if c not in done]
     pixels, shape, geometry = str(writer.folder / PIXELS), writer.shape, writer.manifest["geometry"]
@@ -118,7 +160,8 @@ def _decode(writer: StoreWriter, paths: list[str], split_dir: Path, processes: i
                     bar.update(len(writer.chunk_rows(chunk)))
         else:
             with ProcessPoolExecutor(min(processes, len(pending)), mp_context=_context(),
-                                     initializer=_init_worker) as pool:
+                                     initializer=_init_worker,
+                                     initargs=(os.getpid(), (lock,) if lock >= 0 else ())) as pool:
                 running = {}
                 queue = list(reversed(pending))
                 try:
@@ -146,15 +189,29 @@ def _init_worker_warnings() -> None:
     warnings.filterwarnings("ignore", TORCHVISION_IO_DEPRECATION, DeprecationWarning)
 
 
+def _writable(folder: Path) -> bool:
+    """Whether a store can be written at ``folder`` (its nearest existing parent is writable)."""
+    for parent in folder.parents:
+        if parent.is_dir():
+            return os.access(parent, os.W_OK)
+    return False
+
+
+def _complete(folder: Path) -> bool:
+    manifest = read_manifest(folder)
+    return manifest is not None and bool(manifest.get("complete"))
+
+
 def store_folder(root: Path, split: str, geometry: str, size: int, cache_dir: str | None) -> Path:
-    """Where the store of a split lives: ``root/.bayesncl-cache/<split>-<geometry><size>.store``,
-    or under the user cache (``cache_dir`` or ``~/.cache/bayesncl_pyro``) when ``cache_dir`` is
-    given or ``root`` cannot be written."""
+    """Where the store of a split lives: ``root/.bayesncl-cache/<split>-<geometry><size>.store``
+    (also when ``root`` is read-only but a complete store is there), or under the user cache
+    (``cache_dir`` or ``~/.cache/bayesncl_pyro``) when ``cache_dir`` is given or ``root`` cannot
+    be written."""
     name = f"{split}-{geometry}{size}.store"
     if cache_dir is None:
-        beside = root / CACHE_FOLDER
-        if os.access(beside if beside.is_dir() else root, os.W_OK):
-            return beside / name
+        beside = root / CACHE_FOLDER / name
+        if _writable(beside) or _complete(beside):
+            return beside
     return _user_cache_dir(root, cache_dir) / name
 
 
@@ -184,31 +241,53 @@ def load_imagefolder_store(root: str, split: str, size: int, geometry: str = "cr
     listing = listing_of(split_dir, files, labels, classes)
     key = listing.key(geometry, size)
     folder = store_folder(root_path, split, geometry, size, cache_dir)
-    with _decode_lock(folder):
-        opened = _open(folder, key, listing, split_dir, skip_corrupt, in_memory)
+    if not _writable(folder):  # a complete store beside read-only data: nobody rewrites it, no lock needed
+        opened = _open(folder, key, listing, split_dir, skip_corrupt, in_memory, size)
+        if opened is not None:
+            return opened
+        folder = _user_cache_dir(root_path, cache_dir) / folder.name
+    with _decode_lock(folder) as lock:
+        opened = _open(folder, key, listing, split_dir, skip_corrupt, in_memory, size)
         if opened is not None:
             return opened
         return _decode_and_open(folder, key, listing, files, split_dir, geometry, size, skip_corrupt, in_memory,
-                                processes, chunk)
+                                processes, chunk, lock)
 
 
 @contextmanager
 def _decode_lock(folder: Path):
     """An exclusive lock on ``<folder>.lock`` while a process checks and decodes the store: the
     ranks of a ``torchrun`` job (on one machine, or on a shared file system that supports
-    ``flock``) start together; one decodes, the others wait and then read what it wrote."""
+    ``flock``) start together; one decodes, the others wait (saying so, with the path and the
+    holder's process id, which the holder writes into the file) and then read what it wrote.
+    Yields the lock's descriptor. The lock file is never a link, FIFO or device."""
     make_directory(folder.parent)
-    with open(folder.with_name(folder.name + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    path = folder.with_name(folder.name + ".lock")
+    fd = open_own_file(path, os.O_RDWR | os.O_CREAT, 0o666, action="lock", doing="create the lock file",
+                       harm="writing it would change that file", refusal="cannot use the lock file {path}: {what}")
+    try:
         try:
-            yield
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            print(f"waiting for the lock {path}: another process (pid {holder}) is decoding or reading this "
+                  "store; this one goes on when it is done", file=sys.stderr, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield fd
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def _decode_and_open(folder: Path, key: str, listing: Listing, files: list[Path], split_dir: Path, geometry: str,
                      size: int, skip_corrupt: bool, in_memory: bool, processes: int | None,
-                     chunk: int) -> ImageDataset:
+                     chunk: int, lock: int = -1) -> ImageDataset:
     writer = resume_store(folder, key)
     if writer is None:
         manifest = read_manifest(folder)
@@ -218,20 +297,20 @@ def _decode_and_open(folder: Path, key: str, listing: Listing, files: list[Path]
         writer = create_store(folder, listing, geometry, size, chunk)
     with warnings.catch_warnings():
         _init_worker_warnings()
-        corrupt = _decode(writer, [str(path) for path in files], split_dir, processes or workers())
+        corrupt = _decode(writer, [str(path) for path in files], split_dir, processes or workers(), lock)
     named = [(files[row], error) for row, error in corrupt]
     _report_corrupt(split_dir, named, skip_corrupt)
     keep = np.ones(len(files), dtype=bool)
     keep[[row for row, _ in corrupt]] = False
     writer.finish(np.asarray(listing.labels, dtype=np.int64), [listing.files[row] for row, _ in corrupt], keep)
-    opened = _open(folder, key, listing, split_dir, True, in_memory)
+    opened = _open(folder, key, listing, split_dir, True, in_memory, size)
     if opened is None:
         raise DataError(f"the store {folder} could not be read back after decoding; delete it and run again")
     return opened
 
 
 def _open(folder: Path, key: str, listing: Listing, split_dir: Path, skip_corrupt: bool,
-          in_memory: bool) -> ImageDataset | None:
+          in_memory: bool, size: int | None = None) -> ImageDataset | None:
     manifest = read_manifest(folder)
     if manifest is None or manifest.get("key") != key or not manifest.get("complete"):
         return None
@@ -241,7 +320,7 @@ def _open(folder: Path, key: str, listing: Listing, split_dir: Path, skip_corrup
                                     for name in manifest["skipped"]], False)
     expected = np.asarray([label for name, label in zip(listing.files, listing.labels) if name not in skipped],
                           dtype=np.int64)
-    store = open_store(folder, key, expected, in_memory)
+    store = open_store(folder, key, expected, in_memory, listing.classes, size)
     if store is None:
         return None
     if store.skipped:

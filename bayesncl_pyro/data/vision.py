@@ -30,7 +30,7 @@ import torch
 import torchvision
 from torchvision.transforms.v2.functional import resize
 
-from bayesncl_pyro.config.errors import DataError
+from bayesncl_pyro.config.errors import DataError, shown
 from bayesncl_pyro.data.dataset import ImageDataset
 from bayesncl_pyro.data.image_input import decode_image_file
 from bayesncl_pyro.data.progress import progress as progress_bar
@@ -303,6 +303,10 @@ def _read_cache(path: Path, key: str) -> dict | None:
         return None
     if not isinstance(cache, dict) or cache.get("key") != key:
         return None
+    if not isinstance(cache.get("images"), torch.Tensor) or not isinstance(cache.get("skipped"), list):
+        warnings.warn(f"ignoring the image cache {path}: it lacks its images or its list of skipped files",
+                      stacklevel=2)
+        return None
     return cache
 
 
@@ -444,6 +448,23 @@ def _labels_match(cache: dict, split_dir: Path, files: list[Path], labels: list[
     return isinstance(stored, torch.Tensor) and stored.shape == expected.shape and bool((stored == expected).all())
 
 
+def _cache_problem(cache: dict, classes: list[str], image_size: int | None) -> str | None:
+    """What in a cache contradicts the listing it is keyed by, or None: its classes, the type and
+    shape of its images (uint8 [N, 3, S, S] at ``image_size``, one row a label)."""
+    if cache.get("classes") != classes:
+        return f"its classes {shown(cache.get('classes'))} are not the class folders {shown(classes)}"
+    images, labels = cache.get("images"), cache.get("labels")
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4 \
+            or images.shape[1] != 3:
+        got = f"{images.dtype} {list(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
+        return f"its images are {got}, not uint8 [N, 3, H, W]"
+    if image_size is not None and images.shape[-2:] != (image_size, image_size):
+        return f"its images are {images.shape[-1]}x{images.shape[-2]}, not {image_size}x{image_size}"
+    if not isinstance(labels, torch.Tensor) or images.shape[0] != labels.shape[0]:
+        return f"it holds {images.shape[0]} images for {shown(getattr(labels, 'shape', labels))} labels"
+    return None
+
+
 def load_imagefolder(
     root: str, split: str, skip_corrupt: bool = False, cache_dir: str | None = None,
     image_size: int | None = None, cache_used: list[Path] | None = None,
@@ -479,6 +500,11 @@ def load_imagefolder(
             if cache is not None and cache["images"].shape[-2:] != (image_size, image_size):
                 cache = None
         if cache is None or (cache["skipped"] and not skip_corrupt):
+            continue
+        problem = _cache_problem(cache, classes, image_size)
+        if problem is not None:
+            warnings.warn(f"the image cache {path} does not match the listing of {split_dir} ({problem}); decoding "
+                          "again", stacklevel=2)
             continue
         if not _labels_match(cache, split_dir, files, labels):
             warnings.warn(f"the labels in the image cache {path} do not match the class folders of {split_dir}; "

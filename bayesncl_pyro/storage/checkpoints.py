@@ -160,6 +160,9 @@ def read(path: Path) -> dict[str, Any]:
                               "plain data, so it is not loaded (loading could run code)") from None
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__})") from None
+    overlapping = _overlapping_tensor(state)
+    if overlapping:
+        raise CheckpointError(f"checkpoint {path} is damaged: {overlapping}")
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} does not hold a state mapping")
     for name, kind in FIELDS.items():
@@ -173,6 +176,29 @@ def read(path: Path) -> dict[str, Any]:
     if problem:
         raise CheckpointError(f"checkpoint {path} is damaged: {problem}")
     return state
+
+
+def _overlapping_tensor(value: Any, where: str = "state", depth: int = 0) -> str | None:
+    """The first tensor in ``value`` (nested dicts, lists, tuples) that claims more elements than
+    its storage holds, in words, or None. Such a view (a stride-0 tensor of 3e9 elements over one
+    stored number) costs nothing to load and gigabytes as soon as anything copies it; no tensor a
+    checkpoint saves is one, so it is refused before anything touches it."""
+    if isinstance(value, torch.Tensor):
+        if value.layout != torch.strided:
+            return f"{where} is a {value.layout} tensor; allowed: dense tensors"
+        stored = value.untyped_storage().nbytes() // max(value.element_size(), 1)
+        if value.numel() > stored:
+            return (f"{where} is a tensor of {value.numel():,} elements over a storage of {stored:,} (a view that "
+                    "repeats its storage); allowed: tensors that hold their elements")
+        return None
+    if depth > 32:
+        return f"{where} is nested more than 32 levels deep; allowed: the few levels a saved state has"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for key, item in items:
+        found = _overlapping_tensor(item, f"{where}[{key!r}]", depth + 1)
+        if found:
+            return found
+    return None
 
 
 def _field_problem(state: dict[str, Any]) -> str | None:
