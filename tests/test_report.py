@@ -91,9 +91,9 @@ def test_report_of_two_runs_is_self_contained_and_side_by_side(runs, tmp_path):
         evaluation = json.loads((run / "eval.json").read_text())
         top1 = f"{evaluation['linear_probe']['top1']:.2f}"  # every number of a table with two decimals
         assert f"<td>{top1}</td>" in text
-    sets = len(FEATURE_SETS)  # h, z, gated, gated_sampled
-    assert f"<th colspan='{sets}' class='run'>gated</th><th colspan='{sets}' class='run'>ungated</th>" in text
-    assert text.count("<h4>") == 2  # the two factor-check tables, side by side where they fit
+    # several runs: a metrics table per feature set (h, z, gated, gated_sampled), a column per run
+    assert text.count("<th>metric (unit)</th><th>gated</th><th>ungated</th>") == len(FEATURE_SETS)
+    assert text.count("<h4>") == len(FEATURE_SETS) + 2  # and the two factor-check tables
     # a summary card per run opens the page, before the details
     cards = [text.index(f"<section class='card'><h2>{name}</h2>") for name in ("gated", "ungated")]
     assert max(cards) < text.index("<h2>Runs</h2>")
@@ -113,6 +113,35 @@ def test_report_of_one_run_defaults_to_its_directory(runs):
     text = (gated / REPORT_FILE).read_text()
     parse(text)
     assert text.count("<section class='card'>") == 1 and "open_rate[0]" in text
+    assert f"<th>metric (unit)</th>{''.join(f'<th>{s}</th>' for s in FEATURE_SETS)}" in text  # one table
+
+
+def test_a_number_that_cannot_be_computed_says_why_and_never_shows_nan(runs, tmp_path, capsys):
+    """eval.json stores nan as null: the report, its summary card and the printed summary say
+    "not defined" with the reason; a key that is missing altogether stays "–" (not measured)."""
+    gated, _ = runs
+    empty = tmp_path / "empty"
+    shutil.copytree(gated, empty)
+    evaluation = json.loads((empty / "eval.json").read_text())
+    for features in FEATURE_SETS:
+        evaluation["metrics"][features]["semantic_consistency"] = None
+    del evaluation["metrics"]["z"]["semantic_entropy_sum"]
+    evaluation["factor_check"]["background_closed_share"] = None
+    (empty / "eval.json").write_text(json.dumps(evaluation))
+    text = write_report([empty], tmp_path / "empty.html").read_text()
+    words = " ".join(parse(text).text)
+    reason = "not defined: no test image has an active dimension"
+    card = text[text.index("<section class='card'>"):text.index("<h2>Runs</h2>")]
+    assert f"<th scope='row'>semantic consistency of gated z</th><td>{reason}</td>" in card
+    assert words.count(reason) == 1 + len(FEATURE_SETS)
+    assert "not defined: no dimension of z encodes the background" in words
+    assert not re.search(r"\bnan\b", words, re.I)
+    assert "<tr><th scope='row'>semantic_entropy_sum (nats)</th><td>" in text  # the row is there ...
+    row = text[text.index("semantic_entropy_sum (nats)"):]
+    assert re.match(r"semantic_entropy_sum \(nats\)</th><td>[\d.]+</td><td>–</td>", row)  # ... z not measured
+    assert report_main([str(empty), "--out", str(tmp_path / "again.html")]) == 0
+    out = capsys.readouterr().out
+    assert re.search(rf"semantic consistency of gated z +{reason}", out), out
 
 
 def test_report_of_several_runs_defaults_to_the_current_directory_and_prints_each_runs_numbers(
@@ -124,13 +153,14 @@ def test_report_of_several_runs_defaults_to_the_current_directory_and_prints_eac
     assert out.rstrip().endswith(f"report: {tmp_path / REPORT_FILE}")
     gated = json.loads((runs[0] / "eval.json").read_text())
     lines = out.splitlines()
-    probe = [line for line in lines if line.strip().startswith("linear probe top-1 after training (h, %)")]
+    probe = [line for line in lines if line.strip().startswith("linear probe top-1 after training (h) ")]
     assert len(probe) == 2 and probe[0].endswith(f"{gated['linear_probe']['top1']:.1f} %")
-    sc = next(line for line in lines if line.strip().startswith("semantic consistency of gated z (%)"))
+    sc = next(line for line in lines if line.strip().startswith("semantic consistency of gated z "))
     assert sc.endswith(f"{gated['metrics']['gated']['semantic_consistency']:.1f} %")
-    assert any(line.strip().startswith("hard-gate open share (test, %)") and line.endswith(
+    assert any(line.strip().startswith("hard-gate open share (test) ") and line.endswith(
         f"{100 * gated['gates']['open_rate']:.1f} %") for line in lines)
-    assert any(line.strip().startswith("semantic consistency of z, no gates (%)") for line in lines)
+    assert any(line.strip().startswith("semantic consistency of z, no gates ") for line in lines)
+    assert not any("%)" in line and line.endswith("%") for line in lines), "a unit said twice"
 
 
 REPORT_LAYOUT = """
@@ -138,19 +168,20 @@ const root = document.documentElement;
 return {
   page: root.scrollWidth > root.clientWidth + 1,
   tables: [...document.querySelectorAll('table')].filter((t) => t.offsetParent !== null
-    && t.getBoundingClientRect().right > t.parentElement.getBoundingClientRect().right + 1).map((t) => t.innerText.slice(0, 40)),
+    && (t.getBoundingClientRect().right > t.parentElement.getBoundingClientRect().right + 1
+        || t.scrollWidth > root.clientWidth)).map((t) => t.innerText.slice(0, 40)),
 };
 """
 """JavaScript: whether the report is wider than the window, and the shown tables that reach past
-their box (a summary card, a column of the grid)."""
+their box (a summary card, a column of the grid) or are wider than the window."""
 
 
 @pytest.mark.parametrize("which", ["one", "three"])
 def test_report_in_a_real_browser_shows_every_image_decoded_at_natural_size(runs, tmp_path, browser, which):
     """Headless Chromium at 1400 px: every image decodes and is shown at its natural width (or,
     when the page is narrower, wider than 700 px); the page logs no error. With three runs, two of
-    them gated, the gate figures compete for the width. The screenshot is kept next to the page for
-    a person to look at."""
+    them gated, the gate figures compete for the width, and every table still fits a window 800 px
+    wide. The screenshot is kept next to the page for a person to look at."""
     gated, ungated = runs
     if which == "one":
         chosen = [gated]
@@ -166,8 +197,8 @@ def test_report_in_a_real_browser_shows_every_image_decoded_at_natural_size(runs
         assert image["complete"] and image["natural"] > 0, image
         assert image["shown"] >= image["natural"] - 1 or image["shown"] > 700, image
     assert browser.errors() == []
-    try:  # at 1400 and 1920 px nothing is wider than the page and no table runs past its box
-        for width in (1920, 1400):
+    try:  # at 800, 1400 and 1920 px nothing is wider than the page and no table runs past its box
+        for width in (1920, 1400, 800):
             browser.set_window_size(width, 1000)
             assert browser.execute_script(REPORT_LAYOUT) == {"page": False, "tables": []}, width
     finally:

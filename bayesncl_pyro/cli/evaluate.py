@@ -23,6 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """bayesncl-eval RUN_DIR [--init] [--device DEVICE] [--no-progress]"""
     args = parser().parse_args(argv)
     from bayesncl_pyro.evaluation.evaluate import evaluate_run
+    from bayesncl_pyro.evaluation.glossary import not_defined
 
     result, json_path, md_path = evaluate_run(args.run_dir, device=args.device, init=args.init,
                                               progress=not args.no_progress)
@@ -31,10 +32,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not probe.get("converged"):
         line += " (probe NOT converged: see eval.md)"
     sc = result["metrics"]["gated"]["semantic_consistency"]
-    if sc is not None:
-        line += f"; semantic consistency of gated z {sc:.2f} %"
+    line += (f"; semantic consistency of gated z {sc:.2f} %" if sc is not None
+             else f"; semantic consistency of gated z {not_defined('semantic_consistency')}")
     if result["gates"] is not None:
-        line += f"; share of gates open {100 * result['gates']['open_rate']:.2f} %"
+        line += f"; hard-gate open share {100 * result['gates']['open_rate']:.2f} %"
     print(line)
     print(f"wrote {json_path} and {md_path}")
     return 0

@@ -9,9 +9,16 @@ JSON, CSV and NetCDF files keep the values as computed, and the keys say which i
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
+from bayesncl_pyro.evaluation.markdown import NOT_DEFINED
+from bayesncl_pyro.evaluation.metrics import UNDEFINED_WHEN as METRIC_UNDEFINED_WHEN
+
 TERMS = {
+    "semantic consistency": "SC: the mean over the active dimensions of the share of a dimension's active images "
+                            "that belong to its majority class, in % (semantic_consistency); 100 % when every "
+                            "dimension fires for one class only, 100 / C % for a dense code over C balanced classes",
     "active": "a dimension is active on an image when its value there is non-zero; an active dimension "
               "(of h, z or gated z) is active on at least one test image (the active_dims metric)",
     "dead": "a dimension of z that is zero on every test image (its unit never fires); said of z only",
@@ -39,6 +46,10 @@ TERMS = {
                     "like one that fires on thousands, and few active images give a high majority share by chance",
     "weighted SC": "the share of active (image, dimension) entries that belong to their dimension's majority class "
                    "(semantic_consistency_weighted): SC with each dimension weighted by its number of active images",
+    "unsure": "a gate is unsure on an image when q(gate = 1 | x) lies strictly between 0.2 and 0.8; the feature "
+              "browser's unsure column is the share of test images on which a dimension's gate is unsure",
+    "not defined": "said of a number that cannot be computed, with the reason: e.g. semantic consistency when no "
+                   "test image has an active dimension (eval.json stores null)",
     "†": "after a linear-probe number: the probe (of some of its runs) did not converge, its gradient stayed "
          "above the tolerance, so the number is not the probe's optimum",
 }
@@ -66,6 +77,9 @@ FRACTION_KEYS = ("open_rate", "mean_gate_prob", "sparsity", "probe_acc", "backgr
 """Keys whose stored value is a fraction (0–1); shown ×100 with a % sign."""
 
 METRIC_UNITS = {
+COUNT_KEYS = ("active_dims", "dims", "dims_never_open", "dims_always_open")
+"""Keys whose values are counts: shown without decimals."""
+
     "semantic_consistency": "%",
     "semantic_consistency_supported": "%",
     "semantic_consistency_weighted": "%",
@@ -93,18 +107,73 @@ def metric_label(name: str) -> str:
 
 
 def shown_value(name: str, value: Any) -> Any:
-    """``value`` of key ``name`` as tables show it: fractions ×100 (to 0.01), everything else as stored."""
+    """``value`` of key ``name`` as tables show it: fractions ×100 (to 0.01), nan as
+    ``not defined: <reason>``, everything else as stored."""
+    if is_undefined(value):
+        return not_defined(name)
+UNDEFINED_WHEN = {
+    **METRIC_UNDEFINED_WHEN,
+    "linear_top1_agrees": "no test image's background agrees with the training pairing",
+    "linear_top1_disagrees": "no test image's background disagrees with the training pairing",
+    "linear_top1_gap": "the test images whose background agrees, or those whose background disagrees, are none",
+    "background_closed_share": "no dimension of z encodes the background",
+    "class_open_share": "no dimension of z encodes the class",
+    "object_open_share": "no dimension of z encodes the object",
+    "orthogonality_authors": METRIC_UNDEFINED_WHEN["orthogonality"],
+    "final_loss": "the loss is not a finite number (training diverged)",
+    "majority_share": "the dimension is never active",
+    "entropy": "the dimension is never active",
+    "mean_activation": "the dimension is never active",
+}
+"""Key -> the case in which its value is nan (null in the JSON files), for "not defined: ..."."""
+
+
+def undefined_reason(name: str) -> str | None:
+    """Why the value of key ``name`` can be undefined, or None when nothing says so."""
+    if name in UNDEFINED_WHEN:
+        return UNDEFINED_WHEN[name]
+    if match := re.fullmatch(r"retrieval(?:_[a-z]+)?_p(\d+)", name):
+        k = int(match.group(1))
+        return f"the test split has at most {k} images (precision@{k} needs {k} others)"
+    return None
+
+
+def not_defined(name: str) -> str:
+    """``not defined: <reason>`` for key ``name`` (``not defined`` alone when no reason is known)."""
+    reason = undefined_reason(name)
+    return f"{NOT_DEFINED}: {reason}" if reason else NOT_DEFINED
+
+
+def is_undefined(value: Any) -> bool:
+    """Whether ``value`` is a number that is not defined (nan)."""
+    return isinstance(value, float) and math.isnan(value)
+
+
+def measured(values: dict[str, Any] | None, name: str) -> Any:
+    """``values[name]``, with a stored null read as nan (not defined: the JSON files store nan as
+    null) and a missing key as None (not measured)."""
+    if not isinstance(values, dict) or name not in values:
+        return None
+    value = values[name]
+    return math.nan if value is None else value
+
+
     if isinstance(value, (int, float)) and not isinstance(value, bool) and name in FRACTION_KEYS:
         return round(100.0 * value, 2)
     return value
 
+    if name in COUNT_KEYS and isinstance(value, float) and value.is_integer():
+        return int(value)
 
-def percent(value: float | None, digits: int = 1) -> str:
-    """A fraction 0–1 as ``"12.3 %"``; None or nan as ``"–"``."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+def percent(value: float | None, digits: int = 1, name: str = "") -> str:
+    """A fraction 0–1 as ``"12.3 %"``; None as ``"–"``, nan as ``not defined`` (with the reason
+    for key ``name``)."""
+    if value is None:
         return "–"
     return f"{100.0 * value:.{digits}f} %"
 
+    if is_undefined(value):
+        return not_defined(name)
 
 def dimension_counts(dims: int | None, active_z: float | None, active_gated: float | None,
                      gates: dict[str, float] | None) -> dict[str, int | None]:
@@ -132,3 +201,20 @@ COUNT_LABELS = {
     "never_active_gated": "dims never active (gated z)",
 }
 """How tables name the counts of :func:`dimension_counts`."""
+
+
+FACTOR_NAMES = {
+    "color": "colour",
+    "x": "x (px)",
+    "y": "y (px)",
+    "scale": "scale (% of the image side)",
+    "rotation": "rotation (°)",
+}
+"""How pages name a scene factor (the key as the dataset stores it -> name with unit): x and y are
+the object's centre in pixels, scale its enclosing circle's diameter over the image side, rotation
+counter-clockwise (stored in radians, shown in degrees)."""
+
+
+def factor_name(key: str) -> str:
+    """The page's name of the scene factor (or factor-check label) ``key``."""
+    return FACTOR_NAMES.get(key, key)

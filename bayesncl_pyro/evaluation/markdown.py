@@ -9,11 +9,19 @@ DIGITS = 2
 """Decimals of every float in a table (shares in %, nats, scores alike)."""
 
 
+NOT_DEFINED = "not defined"
+"""What a cell shows for nan (a number that cannot be computed), never "nan"; callers that know the
+quantity pass ``glossary.shown_value``'s ``not defined: <reason>`` text instead."""
+
+
 def fixed_number(value: Any, digits: int = DIGITS) -> str:
     """A table cell: a float with ``digits`` decimals (a non-zero one that would show as 0 in
-    scientific notation, ``3.1e-05``), an int as it is, None and nan as "–", anything else as text."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    scientific notation, ``3.1e-05``), an int as it is, None (not measured) as "–", nan as
+    "not defined", anything else as text."""
+    if value is None:
         return "–"
+    if isinstance(value, float) and math.isnan(value):
+        return NOT_DEFINED
     if isinstance(value, float):
         if value != 0 and abs(value) < 0.5 * 10.0 ** -digits:
             return f"{value:.1e}"
@@ -22,8 +30,8 @@ def fixed_number(value: Any, digits: int = DIGITS) -> str:
 
 
 def markdown_table(headers: list[str], rows: list[list[Any]], digits: int = DIGITS) -> str:
-    """A GitHub Markdown table; floats with ``digits`` decimals (:func:`fixed_number`), None and
-    nan as "–"."""
+    """A GitHub Markdown table; floats with ``digits`` decimals (:func:`fixed_number`), None as
+    "–", nan as "not defined"."""
     def cell(value: Any) -> str:
         return fixed_number(value, digits).replace("|", "\\|")
 

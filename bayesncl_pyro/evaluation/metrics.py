@@ -22,7 +22,8 @@ Conventions shared by all metrics:
 * **Units.** Semantic consistency, retrieval precision and k-NN accuracy are percentages
   (0–100); sparsity is a share (0–1); entropies are in nats.
 * **Undefined cases** (no active dimension, fewer than two active dimensions for
-  orthogonality, an all-zero matrix for the effective rank) return ``nan``.
+  orthogonality, an all-zero matrix for the effective rank) return ``nan``;
+  :data:`UNDEFINED_WHEN` says why in words, for the pages that show the result.
 
 The counting metrics run in float64 so that the threshold test and the entropies do not depend on
 the input precision; the two neighbour searches (retrieval, k-NN) run in the input's floating
@@ -38,6 +39,20 @@ from torch import Tensor
 
 ACTIVITY_THRESHOLD = 1e-5
 """An entry with ``|f|`` at or below this (after row normalisation) counts as zero."""
+
+UNDEFINED_WHEN = {
+    "semantic_consistency": "no test image has an active dimension",
+    "semantic_consistency_supported": "no dimension is active on at least 1 % of the test images",
+    "semantic_consistency_weighted": "no test image has an active dimension",
+    "semantic_entropy_sum": "no test image has an active dimension",
+    "semantic_entropy_mean": "no test image has an active dimension",
+    "semantic_entropy_frequency": "no test image has an active dimension",
+    "effective_rank": "every feature is zero on every test image",
+    "orthogonality": "fewer than two dimensions are active",
+}
+"""Metric -> the case in which it is ``nan``, as the pages say it ("not defined: ..."): a reader
+told only "nan" cannot tell an empty representation from a bug. The metrics are taken on the test
+split, hence the wording."""
 
 _SIMILARITY_CHUNK_ENTRIES = 2**23
 """Upper bound on the entries of one [queries, N] similarity block in the neighbour searches."""

@@ -23,6 +23,7 @@ import html
 import io
 import math
 import os
+import re
 import struct
 import tempfile
 from dataclasses import dataclass, field
@@ -284,10 +285,17 @@ def _setting(value: Any) -> str:
     return "–" if value is None else html.escape(str(value))
 
 
+def _td(value: Any, cell=_fmt) -> str:
+    """A cell: a number stays on one line (never broken), text (a setting, a path, ``not defined:
+    <reason>``) wraps so that the table fits the page."""
+    text = isinstance(value, str) and not re.match(r"[-–\d]", value)
+    return f"<td class='text'>{cell(value)}</td>" if text else f"<td>{cell(value)}</td>"
+
+
 def _table(headers: list[str], rows: list[list[Any]], cell=_fmt) -> str:
     """An HTML table whose first column names the row; ``cell`` writes the values."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = [f"<tr><th scope='row'>{html.escape(str(row[0]))}</th>" + "".join(f"<td>{cell(v)}</td>" for v in row[1:])
+    body = [f"<tr><th scope='row'>{html.escape(str(row[0]))}</th>" + "".join(_td(v, cell) for v in row[1:])
             + "</tr>" for row in rows]
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
@@ -331,22 +339,36 @@ def _curves_figure(runs: list[RunArtifacts]) -> str:
         return f"{dropped}<img alt='training curves' src='{_png_data_uri(png)}'>"
 
 
+FEATURE_SET_NAMES = {
+    "h": "h: backbone features",
+    "z": "z: projector output",
+    "gated": "gated z: the test-time gate",
+    "gated_sampled": "gated_sampled: gated z with drawn gates",
+}
+"""The heading of each feature set's table when several runs are compared."""
+
+
+def _metric_cell(result: dict[str, Any], features: str, name: str) -> Any:
+    return glossary.shown_value(name, glossary.measured(lookup(result, "metrics", features), name))
+
+
 def _metrics_table(labels: list[str], results: list[dict[str, Any]]) -> str:
-    """Rows = metrics (key and unit); columns = runs, each split into h | z | gated."""
+    """Rows = metrics (key and unit). One run: a column per feature set (h, z, gated, ...). Several
+    runs: a table per feature set with a column per run, side by side where they fit, so that the
+    page stays as narrow as a run's column count allows (800 px for a handful of runs) instead of
+    growing by four columns per run."""
     names = metric_names()
     for result in results:
         names += [n for n in (lookup(result, "metrics", "h") or {}) if n not in names]
-    top = "<th></th>" + "".join(f"<th colspan='{len(FEATURE_SETS)}' class='run'>{html.escape(label)}</th>"
-                                for label in labels)
-    sub = "<th>metric (unit)</th>" + "".join(f"<th class='{'run' if i == 0 else ''}'>{s}</th>"
-                                             for _ in labels for i, s in enumerate(FEATURE_SETS))
-    body = []
-    for name in names:
-        cells = "".join(f"<td class='{'run' if i == 0 else ''}'>"
-                        f"{_fmt(glossary.shown_value(name, lookup(result, 'metrics', s, name)))}</td>"
-                        for result in results for i, s in enumerate(FEATURE_SETS))
-        body.append(f"<tr><th scope='row'>{html.escape(glossary.metric_label(name))}</th>{cells}</tr>")
-    return f"<table><thead><tr>{top}</tr><tr>{sub}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    if len(results) == 1:
+        rows = [[glossary.metric_label(n), *(_metric_cell(results[0], s, n) for s in FEATURE_SETS)] for n in names]
+        return _table(["metric (unit)", *FEATURE_SETS], rows)
+    parts = [_grid(420)]
+    for features in FEATURE_SETS:
+        rows = [[glossary.metric_label(n), *(_metric_cell(r, features, n) for r in results)] for n in names]
+        parts.append(f"<div><h4>{html.escape(FEATURE_SET_NAMES.get(features, features))}</h4>"
+                     f"{_table(['metric (unit)', *labels], rows)}</div>")
+    return "".join(parts) + "</div>"
 
 
 def _counts(run: RunArtifacts, evaluation: dict[str, Any]) -> dict[str, int | None]:
@@ -375,8 +397,9 @@ def _evaluation_section(runs: list[RunArtifacts], init: bool) -> str:
                                         + glossary.unconverged_mark(e.get("linear_probe")) for e in results)],
         ["linear probe top-5 (h, %)", *(lookup(e, "linear_probe", "top5") for e in results)],
         ["online probe top-1 (h, %)", *(e.get("online_probe_top1") for e in results)],
-        ["k-NN top-1 (h, %)", *(lookup(e, "metrics", "h", "knn_top1") for e in results)],
-        *([label, *(lookup(e, "background_pairing", key) for e in results)] for label, key in (
+        ["k-NN top-1 (h, %)", *(_metric_cell(e, "h", "knn_top1") for e in results)],
+        *([label, *(glossary.shown_value(key, glossary.measured(e.get("background_pairing"), key)) for e in results)]
+          for label, key in (
             ("linear probe top-1, background agrees (h, %)", "linear_top1_agrees"),
             ("linear probe top-1, background disagrees (h, %)", "linear_top1_disagrees"))
           if any(e.get("background_pairing") for e in results)),
@@ -386,7 +409,9 @@ def _evaluation_section(runs: list[RunArtifacts], init: bool) -> str:
          *(glossary.shown_value("mean_gate_prob", lookup(e, "gates", "mean_gate_prob")) for e in results)],
         ["output dimensions (z)", *(c["dims"] for c in counts)],
         *([label, *(c[count] for c in counts)] for count, label in glossary.COUNT_LABELS.items()),
-        *([label, *(glossary.shown_value(name, lookup(e, "factor_check", name)) for e in results)] for label, name in (
+        *([label, *(glossary.shown_value(name, glossary.measured(e.get("factor_check"), name))
+                    if e.get("gates") is not None else None for e in results)]
+          for label, name in (
             ("background dims the gate closes (factor check, %)", "background_closed_share"),
             ("class dims the gate keeps open (factor check, %)", "class_open_share"),
             ("object dims the gate keeps open (factor check, %)", "object_open_share"))),
@@ -396,7 +421,8 @@ def _evaluation_section(runs: list[RunArtifacts], init: bool) -> str:
         parts.append(f"<p>{glossary.NOT_CONVERGED_MARK} the linear probe did not converge: its top-1 is not the "
                      "probe's optimum (eval.md gives its gradient and tolerance).</p>")
     parts.append("<h3>Metrics on h, z and gated z</h3><p>gated: gated z with the test-time gate; gated_sampled: "
-                 "gated z with drawn gates (see the glossary).</p>"
+                 "gated z with drawn gates (see the glossary); a number that cannot be computed says why "
+                 "(not defined: ...).</p>"
                  + _metrics_table([r.label for r in evaluated], results))
     checks = [(r.label, lookup(getattr(r, key), "factor_check")) for r in evaluated]
     if any(check for _, check in checks):
@@ -404,7 +430,7 @@ def _evaluation_section(runs: list[RunArtifacts], init: bool) -> str:
         for label, check in checks:
             if not check:
                 continue
-            rows = [["dead (z)" if name == "dead" else name, int(entry["dims"]),
+            rows = [["dead (z)" if name == "dead" else glossary.factor_name(name), int(entry["dims"]),
                      glossary.shown_value("mean_open_rate", entry.get("mean_open_rate")),
                      glossary.shown_value("share_kept_open", entry.get("share_kept_open"))]
                     for name, entry in check["by_label"].items()]
@@ -541,6 +567,8 @@ body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1500px
 h1 { font-size: 1.5em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 1.6em; }
 table { border-collapse: collapse; font-size: .85em; margin: .4em 0 1em; }
 th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: right; }
+td { white-space: nowrap; } td.text { white-space: normal; overflow-wrap: anywhere; text-align: left; }
+th { overflow-wrap: anywhere; }
 thead th { background: #f3f3f3; } tbody th { text-align: left; font-weight: normal; background: #fafafa; }
 img { max-width: 100%; height: auto; }
 .grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(min(100%, var(--min)), 1fr));
@@ -550,7 +578,7 @@ th.run, td.run { border-left: 2px solid #999; } thead th.run { text-align: cente
 .missing, .stale { color: #a33; } code { background: #f3f3f3; padding: 0 .2em; }
 .card { border: 1px solid #ccc; border-radius: 6px; padding: .2em 1em 1em; margin: 1em 0; }
 .card h2 { margin-top: .4em; } table.headline { font-size: .9em; max-width: 440px; }
-table.headline td { text-align: left; }
+table.headline td { text-align: left; white-space: normal; }
 .card-body { display: flex; flex-wrap: wrap; gap: 1.5em; align-items: flex-start; }
 dt { font-weight: bold; } dd { margin: 0 0 .5em 1.5em; }
 """

@@ -34,7 +34,13 @@ def method_name(config: dict[str, Any]) -> str:
     return f"NCL ({nonneg}, no gates)"
 
 
-def _number(value: Any, digits: int = 1, unit: str = " %") -> str:
+def _number(value: Any, digits: int = 1, unit: str = " %", name: str = "") -> str:
+    """``value`` with its unit; nan as ``not defined: <reason>`` (of key ``name``), anything else
+    that is not a finite number as "–"; text (:func:`glossary.shown_value`'s) as it is."""
+    if isinstance(value, str):
+        return value
+    if glossary.is_undefined(value):
+        return glossary.not_defined(name)
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
         return "–"
     return f"{value:.{digits}f}{unit}"
@@ -46,7 +52,8 @@ def _of(count: int | None, total: int | None) -> str:
 
 def headline(config: dict[str, Any], evaluation: dict[str, Any] | None, evaluation_init: dict[str, Any] | None,
              last_step: int | None) -> dict[str, str]:
-    """Label (with unit) -> the value as text, in reading order. Missing parts show "–"."""
+    """Label -> the value as text with its unit, in reading order. Missing parts show "–", numbers
+    that are not defined (null in eval.json) ``not defined: <reason>``."""
     data = lookup(config, "data", "name")
     rows = {
         "method": method_name(config),
@@ -58,29 +65,29 @@ def headline(config: dict[str, Any], evaluation: dict[str, Any] | None, evaluati
     }
     e = evaluation or {}
     gates = e.get("gates")
-    init_sc = lookup(evaluation_init, "metrics", "gated", "semantic_consistency")
-    rows["linear probe top-1 after training (h, %)"] = (_number(lookup(e, "linear_probe", "top1"))
-                                                         + glossary.unconverged_mark(e.get("linear_probe")))
-    rows["k-NN top-1 (h, %)"] = _number(lookup(e, "metrics", "h", "knn_top1"))
-    sc = _number(lookup(e, "metrics", "gated", "semantic_consistency"))
+    gated = lookup(e, "metrics", "gated")
+    init_sc = glossary.measured(lookup(evaluation_init, "metrics", "gated"), "semantic_consistency")
+    rows["linear probe top-1 after training (h)"] = (_number(lookup(e, "linear_probe", "top1"))
+                                                     + glossary.unconverged_mark(e.get("linear_probe")))
+    rows["k-NN top-1 (h)"] = _number(glossary.measured(lookup(e, "metrics", "h"), "knn_top1"), name="knn_top1")
+    sc = _number(glossary.measured(gated, "semantic_consistency"), name="semantic_consistency")
     if init_sc is not None:
-        sc += f" (at initialisation {_number(init_sc)})"
-    rows["semantic consistency of gated z (%)" if gates or evaluation is None else
-         "semantic consistency of z, no gates (%)"] = sc
-    rows["hard-gate open share (test, %)"] = (_number(glossary.shown_value("open_rate", gates["open_rate"]))
-                                             if gates else "no gates")
+        sc += f" (at initialisation {_number(init_sc, name='semantic_consistency')})"
+    rows["semantic consistency of gated z" if gates or evaluation is None else
+         "semantic consistency of z, no gates"] = sc
+    rows["hard-gate open share (test)"] = (_number(glossary.shown_value("open_rate", gates["open_rate"]))
+                                           if gates else "no gates")
     dims = e.get("output_dims") or lookup(config, "model", "proj_dim")
     counts = glossary.dimension_counts(dims, lookup(e, "metrics", "z", "active_dims"),
-                                       lookup(e, "metrics", "gated", "active_dims"), gates)
+                                       lookup(gated, "active_dims"), gates)
     for key, label in glossary.COUNT_LABELS.items():
         if evaluation is None or gates is not None or key == "dead_z":
             rows[label] = _of(counts[key], dims)
     check = e.get("factor_check")
     if check and gates:
-        rows["background dims the gate closes (factor check, %)"] = _number(
-            glossary.shown_value("background_closed_share", check.get("background_closed_share")))
-        rows["object dims the gate keeps open (factor check, %)"] = _number(
-            glossary.shown_value("object_open_share", check.get("object_open_share")))
+        for label, key in (("background dims the gate closes (factor check)", "background_closed_share"),
+                           ("object dims the gate keeps open (factor check)", "object_open_share")):
+            rows[label] = _number(glossary.shown_value(key, glossary.measured(check, key)))
     return rows
 
 
