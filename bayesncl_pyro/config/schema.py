@@ -163,6 +163,11 @@ class OptimConfig:
     min_lr: float = 0.0
 
 
+LOG_FORMATS = ("jsonl", "tensorboard")
+"""What ``train.log`` may be: ``metrics.jsonl`` alone, or TensorBoard event files of the same
+records beside it (live curves with ``tensorboard --logdir runs``)."""
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 200
@@ -172,6 +177,8 @@ class TrainConfig:
     out_dir: str = "runs/default"
     precision: str = "32"
     log_every: int = 10
+    log: str = "jsonl"
+    """Where logged metrics go besides ``metrics.jsonl`` (one of :data:`LOG_FORMATS`)."""
     eval_every: int = 0
     keep: int = 1
     checkpoint_every: int = 0

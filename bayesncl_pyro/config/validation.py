@@ -13,7 +13,7 @@ from typing import Any
 from bayesncl_pyro.config import choices
 from bayesncl_pyro.config.device import DEVICE_PATTERN, PRECISIONS
 from bayesncl_pyro.config.errors import ConfigError, shown
-from bayesncl_pyro.config.schema import Config, GateConfig
+from bayesncl_pyro.config.schema import LOG_FORMATS, Config, GateConfig
 
 MAX_SEED = 2**32 - 1
 """The largest seed every random generator a run seeds accepts (numpy's takes 32 bits); seeds
@@ -119,6 +119,7 @@ def validate(cfg: Config) -> Config:
     _require(bool(t.out_dir), "train.out_dir", t.out_dir, "a directory path")
     _require(t.precision in PRECISIONS, "train.precision", t.precision, ", ".join(PRECISIONS))
     _require(t.log_every >= 1, "train.log_every", t.log_every, "an integer >= 1")
+    _require(t.log in LOG_FORMATS, "train.log", t.log, ", ".join(LOG_FORMATS))
     _require(t.eval_every >= 0, "train.eval_every", t.eval_every, "an integer >= 0 (0 = only at the end)")
     _require(t.keep >= 1, "train.keep", t.keep, "an integer >= 1")
     _require(t.checkpoint_every >= 0, "train.checkpoint_every", t.checkpoint_every, "an integer >= 0 (0 = each epoch)")

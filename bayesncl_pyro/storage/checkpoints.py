@@ -30,7 +30,7 @@ FORMAT_VERSION = 2
 # Keys a resumed run may change: where and how long it runs, not what it computes. Any other
 # difference between the checkpoint's config and the resuming one is refused.
 MAY_CHANGE_ON_RESUME = frozenset({
-    "train.steps", "train.epochs", "train.device", "train.log_every", "train.out_dir", "train.keep",
+    "train.steps", "train.epochs", "train.device", "train.log_every", "train.log", "train.out_dir", "train.keep",
     "train.checkpoint_every", "train.max_bad_steps", "train.distributed", "train.compile", "train.eval_every",
     "data.root", "data.eval_batch_size", "data.download", "data.cache_dir", "data.skip_corrupt",
 })

@@ -1,4 +1,5 @@
-"""The run's metrics log ``metrics.jsonl``: append-only JSON lines, one per logged step.
+"""The run's metrics log ``metrics.jsonl``: append-only JSON lines, one per logged step, and
+the logs that mirror it (``train.log``: TensorBoard event files, :mod:`.tensorboard_log`).
 
 The log is opened for appending with ``O_NOFOLLOW`` (a link in its place is refused, never
 followed) and read only when it is a regular file of at most :data:`LOG_LIMIT` bytes whose lines
@@ -14,12 +15,17 @@ from typing import Any
 
 from bayesncl_pyro.config.errors import CheckpointError, RunWarning, shown
 from bayesncl_pyro.storage.atomic import atomic_write_text, open_own_file, read_regular, storage_error
+from bayesncl_pyro.storage.tensorboard_log import TensorBoardLog
 
 METRICS_FILE = "metrics.jsonl"
 LOG_LIMIT = 1 << 30
 """Largest metrics log read (1 GiB: millions of logged steps)."""
 LINE_LIMIT = 1 << 20
 """Longest line of a metrics log (1 MiB; a logged step is a few hundred bytes)."""
+MIRRORS: dict[str, tuple[type, ...]] = {"jsonl": (), "tensorboard": (TensorBoardLog,)}
+"""``train.log`` -> the logs that get every record besides ``metrics.jsonl``; each is built as
+``Mirror(run, resume_step)``, has ``write(record)``, ``close()`` and a static ``check()`` that
+raises before a run starts when it cannot work."""
 
 
 def _open_for_append(path: Path):
@@ -29,12 +35,31 @@ def _open_for_append(path: Path):
     return os.fdopen(fd, "a", encoding="utf-8")
 
 
+def check_log(log: str) -> None:
+    """Raise what a mirror of ``train.log`` would raise on opening (a missing package)."""
+    for mirror in MIRRORS[log]:
+        mirror.check()
+
+
+def open_metrics_log(run: Path, log: str = "jsonl", resume_step: int | None = None) -> MetricsLog:
+    """The metrics log of the run directory ``run``, with the mirrors ``train.log`` names."""
+    metrics = MetricsLog(run / METRICS_FILE, resume_step)
+    try:
+        metrics.mirrors = [mirror(run, resume_step) for mirror in MIRRORS[log]]
+    except BaseException:
+        metrics.close()
+        raise
+    return metrics
+
+
 class MetricsLog:
     """Append-only JSON lines, one per logged step; on resume, lines past the checkpoint are cut
-    so the log has no gap or duplicate step."""
+    so the log has no gap or duplicate step. Each record goes to its ``mirrors`` too
+    (:func:`open_metrics_log` adds those ``train.log`` names)."""
 
     def __init__(self, path: Path, resume_step: int | None = None):
         self.path = path
+        self.mirrors: list[Any] = []
         if resume_step is not None and os.path.lexists(path):
             records, _ = _parse(path)
             kept = [record for record in records if record.get("step", 0) <= resume_step]
@@ -50,8 +75,12 @@ class MetricsLog:
             os.fsync(self.handle.fileno())
         except OSError as error:
             raise storage_error(error, self.path) from None
+        for mirror in self.mirrors:
+            mirror.write(record)
 
     def close(self) -> None:
+        for mirror in self.mirrors:
+            mirror.close()
         try:
             self.handle.close()
         except OSError:  # the failed write was reported already

@@ -18,7 +18,7 @@ from bayesncl_pyro.config.errors import BayesNCLError, NonFiniteStep, RunWarning
 from bayesncl_pyro.data.progress import progress as progress_bar, silenced
 from bayesncl_pyro.storage import checkpoints, run_directory
 from bayesncl_pyro.storage.atomic import atomic_write_bytes, atomic_write_json, read_json
-from bayesncl_pyro.storage.metrics_log import METRICS_FILE, MetricsLog, read_metrics
+from bayesncl_pyro.storage.metrics_log import MetricsLog, check_log, open_metrics_log, read_metrics
 from bayesncl_pyro.storage.run_directory import LAST_CHECKPOINT, SUMMARY_FILE, RunLock
 from bayesncl_pyro.training.distributed import DistributedContext, setup_distributed
 from bayesncl_pyro.training.session import Session, build
@@ -41,6 +41,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> dict[str,
     0 locks, logs, checkpoints and summarises; the others train. Without ``progress``, nothing
     shows progress, the decode of the data included.
     """
+    check_log(cfg.train.log)
     with stop_requests() as stop, silenced(not progress):
         ctx = setup_distributed(cfg.train)
         try:
@@ -110,7 +111,7 @@ def _run(cfg: Config, ctx: DistributedContext, s: Session, resume: bool, progres
         if ctx.active:  # the checkpoint holds rank 0's RNG; give each rank its own again
             pyro.set_rng_seed(ctx.seed(t.seed, step))
             s.seed_streams(step)
-    log = MetricsLog(run / METRICS_FILE, resume_step=step if resume else None) if ctx.is_main else None
+    log = open_metrics_log(run, t.log, resume_step=step if resume else None) if ctx.is_main else None
     bar = progress_bar(total=s.total_steps, initial=step, enabled=progress and ctx.is_main,
                        desc=f"train {run.name} (SVI steps)", unit="step", dynamic_ncols=True)
     record: StepRecord | None = None
