@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 # torch/torchvision pinned to a pair that is known to import together (a newer range may fetch
 # several GB); override with `make TORCH_SPEC="torch torchvision"`.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+# The package index torch and torchvision come from (default: PyPI, whose Linux wheels bring CUDA);
+# `make TORCH_INDEX=https://download.pytorch.org/whl/cpu` installs PyTorch's CPU-only wheels.
+TORCH_INDEX ?=
 DEMO_DIR ?= runs/demo
 
 .PHONY: demo test venv clean-demo browser
@@ -16,7 +19,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) $(TORCH_SPEC)
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
