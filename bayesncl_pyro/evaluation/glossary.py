@@ -76,10 +76,10 @@ FRACTION_KEYS = ("open_rate", "mean_gate_prob", "sparsity", "probe_acc", "backgr
                  "class_open_share", "object_open_share", "mean_open_rate", "share_kept_open", "kl_share")
 """Keys whose stored value is a fraction (0–1); shown ×100 with a % sign."""
 
-METRIC_UNITS = {
 COUNT_KEYS = ("active_dims", "dims", "dims_never_open", "dims_always_open")
 """Keys whose values are counts: shown without decimals."""
 
+METRIC_UNITS = {
     "semantic_consistency": "%",
     "semantic_consistency_supported": "%",
     "semantic_consistency_weighted": "%",
@@ -106,11 +106,6 @@ def metric_label(name: str) -> str:
     return f"{name} ({unit})" if unit else name
 
 
-def shown_value(name: str, value: Any) -> Any:
-    """``value`` of key ``name`` as tables show it: fractions ×100 (to 0.01), nan as
-    ``not defined: <reason>``, everything else as stored."""
-    if is_undefined(value):
-        return not_defined(name)
 UNDEFINED_WHEN = {
     **METRIC_UNDEFINED_WHEN,
     "linear_top1_agrees": "no test image's background agrees with the training pairing",
@@ -158,22 +153,27 @@ def measured(values: dict[str, Any] | None, name: str) -> Any:
     return math.nan if value is None else value
 
 
+def shown_value(name: str, value: Any) -> Any:
+    """``value`` of key ``name`` as tables show it: fractions ×100 (to 0.01), nan as
+    ``not defined: <reason>``, everything else as stored."""
+    if is_undefined(value):
+        return not_defined(name)
     if isinstance(value, (int, float)) and not isinstance(value, bool) and name in FRACTION_KEYS:
         return round(100.0 * value, 2)
-    return value
-
     if name in COUNT_KEYS and isinstance(value, float) and value.is_integer():
         return int(value)
+    return value
+
 
 def percent(value: float | None, digits: int = 1, name: str = "") -> str:
     """A fraction 0–1 as ``"12.3 %"``; None as ``"–"``, nan as ``not defined`` (with the reason
     for key ``name``)."""
     if value is None:
         return "–"
-    return f"{100.0 * value:.{digits}f} %"
-
     if is_undefined(value):
         return not_defined(name)
+    return f"{100.0 * value:.{digits}f} %"
+
 
 def dimension_counts(dims: int | None, active_z: float | None, active_gated: float | None,
                      gates: dict[str, float] | None) -> dict[str, int | None]:
