@@ -18,7 +18,7 @@ from bayesncl_pyro.browser import dimension_stats as stats
 from bayesncl_pyro.browser.intervals import hdi
 from bayesncl_pyro.browser.matching import check_same_test_split, correlation_matrix, match_dimensions
 from bayesncl_pyro.browser.neighbours import nearest_images, shared_dimensions
-from bayesncl_pyro.browser.packing import pack_array, pack_bits, quantize, unpack_array
+from bayesncl_pyro.browser.packing import data_script, pack_array, pack_bits, quantize, unpack_array
 from bayesncl_pyro.browser.posterior_source import read_draws
 from bayesncl_pyro.browser.site_builder import ASSETS, browse, build_site
 from bayesncl_pyro.browser.site_data import BrowserOptions
@@ -443,6 +443,76 @@ def test_the_pages_fit_their_cards_and_show_shares_in_percent(browser, browsed, 
             assert re.search(rf"Posterior open share {percent}, 94 % HDI \[{percent}, {percent}\]", gate), gate
             assert re.search(rf"Hard-gate open share {percent} of test images", gate), gate
             assert re.search(r"class entropy \d+\.\d\d nats", browser.find_element("css selector", ".facts").text)
+        assert browser.errors() == []
+    finally:
+        browser.set_window_size(1400, 1000)
+
+
+NARROW = """
+const root = document.documentElement;
+const cut = (e) => e.offsetParent !== null && e.scrollWidth > e.clientWidth + 1;
+const right = (e) => e.getBoundingClientRect().right;
+return {
+  page: root.scrollWidth > root.clientWidth + 1,
+  cells: [...document.querySelectorAll('#view td')].filter((td) => !td.querySelector('.fit') && cut(td))
+    .map((td) => td.textContent),
+  numbers: [...document.querySelectorAll('#view .fit .num')].filter((n) => right(n) > right(n.closest('td')) + 1)
+    .map((n) => n.textContent),
+};
+"""
+"""JavaScript: whether the page is wider than the window, the table cells whose content is cut, and
+the numbers beside a name (a class, a dimension) that reach past their cell."""
+
+
+def rewrite_record(path: Path, key: str, change) -> None:
+    """Apply ``change`` to the value of a data file and write it back."""
+    record = read_record(path)
+    change(record)
+    path.write_text(data_script(key, record))
+
+
+def test_at_800_px_no_number_is_cut_and_what_cannot_be_computed_says_why(browser, browsed, runs, tmp_path):
+    """In a window 800 px wide, with class names long enough to fill their column and a run whose
+    semantic consistency cannot be computed: no cell cuts its number, a long name gives way to the
+    number beside it, the undefined numbers say "not defined" (with the reason), never "nan", and
+    the scene factors and gate probabilities carry their units once."""
+    gated, ungated = runs
+    site = browse([gated, ungated], tmp_path / "narrow", device="cpu", progress=False)
+    data = site / "data"
+
+    def long_names(record):
+        record["images"]["classes"] = [f"{name} with a long descriptive name" for name in record["images"]["classes"]]
+
+    def undefined(record):
+        record["summary"]["semantic_consistency"] = None
+
+    rewrite_record(data / "site.js", "site", long_names)
+    rewrite_record(data / "run0" / "table.js", "run0/table", undefined)
+    frequency = read_record(data / "run0" / "table.js")["columns"]["frequency"]
+    never = next(j for j, f in enumerate(frequency) if f == 0)
+    try:
+        browser.set_window_size(800, 1000)
+        open_file(browser, site / "index.html")
+        wait_for(browser, "document.body.dataset.rendered === '#/'")
+        for hash_ in ("#/r/0", f"#/r/0/d/{never}", "#/r/0/i/5", "#/r/1", "#/r/1/i/5"):
+            rendered(browser, hash_)
+            assert browser.execute_script(NARROW) == {"page": False, "cells": [], "numbers": []}, hash_
+            assert not re.search(r"\bnan\b", browser.find_element("id", "view").text, re.I), hash_
+        rendered(browser, "#/r/0")
+        summary = browser.find_element("css selector", "#view .summary").text
+        assert "semantic consistency not defined: no test image has an active dimension" in summary, summary
+        headers = [h.text.replace("\n", " ") for h in browser.find_elements("css selector", "table.dims thead th")]
+        assert "unsure (20 % < q < 80 %)" in headers, headers
+        rendered(browser, f"#/r/0/d/{never}")
+        assert "class entropy not defined: the dimension is never active" in browser.find_element(
+            "css selector", ".facts").text
+        rendered(browser, "#/r/0/i/5")
+        info = browser.find_element("id", "image-info").text
+        for name in ("colour", "x (px)", "y (px)", "scale (% of the image side)", "rotation (°)"):
+            assert name in info, info
+        assert not re.search(r"\d (px|°)", info), info  # the unit is in the name, not repeated
+        strongest = browser.find_element("id", "image-strongest").text
+        assert "q(gate = 1 | x)" in strongest and re.search(r"\d+\.\d %", strongest), strongest
         assert browser.errors() == []
     finally:
         browser.set_window_size(1400, 1000)

@@ -66,6 +66,24 @@ function fmt(v, digits = 2) {
 const pct = (v, digits = 0) => (missing(v) ? "–" : `${(100 * v).toFixed(digits)} %`);
 /** A number with its unit ("2.30 nats"); "–" alone when it is missing. */
 const withUnit = (v, unit, digits = 2) => (missing(v) ? "–" : `${fmt(v, digits)} ${unit}`);
+/** "not defined: <reason>" for a quantity (a key of the site's words) whose value cannot be computed. */
+const notDefined = (key) => (S.site.words.not_defined[key] || "not defined");
+/** A cell of a quantity that may be undefined (null): the formatted number, else "not defined" with the reason on hover. */
+const orUndefined = (v, key, shown) => (missing(v) ? `<span class="undefined" title="${esc(notDefined(key))}">not defined</span>` : shown(v));
+/** A scene factor's name as pages write it, with its unit ("x (px)", "colour"). */
+const factorName = (key) => S.site.words.factors[key] || key;
+/** A scene factor's value in the unit its name states, the unit said once, by the name (rotation:
+ * radians stored, degrees shown; scale: a fraction stored, % shown). */
+function factorValue(key, v) {
+  if (key === "scale") return fmt(100 * v, 1);
+  if (key === "rotation") return (v * 180 / Math.PI).toFixed(0);
+  if (key === "x" || key === "y") return fmt(v, 1);
+  return fmt(v, 3);
+}
+/** A number that must not be cut: stays whole beside a label that may be shortened ("…"). */
+/** The range of q(gate = 1 | x) in which a gate counts as unsure, in %. */
+const unsureRange = () => `${pct(S.site.options.unsure[0])} < q < ${pct(S.site.options.unsure[1])}`;
+const labelled = (label, number) => `<span class="fit"><span class="label">${label}</span><span class="num">${number}</span></span>`;
 
 const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac",
   "#1f77b4", "#aec7e8", "#ff7f0e", "#98df8a", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf"];
@@ -109,8 +127,9 @@ function hdiBar(mean, lo, hi) {
 
 function factorBadge(label, score) {
   if (!label) return "–";
-  const title = missing(score) ? label : `${label}: explains ${pct(score)} of the variance of z`;
-  return `<span class="badge ${esc(label)}" title="${esc(title)}">${esc(label)}</span>`;
+  const name = factorName(label);
+  const title = missing(score) ? name : `${name}: explains ${pct(score)} of the variance of z`;
+  return `<span class="badge ${esc(label)}" title="${esc(title)}">${esc(name)}</span>`;
 }
 
 /** What a dimension is about in a few words: its factor label, else its majority class. */
@@ -184,23 +203,23 @@ function tableColumns(r) {
     title: "posterior of the dimension's global open probability π_d (Beta-Bernoulli prior), in %" });
   if (c.gate_open) cols.push({ key: "gate_open", label: "hard-gate open share", width: 160, value: (d) => c.gate_open[d], cell: (d) => pct(c.gate_open[d], 1),
     title: "hard-gate open share: the share of test images on which the hard test-time gate is open" });
-  if (c.unsure) cols.push({ key: "unsure", label: "unsure", width: 76, value: (d) => c.unsure[d], cell: (d) => pct(c.unsure[d], 1),
-    title: `share of test images on which the gate is unsure: ${S.site.options.unsure[0]} < q(gate = 1 | x) < ${S.site.options.unsure[1]}` });
+  if (c.unsure) cols.push({ key: "unsure", label: `unsure (${unsureRange()})`, width: 120, value: (d) => c.unsure[d], cell: (d) => pct(c.unsure[d], 1),
+    title: `unsure: share of test images on which the dimension's gate is unsure, ${unsureRange()}; a sure gate has q(gate = 1 | x) near 0 or 100 %` });
   cols.push(
     { key: "frequency", label: "active", width: 76, value: (d) => c.frequency[d], cell: (d) => pct(c.frequency[d], 1),
       title: "activation frequency: share of test images on which the gated feature is non-zero (|f| > 1e-5)" },
     { key: "majority_share", label: "majority class", width: 150, left: true, value: (d) => c.majority_share[d],
-      cell: (d) => (c.majority[d] >= 0 ? `${classLabel(c.majority[d])} ${pct(c.majority_share[d], 1)}` : "–"),
+      cell: (d) => (c.majority[d] >= 0 ? labelled(classLabel(c.majority[d]), pct(c.majority_share[d], 1)) : orUndefined(null, "majority_share")),
       title: "most frequent class among the images that activate the dimension, and its share: the dimension's contribution to semantic consistency" },
-    { key: "entropy", label: "class entropy (nats)", width: 150, value: (d) => c.entropy[d], cell: (d) => fmt(c.entropy[d]),
+    { key: "entropy", label: "class entropy (nats)", width: 150, value: (d) => c.entropy[d], cell: (d) => orUndefined(c.entropy[d], "entropy", fmt),
       title: "entropy (nats) of the classes of the activating images: 0 = one class, ln C = all alike" },
-    { key: "mean_activation", label: "mean act.", width: 92, value: (d) => c.mean_activation[d], cell: (d) => fmt(c.mean_activation[d]),
+    { key: "mean_activation", label: "mean act.", width: 110, value: (d) => c.mean_activation[d], cell: (d) => orUndefined(c.mean_activation[d], "mean_activation", fmt),
       title: "mean gated activation over the images that activate the dimension" },
   );
   if (c.partner) {
     const other = S.runs[run.table.partner_run];
     cols.push({ key: "partner_r", label: `match in ${other.meta.label}`, width: 160, left: true, value: (d) => c.partner_r[d],
-      cell: (d) => (c.partner[d] >= 0 ? `<a href="${dimHref(run.table.partner_run, c.partner[d])}">d${c.partner[d]}</a> r ${fmt(c.partner_r[d])}${c.partner_mutual[d] ? " ⇄" : ""}` : "–"),
+      cell: (d) => (c.partner[d] >= 0 ? labelled(`<a href="${dimHref(run.table.partner_run, c.partner[d])}">d${c.partner[d]}</a>`, `r ${fmt(c.partner_r[d])}${c.partner_mutual[d] ? " ⇄" : ""}`) : "–"),
       title: `best-correlated dimension of ${other.meta.label} over the same test images (⇄: each is the other's best match)` });
   }
   return cols;
@@ -258,7 +277,7 @@ function renderTable(r) {
       <span><b>${run.meta.num_dims}</b> dimensions</span><span><b>${S.site.images.count}</b> test images</span>
       <span><b>${sum.dead}</b> never active</span>
       ${run.table.has_gates ? `<span><b>${sum.always_open}</b> gates always open</span><span>hard-gate open share <b>${pct(sum.gate_open, 1)}</b></span>` : "<span>ungated run</span>"}
-      <span>semantic consistency <b>${fmt(sum.semantic_consistency, 1)} %</b></span><span>sparsity <b>${pct(sum.sparsity, 1)}</b></span>
+      <span>semantic consistency <b>${missing(sum.semantic_consistency) ? esc(notDefined("semantic_consistency")) : `${fmt(sum.semantic_consistency, 1)} %`}</b></span><span>sparsity <b>${pct(sum.sparsity, 1)}</b></span>
     </div>
     <details class="help"><summary>How to read this table</summary><dl>${cols.filter((x) => x.title).map((x) => `<dt>${esc(x.label)}</dt><dd>${esc(x.title)}</dd>`).join("")}</dl></details>
     <div class="controls">
@@ -401,11 +420,11 @@ function probabilityChart(counts, threshold) {
   const left = 36;
   const bw = (W - left) / counts.length;
   const top = Math.max(1, ...counts);
-  const bars = counts.map((n, b) => `<rect x="${left + b * bw + 0.5}" y="${H - (n / top) * (H - 6)}" width="${bw - 1}" height="${(n / top) * (H - 6)}" fill="#59a14f"><title>${n} images with q in [${fmt(b / counts.length)}, ${fmt((b + 1) / counts.length)})</title></rect>`).join("");
+  const bars = counts.map((n, b) => `<rect x="${left + b * bw + 0.5}" y="${H - (n / top) * (H - 6)}" width="${bw - 1}" height="${(n / top) * (H - 6)}" fill="#59a14f"><title>${n} images with q in [${pct(b / counts.length)}, ${pct((b + 1) / counts.length)})</title></rect>`).join("");
   const x = left + (W - left) * threshold;
   return `<svg width="${W + 4}" height="${H + 16}" role="img" aria-label="gate probabilities">${bars}` +
-    `<line class="axis" x1="${left}" x2="${W}" y1="${H}" y2="${H}"/><line x1="${x}" x2="${x}" y1="0" y2="${H}" stroke="#c0392b" stroke-dasharray="3 2"><title>threshold ${threshold}</title></line>` +
-    `<text x="${left - 4}" y="10" text-anchor="end">${top}</text><text x="${left}" y="${H + 13}">0</text><text x="${W}" y="${H + 13}" text-anchor="end">1</text>` +
+    `<line class="axis" x1="${left}" x2="${W}" y1="${H}" y2="${H}"/><line x1="${x}" x2="${x}" y1="0" y2="${H}" stroke="#c0392b" stroke-dasharray="3 2"><title>threshold ${pct(threshold)}</title></line>` +
+    `<text x="${left - 4}" y="10" text-anchor="end">${top}</text><text x="${left}" y="${H + 13}">0 %</text><text x="${W}" y="${H + 13}" text-anchor="end">100 %</text>` +
     `<text x="${(left + W) / 2}" y="${H + 13}" text-anchor="middle">q(gate = 1 | x)</text></svg>`;
 }
 
@@ -417,7 +436,7 @@ function barsChart(names, values, color = "#7d9fd6") {
     const v = values[k];
     const y = k * rowH;
     return `<text x="${labelW - 6}" y="${y + 12}" text-anchor="end">${esc(name)}</text>` +
-      (missing(v) ? `<text x="${labelW + 4}" y="${y + 12}" fill="#999">–</text>` :
+      (missing(v) ? `<text x="${labelW + 4}" y="${y + 12}" fill="#999">not defined</text>` :
         `<rect x="${labelW}" y="${y + 3}" width="${barW * Math.max(0, Math.min(1, v))}" height="${rowH - 6}" fill="${color}"/><text x="${labelW + barW * Math.max(0, Math.min(1, v)) + 5}" y="${y + 12}">${pct(v, 1)}</text>`);
   }).join("");
   return `<svg width="${labelW + barW + 64}" height="${names.length * rowH + 4}">${body}</svg>`;
@@ -441,8 +460,8 @@ async function renderDimension(r, d, token) {
     else gate += `Posterior open share (mean q(gate = 1 | x) over the test images) <b>${pct(c.gate_prob[d], 1)}</b><br>`;
     if (c.pi_mean) gate += `Global open probability π_d: <b>${pct(c.pi_mean[d], 1)}</b>, 94 % HDI [${pct(c.pi_lo[d], 1)}, ${pct(c.pi_hi[d], 1)}]<br>`;
     gate += `Hard-gate open share <b>${pct(c.gate_open[d], 1)}</b> of test images; ` +
-      `unsure (${opts.unsure[0]} < q < ${opts.unsure[1]}) on <b>${pct(c.unsure[d], 1)}</b>.</p>`;
-    if (det.gate_prob_histogram) gate += `<p class="note">q(gate = 1 | x) over the test images: a sure gate piles up at 0 and 1.</p>` + probabilityChart(det.gate_prob_histogram, run.table.info.threshold ?? 0.5);
+      `unsure (${unsureRange()}) on <b>${pct(c.unsure[d], 1)}</b>.</p>`;
+    if (det.gate_prob_histogram) gate += `<p class="note">q(gate = 1 | x) over the test images: a sure gate piles up at 0 and 100 %.</p>` + probabilityChart(det.gate_prob_histogram, run.table.info.threshold ?? 0.5);
     if (det.class_open) gate += `<p class="note">By class: posterior open share, mean and 94 % HDI (dashed: all images).</p>` + classOpenChart(det.class_open.mean, det.class_open.lo, det.class_open.hi, c.open_mean ? c.open_mean[d] : null);
     else if (det.class_gate_prob) gate += `<p class="note">By class: posterior open share (mean q(gate = 1 | x)).</p>` + classOpenChart(det.class_gate_prob, null, null, c.gate_prob[d]);
     cards.push(`<section class="card" id="dim-gate"><h2>Is its gate sure?</h2>${gate}</section>`);
@@ -459,7 +478,7 @@ async function renderDimension(r, d, token) {
   const inactive = det.histogram.inactive.reduce((s, v) => s + v, 0);
   const present = det.class_counts.map((n, k) => [n, k]).filter(([n]) => n > 0).sort((a, b) => b[0] - a[0]);
   const legend = present.slice(0, 12).map(([n, k]) => `<span class="chip">${classLabel(k)} ${n}</span>`).join("") + (present.length > 12 ? `<span class="chip">+${present.length - 12} classes</span>` : "");
-  cards.push(`<section class="card" id="dim-histogram"><h2>Activation by class</h2><p class="note">Active images only (${S.site.images.count - inactive}); inactive on ${inactive}. Class entropy ${withUnit(c.entropy[d], "nats")}.</p>` +
+  cards.push(`<section class="card" id="dim-histogram"><h2>Activation by class</h2><p class="note">Active images only (${S.site.images.count - inactive}); inactive on ${inactive}. Class entropy ${missing(c.entropy[d]) ? esc(notDefined("entropy")) : withUnit(c.entropy[d], "nats")}.</p>` +
     (inactive < S.site.images.count ? histogramChart(det.histogram) : "") + `<div class="chips">${legend}</div></section>`);
 
   const coRows = det.coactive.dims.map((e, k) => `<tr><td><a href="${dimHref(r, e)}">d${e}</a></td><td>${fmt(det.coactive.similarity[k])}</td><td>${dimGist(run, e)}</td>` +
@@ -494,7 +513,7 @@ async function renderDimension(r, d, token) {
       <span class="pager"><a href="${dimHref(r, (d + n - 1) % n)}">← d${(d + n - 1) % n}</a><a href="${dimHref(r, (d + 1) % n)}">d${(d + 1) % n} →</a><a href="#/r/${r}">all dimensions</a></span></h1>
     <div class="facts">
       <span>${dimGist(run, d)}</span><span>active on ${pct(c.frequency[d], 1)} of test images</span>
-      <span>class entropy ${withUnit(c.entropy[d], "nats")}</span><span>mean activation ${fmt(c.mean_activation[d], 3)}</span>
+      <span>class entropy ${missing(c.entropy[d]) ? esc(notDefined("entropy")) : withUnit(c.entropy[d], "nats")}</span><span>mean activation ${missing(c.mean_activation[d]) ? esc(notDefined("mean_activation")) : fmt(c.mean_activation[d], 3)}</span>
       ${c.open_mean ? `<span>posterior open share ${pct(c.open_mean[d], 1)} [${pct(c.open_lo[d], 1)}, ${pct(c.open_hi[d], 1)}]</span>` : ""}
     </div>
     <div class="grid">${cards.join("")}</div>`;
@@ -517,7 +536,7 @@ async function renderImage(r, i, token) {
   const factorRows = Object.entries(shard.factors).map(([name, values]) => {
     const v = values[row];
     const names = S.site.images.factor_names[name];
-    return `<tr><th>${esc(name)}</th><td>${names ? esc(names[v]) : fmt(v, 3)}</td></tr>`;
+    return `<tr><th>${esc(factorName(name))}</th><td>${names ? esc(names[v]) : factorValue(name, v)}</td></tr>`;
   }).join("");
   cards.push(`<section class="card" id="image-info"><h2>Test image ${i}</h2><div style="display:flex;gap:1em;align-items:flex-start">${thumb(i, 128)}` +
     `<table class="plain"><tr><th>class</th><td>${classLabel(S.labels[i])}</td></tr>${factorRows}</table></div>` +
@@ -530,11 +549,11 @@ async function renderImage(r, i, token) {
     const [low, high] = S.site.options.unsure;
     const unsure = [...Array(D).keys()].filter((d) => q[d] > low && q[d] < high).length;
     const columns = Math.min(32, Math.ceil(Math.sqrt(D * 2)));
-    const map = [...Array(D).keys()].map((d) => `<a href="${dimHref(r, d)}" class="${isOpen(d) ? "on" : ""}" style="background:${probColor(q[d])}" title="d${d}: q = ${fmt(q[d], 3)}${isOpen(d) ? ", open" : ", closed"}"></a>`).join("");
+    const map = [...Array(D).keys()].map((d) => `<a href="${dimHref(r, d)}" class="${isOpen(d) ? "on" : ""}" style="background:${probColor(q[d])}" title="d${d}: q = ${pct(q[d], 1)}${isOpen(d) ? ", open" : ", closed"}"></a>`).join("");
     cards.push(`<section class="card" id="image-gates"><h2>Gates: ${open.length} of ${D} open</h2>` +
-      `<p class="note">Every dimension's q(gate = 1 | x), white 0 → green 1, outlined when the hard gate is open; ${unsure} gate${unsure === 1 ? " is" : "s are"} unsure (${low} < q < ${high}).</p>` +
+      `<p class="note">Every dimension's q(gate = 1 | x), white 0 % → green 100 %, outlined when the hard gate is open; ${unsure} gate${unsure === 1 ? " is" : "s are"} unsure (${unsureRange()}).</p>` +
       `<div class="gatemap" style="grid-template-columns:repeat(${columns}, minmax(6px, 18px))">${map}</div>` +
-      `<div class="chips" id="open-gates">${open.map((d) => `<a class="chip open-gate" href="${dimHref(r, d)}" style="background:${probColor(q[d])}" title="${esc(c.factor ? c.factor[d] : className(c.majority[d]))}">d${d} · ${fmt(q[d])}</a>`).join("")}</div></section>`);
+      `<div class="chips" id="open-gates">${open.map((d) => `<a class="chip open-gate" href="${dimHref(r, d)}" style="background:${probColor(q[d])}" title="${esc(c.factor ? c.factor[d] : className(c.majority[d]))}">d${d} · ${pct(q[d])}</a>`).join("")}</div></section>`);
   } else {
     cards.push(`<section class="card" id="image-gates"><h2>Gates</h2><p class="note">This run has no gates.</p></section>`);
   }
@@ -542,8 +561,8 @@ async function renderImage(r, i, token) {
   const strongest = [...Array(D).keys()].filter((d) => f[d] !== 0).sort((a, b) => Math.abs(f[b]) - Math.abs(f[a])).slice(0, 12);
   const q = shard.probs ? shard.probs.subarray(row * D, (row + 1) * D) : null;
   cards.push(`<section class="card wide" id="image-strongest"><h2>Strongest dimensions</h2><p class="note">Largest gated activations of this image, with what each dimension is about.</p>` +
-    (strongest.length ? `<div class="table-fit"><table class="plain"><tr><th>dim</th><th>activation</th>${q ? "<th>q(gate)</th>" : ""}<th>about</th><th>its top images</th></tr>` +
-      strongest.map((d) => `<tr><td><a href="${dimHref(r, d)}">d${d}</a></td><td>${fmt(f[d], 3)}</td>${q ? `<td>${fmt(q[d], 3)}</td>` : ""}<td>${dimGist(run, d)}</td>` +
+    (strongest.length ? `<div class="table-fit"><table class="plain"><tr><th>dim</th><th>activation</th>${q ? "<th>q(gate = 1 | x)</th>" : ""}<th>about</th><th>its top images</th></tr>` +
+      strongest.map((d) => `<tr><td><a href="${dimHref(r, d)}">d${d}</a></td><td>${fmt(f[d], 3)}</td>${q ? `<td>${pct(q[d], 1)}</td>` : ""}<td>${dimGist(run, d)}</td>` +
         `<td><span class="strip">${run.table.preview[d].filter((j) => j >= 0).map((j) => thumb(j)).join("")}</span></td></tr>`).join("") + `</table></div>`
       : `<p class="note">Every gated feature of this image is zero.</p>`) + `</section>`);
   cards.splice(1, 0, cards.pop()); // beside the image, before its gates: the wide card leads

@@ -30,6 +30,7 @@ from bayesncl_pyro.browser.site_data import BrowserOptions, run_records
 from bayesncl_pyro.browser.site_directory import MARKER, check_replaceable, replace_directory
 from bayesncl_pyro.browser.sprites import write_sprite_sheets
 from bayesncl_pyro.config.errors import ConfigError, DataError
+from bayesncl_pyro.evaluation import glossary
 from bayesncl_pyro.evaluation.provenance import BROWSER_RECORD
 from bayesncl_pyro.storage.run_directory import BROWSER_DIR, read_config
 
@@ -45,6 +46,13 @@ def _run_labels(runs: Sequence[RunFeatures]) -> list[str]:
     """The runs' labels, made distinct by a suffix where two coincide."""
     labels = [run.label for run in runs]
     return [f"{label} ({i + 1})" if labels.count(label) > 1 else label for i, label in enumerate(labels)]
+
+
+def site_words() -> dict:
+    """The glossary's words the pages need: scene factor names with units, and why a quantity of
+    the pages can be not defined."""
+    keys = ("semantic_consistency", "semantic_entropy_frequency", "majority_share", "entropy", "mean_activation")
+    return {"factors": dict(glossary.FACTOR_NAMES), "not_defined": {key: glossary.not_defined(key) for key in keys}}
 
 
 def site_record(runs: Sequence[RunFeatures], layout, sheets: list[str], options: BrowserOptions) -> dict:
@@ -63,6 +71,7 @@ def site_record(runs: Sequence[RunFeatures], layout, sheets: list[str], options:
             "sprite": {"cell": layout.cell, "columns": layout.columns, "per_sheet": layout.per_sheet,
                        "sheets": [f"data/images/{name}" for name in sheets]},
         },
+        "words": site_words(),
         "options": {"top_k": options.top_k, "sample_k": options.sample_k, "neighbours": options.neighbours,
                     "shared": options.shared, "coactive": options.coactive, "unsure": list(stats.UNSURE)},
     }
