@@ -77,8 +77,26 @@ def test_ablation_tables_mark_an_unconverged_probe_and_leave_unevaluated_cells_b
     assert "† linear probe not converged" in text and "prior=bernoulli__seed=1" in text.split("## Mean")[0]
     grouped = next(line for line in text.splitlines() if line.startswith("| bernoulli | 2 |"))
     assert grouped.endswith("| 42.00 ± 1.41 † |")
-    plain = markdown_report(spec, [ablation_row(0, None, None)])
-    assert "† linear probe not converged" not in plain and plain.splitlines()[-1].endswith("| - |")
+    mixed = markdown_report(spec, [ablation_row(0, True, 41.0), ablation_row(1, None, None)])
+    assert [line for line in mixed.splitlines() if line.startswith("| bernoulli | 1")][0].endswith("| - |")
+    plain = markdown_report(spec, [ablation_row(0, None, None)])  # no cell evaluated: no empty column
+    assert "† linear probe not converged" not in plain and "linear top-1 (h, %)" not in plain
+    assert "No cell was evaluated" in plain
+
+
+def test_ablation_tables_say_why_a_number_is_not_defined_and_never_show_nan():
+    spec = SimpleNamespace(grid={"gate.prior": ["bernoulli"], "train.seed": [0, 1]}, base=None, overrides=[],
+                           true_elbo=TrueElboSettings())
+    rows = [ablation_row(0, None, None), ablation_row(1, None, None)]
+    rows[0]["semantic_consistency"] = float("nan")
+    text = markdown_report(spec, rows)
+    assert "nan" not in text.lower()
+    assert "| not defined: no test image has an active dimension |" in text  # the cell of seed 0
+    grouped = next(line for line in text.splitlines() if line.startswith("| bernoulli | 2 |"))
+    assert "| 12.0000 (1 not defined) |" in grouped
+    rows[1]["semantic_consistency"] = float("nan")
+    grouped = next(line for line in markdown_report(spec, rows).splitlines() if line.startswith("| bernoulli | 2 |"))
+    assert grouped.endswith("| not defined: no test image has an active dimension |")
 
 
 @pytest.mark.parametrize("converged", [True, False])

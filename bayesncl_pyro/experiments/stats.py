@@ -1,8 +1,9 @@
 """Mean ± standard deviation over seeds, one rule for every table and figure; and the mean
 paired difference between two methods with its t confidence interval (runs pair by seed).
 
-Missing values (None) and NaN are left out. The standard deviation is the sample one (n − 1); a
-single value has none (NaN), and tables then show the mean alone, figures no error bar.
+Missing values (None) and NaN are left out of the numbers; tables say how many were NaN (not
+defined). The standard deviation is the sample one (n − 1); a single value has none (NaN), and
+tables then show the mean alone, figures no error bar.
 """
 from __future__ import annotations
 
@@ -29,14 +30,21 @@ def mean_sd(values: Iterable[Any]) -> tuple[float, float, int]:
     return mean, sd, n
 
 
-def format_mean_sd(values: Iterable[Any], digits: int = 4, scale: float = 1.0, missing: str = "–") -> str:
+def format_mean_sd(values: Iterable[Any], digits: int = 4, scale: float = 1.0, missing: str = "–",
+                   undefined: str | None = None) -> str:
     """``"mean ± sd"`` with ``digits`` decimals after multiplying by ``scale``; the mean alone for
-    one value, ``missing`` for none."""
+    one value, ``missing`` for none. With ``undefined`` (the ``not defined: <reason>`` text of the
+    quantity), NaN values are counted rather than dropped silently: ``undefined`` when every value
+    is NaN, and ``"(k not defined)"`` after the mean of the others when some are, so that a table
+    never reads "nan" nor hides that a seed's number could not be computed."""
+    values = list(values)
     mean, sd, n = mean_sd(values)
+    nans = sum(1 for v in values if isinstance(v, float) and math.isnan(v)) if undefined is not None else 0
     if n == 0:
-        return missing
+        return undefined if nans else missing
     text = f"{mean * scale:.{digits}f}"
-    return text if math.isnan(sd) else f"{text} ± {sd * scale:.{digits}f}"
+    text = text if math.isnan(sd) else f"{text} ± {sd * scale:.{digits}f}"
+    return f"{text} ({nans} not defined)" if nans else text
 
 
 # ----------------------------------------------------------------------------- paired differences

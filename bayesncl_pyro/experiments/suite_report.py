@@ -22,9 +22,9 @@ COLUMNS = [
     ("sc_sampled_gain", "SC gain, drawn gates (points)"),
     ("sc_supported_gain", "supported SC gain (points)"), ("sc_weighted_gain", "weighted SC gain (points)"),
     ("entropy_freq", "entropy (freq, nats)"), ("sparsity", "sparsity (%)"), ("active_dims", "active dims (gated z)"),
-    ("open_rate", "gates open (%)"), ("linear_top1", "linear top-1 (%)"), ("knn_top1", "k-NN top-1 (%)"),
+    ("open_rate", "hard-gate open share (%)"), ("linear_top1", "linear top-1 (%)"), ("knn_top1", "k-NN top-1 (%)"),
     ("surrogate_neg_elbo", "surrogate −ELBO (nats)"), ("true_neg_elbo", "true −ELBO (nats)"),
-    ("kl_share", "KL share (%)"), ("train_seconds", "train s"),
+    ("kl_share", "KL share (%)"), ("train_seconds", "training time (s)"),
 ]
 PAIRING_COLUMNS = [("linear_top1_agrees", "linear top-1, bg agrees (%)"),
                    ("linear_top1_disagrees", "linear top-1, bg disagrees (%)"), ("linear_top1_gap", "bg gap (points)")]
@@ -43,9 +43,14 @@ def _method_rows(rows: list[dict[str, Any]], dataset: str, method: str) -> list[
     return [r for r in rows if r["dataset"] == dataset and r["method"] == method and not is_sweep_row(r)]
 
 
+WHOLE_NUMBERS = ("active_dims", "train_seconds")
+"""Columns of counts and seconds: shown without decimals."""
+
+
 def _cell(values: Sequence[Any], key: str) -> str:
     scale = 100.0 if key in PERCENT_OF_FRACTION else 1.0
-    return format_mean_sd(values, digits=4 if key == "kl_share" else 2, scale=scale)
+    digits = 0 if key in WHOLE_NUMBERS else 4 if key == "kl_share" else 2
+    return format_mean_sd(values, digits=digits, scale=scale)
 
 
 def _group_cell(group: list[dict[str, Any]], key: str) -> str:
@@ -91,7 +96,7 @@ def sweep_table(spec, rows: list[dict[str, Any]]) -> str:
     if spec.sweep is None:
         return ""
     keys = list(spec.sweep.grid)
-    cols = [("sc", "SC (%)"), ("sc_gain", "SC gain (points)"), ("open_rate", "gates open (%)"),
+    cols = [("sc", "SC (%)"), ("sc_gain", "SC gain (points)"), ("open_rate", "hard-gate open share (%)"),
             ("background_closed", "bg dims closed (%)"), ("object_open", "object dims open (%)"),
             ("linear_top1", "linear top-1 (%)")]
     lines = ["| " + " | ".join(keys) + " | " + " | ".join(c for _, c in cols) + " |",
@@ -183,7 +188,7 @@ def sc_gain_values(spec, rows: list[dict[str, Any]]) -> dict[str, dict[str, dict
             for dataset in spec.datasets}
 
 
-SWEEP_QUANTITIES = (("sc", "SC (%)"), ("sc_gain", "SC gain (points)"), ("open_rate", "gates open (%)"),
+SWEEP_QUANTITIES = (("sc", "SC (%)"), ("sc_gain", "SC gain (points)"), ("open_rate", "hard-gate open share (%)"),
                     ("background_closed", "background dims closed (%)"), ("object_open", "object dims open (%)"))
 
 
