@@ -1,6 +1,7 @@
 """Evaluation suite: the linear probe, the ground-truth factor check, and eval.json of tiny runs."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 
 from bayesncl_pyro.cli.evaluate import main as eval_main
 from bayesncl_pyro.evaluation import metrics
-from bayesncl_pyro.evaluation.evaluate import FEATURE_SETS, evaluate_run, markdown_table
+from bayesncl_pyro.evaluation.evaluate import FEATURE_SETS, evaluate_run, format_markdown, markdown_table
 from bayesncl_pyro.evaluation.factor_check import (
     DEAD,
     UNEXPLAINED,
@@ -22,6 +23,7 @@ from bayesncl_pyro.evaluation.factor_check import (
     quantile_bins,
     scene_factor_codes,
 )
+from bayesncl_pyro.evaluation.glossary import UNDEFINED_WHEN
 from bayesncl_pyro.evaluation.linear_probe import fit_linear_probe, probe_objective, topk_accuracy
 from bayesncl_pyro.evaluation.trained_run import load_trained
 from tests.conftest import tiny_run
@@ -265,6 +267,20 @@ def test_every_count_of_dimensions_says_what_it_is_taken_on_and_they_agree(gated
     assert "| sparsity (%) |" in text and "| semantic_entropy_sum (nats) |" in text
 
 
+def test_eval_md_says_not_defined_with_the_reason_for_a_null_and_a_dash_for_a_metric_never_measured(gated_eval):
+    """eval.json stores an undefined metric as null; eval.md must not show it as if it were missing."""
+    result = copy.deepcopy(gated_eval[0])
+    result["metrics"]["gated"]["semantic_consistency"] = None
+    result["metrics"]["z"].pop("semantic_consistency")
+    result["factor_check"]["class_open_share"] = None
+    text = format_markdown(result)
+    row = next(line for line in text.splitlines() if line.startswith("| semantic_consistency (%) |"))
+    cells = dict(zip(["metric", *FEATURE_SETS], (cell.strip() for cell in row.strip("|").split(" | "))))
+    assert cells["gated"] == f"not defined: {UNDEFINED_WHEN['semantic_consistency']}"
+    assert cells["z"] == "–"
+    assert f"class dimensions it keeps open: not defined: {UNDEFINED_WHEN['class_open_share']};" in text
+
+
 def test_eval_uses_the_hard_test_time_gate_of_spec_6(gated_run, gated_eval):
     result = gated_eval[0]
     ref = reference_features(gated_run)
@@ -314,7 +330,7 @@ def test_markdown_table_formats_missing_values_and_escapes_bars():
     text = markdown_table(["a", "b"], [["x|y", None], ["z", float("nan")], ["w", 0.5]])
     lines = text.strip().splitlines()
     assert lines[0] == "| a | b |" and lines[2] == "| x\\|y | – |"
-    assert lines[3] == "| z | – |" and lines[4] == "| w | 0.50 |"
+    assert lines[3] == "| z | not defined |" and lines[4] == "| w | 0.50 |"
     # one precision for every number of a table; a tiny one is not rounded to zero
     lines = markdown_table(["a", "b", "c"], [["x", 12.345678, 3], ["y", 0.5, 3e-5]]).strip().splitlines()
     assert lines[2] == "| x | 12.35 | 3 |" and lines[3] == "| y | 0.50 | 3.0e-05 |"

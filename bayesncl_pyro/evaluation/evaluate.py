@@ -210,7 +210,8 @@ def _json_ready(value: Any) -> Any:
 def format_markdown(result: dict[str, Any]) -> str:
     """eval.json as a page a person reads: downstream numbers, metrics per feature set, gates,
     factor check. Shares are shown in %, each count of dimensions names the features it is taken
-    on, in the words of :mod:`.glossary`."""
+    on, in the words of :mod:`.glossary`. A metric stored as null (nan: it cannot be computed) reads
+    ``not defined: <reason>``; one never measured reads ``–``."""
     state = "at initialisation (untrained)" if result["untrained"] else f"after {result['step']} steps"
     probe = result["linear_probe"]
     gates = result["gates"]
@@ -233,8 +234,9 @@ def format_markdown(result: dict[str, Any]) -> str:
         f"## Metrics on h, z and gated z (test split; gated: the test-time gate, gated_sampled: drawn gates; "
         f"top-dims retrieval keeps {result['retrieval_top_dims']} dims)\n",
         markdown_table(["metric", *FEATURE_SETS],
-                       [[glossary.metric_label(name), *(glossary.shown_value(name, result["metrics"][s].get(name))
-                                                        for s in FEATURE_SETS)]
+                       [[glossary.metric_label(name),
+                         *(glossary.shown_value(name, glossary.measured(result["metrics"][s], name))
+                           for s in FEATURE_SETS)]
                         for name in metric_names()]),
         "## Dimensions (test split)\n",
         markdown_table(["count", "dims"], [["output dimensions (z)", counts["dims"]],
@@ -252,17 +254,19 @@ def format_markdown(result: dict[str, Any]) -> str:
     if check is not None:
         has_gate = gates is not None
         rows = [[_factor_label(label), int(entry["dims"]),
-                 glossary.shown_value("mean_open_rate", entry.get("mean_open_rate")),
-                 glossary.shown_value("share_kept_open", entry.get("share_kept_open"))]
+                 glossary.shown_value("mean_open_rate", glossary.measured(entry, "mean_open_rate")),
+                 glossary.shown_value("share_kept_open", glossary.measured(entry, "share_kept_open"))]
                 for label, entry in check["by_label"].items()]
         parts += ["## Ground-truth factor check (what each dimension of z encodes)\n",
                   markdown_table(["label", "dims", "mean hard-gate open share (%)", "share kept open (%)"], rows)]
         if has_gate:
-            parts.append("Background dimensions the gate closes: "
-                         f"{glossary.percent(check['background_closed_share'])}; "
-                         f"class dimensions it keeps open: {glossary.percent(check['class_open_share'])}; "
+            def share(key: str) -> str:
+                return glossary.percent(glossary.measured(check, key), name=key)
+
+            parts.append(f"Background dimensions the gate closes: {share('background_closed_share')}; "
+                         f"class dimensions it keeps open: {share('class_open_share')}; "
                          f"object dimensions (class, colour, position, scale, rotation) it keeps open: "
-                         f"{glossary.percent(check['object_open_share'])}.\n")
+                         f"{share('object_open_share')}.\n")
     return "\n".join(parts)
 
 

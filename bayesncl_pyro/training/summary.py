@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from bayesncl_pyro.evaluation.features import extract
+from bayesncl_pyro.evaluation.glossary import is_undefined, not_defined
 from bayesncl_pyro.evaluation.metrics import semantic_consistency, sparsity
 
 
@@ -28,7 +29,9 @@ def summarize(features: dict[str, torch.Tensor], final_loss: float | None) -> di
 
 def format_summary(summary: dict[str, float | None]) -> str:
     """The summary as aligned lines, shares in % (``summary.json`` keeps ``open_rate`` and
-    ``sparsity`` as fractions, ``probe_top1`` and ``semantic_consistency`` in %)."""
+    ``sparsity`` as fractions, ``probe_top1`` and ``semantic_consistency`` in %). A number that
+    cannot be computed reads ``not defined: <reason>``, not ``nan``; one not measured (no gate,
+    no probe) reads ``-``."""
     labels = {
         "final_loss": ("final loss (negative ELBO, nats per row)", 1.0, 4),
         "probe_top1": ("online-probe top-1 (h, test, %)", 1.0, 2),
@@ -39,5 +42,11 @@ def format_summary(summary: dict[str, float | None]) -> str:
     lines = []
     for key, (label, factor, digits) in labels.items():
         value = summary.get(key)
-        lines.append(f"{label:<50} {'-' if value is None else f'{value * factor:.{digits}f}'}")
+        if value is None:
+            shown = "-"
+        elif is_undefined(value):
+            shown = not_defined(key)
+        else:
+            shown = f"{value * factor:.{digits}f}"
+        lines.append(f"{label:<50} {shown}")
     return "\n".join(lines)
