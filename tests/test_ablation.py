@@ -142,10 +142,18 @@ def test_the_command_applies_overrides_to_every_cell_and_reports_each_one(tmp_pa
     number = r"-?\d+\.\d+"
     for index, (name, line) in enumerate(zip(names, out), 1):
         assert re.fullmatch(rf"\[{index}/2 cells\] {name}: done in \d+ s; loss {number}, true −ELBO {number}, "
-                            rf"gates open {number} %, SC {number} %, online probe {number} %", line), line
+                            rf"hard-gate open share {number} %, SC {number} %, online probe {number} %", line), line
         cfg = load_config(tmp_path / "grid" / name / "config.yaml")
         assert cfg.train.steps == 2 and cfg.gate.kl_weight == 0.002
     assert out[2].startswith("ran 2 cell(s), 0 already finished")
+
+
+def test_a_cell_line_says_not_defined_with_the_reason_for_nan_and_a_dash_for_a_number_not_measured():
+    row = {"cell": "c", "status": "done", "final_loss": 5.0, "true_negative_elbo": None, "open_rate": 0.5,
+           "semantic_consistency": math.nan, "probe_top1": 40.0}
+    line = ablate.cell_line(row, 3.0)
+    assert "nan" not in line and "true −ELBO –," in line and "hard-gate open share 50.0 %" in line
+    assert "SC not defined: no test image has an active dimension," in line
 
 
 @pytest.mark.parametrize("kind", ["symlink", "hardlink", "fifo"])

@@ -31,7 +31,7 @@ def _curves():
          "kl": {"a": (np.arange(20), RNG.random(20) * 1e-3 + 1e-4), "b": ([], [])},
          "open_rate": {"a": (np.arange(20), 100 * RNG.random(20)), "b": ([], [])}},
         {"loss": ("negative ELBO", "nats per row"), "kl": ("λ-weighted KL", "nats per row"),
-         "open_rate": ("share of gates open", "%")})
+         "open_rate": ("hard-gate open share (training batch)", "%")})
 
 
 def _forest():
@@ -62,7 +62,7 @@ def _top_images():
 def _metrics():
     return grid_figures.metrics_figure(["a/ste", "b/ste"], {"final_loss": [[5.1, 5.2], [5.0]],
                                                             "open_rate": [[80.0, 70.0], [60.0]]},
-                                       {"final_loss": "nats", "open_rate": "gates open (%)"}, "prior / estimator")
+                                       {"final_loss": "nats", "open_rate": "hard-gate open share (%)"}, "prior / estimator")
 
 
 def _sc_gain():
@@ -71,7 +71,7 @@ def _sc_gain():
     return grid_figures.sc_gain_figure({"scenes": methods, "cifar10": methods})
 
 
-SWEEP = {"SC (%)": np.array([[10.0, 20.0], [15.0, np.nan]]), "gates open (%)": np.array([[80.0, 60.0], [70.0, 50.0]])}
+SWEEP = {"SC (%)": np.array([[10.0, 20.0], [15.0, np.nan]]), "hard-gate open share (%)": np.array([[80.0, 60.0], [70.0, 50.0]])}
 
 
 def _sweep():

@@ -30,21 +30,28 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _number(value: Any, digits: int = 2, scale: float = 1.0, unit: str = "") -> str:
+def _number(row: dict[str, Any], key: str, digits: int = 2, scale: float = 1.0, unit: str = "") -> str:
+    """``row[key]`` with its unit; "–" when not measured, ``not defined: <reason>`` when nan."""
+    from bayesncl_pyro.evaluation.glossary import is_undefined, not_defined
+
+    value = row.get(key)
+    if is_undefined(value):
+        return not_defined(key)
     if not isinstance(value, (int, float)) or not math.isfinite(value):
         return "–"
     return f"{value * scale:.{digits}f}{unit}"
 
 
 def cell_line(row: dict[str, Any], seconds: float) -> str:
-    """One line per finished cell: name, status, time and the main numbers with units."""
+    """One line per finished cell: name, status, time and the main numbers with units, named as
+    the tables name them."""
     if row["status"] != "done":
         return f"{row['cell']}: {row['status']} after {seconds:.0f} s ({row['note']})"
-    return (f"{row['cell']}: done in {seconds:.0f} s; loss {_number(row['final_loss'], 3)}, "
-            f"true −ELBO {_number(row['true_negative_elbo'], 3)}, "
-            f"gates open {_number(row['open_rate'], 1, 100.0, ' %')}, "
-            f"SC {_number(row['semantic_consistency'], 2, unit=' %')}, "
-            f"online probe {_number(row['probe_top1'], 1, unit=' %')}")
+    return (f"{row['cell']}: done in {seconds:.0f} s; loss {_number(row, 'final_loss', 3)}, "
+            f"true −ELBO {_number(row, 'true_negative_elbo', 3)}, "
+            f"hard-gate open share {_number(row, 'open_rate', 1, 100.0, ' %')}, "
+            f"SC {_number(row, 'semantic_consistency', 2, unit=' %')}, "
+            f"online probe {_number(row, 'probe_top1', 1, unit=' %')}")
 
 
 def check_some_cell_valid(spec: Any, cells: list[Any]) -> None:

@@ -443,7 +443,7 @@ def best_worst_figure(features: Tensor, ranking: DimensionRanking, images: Tenso
             label = (f"{kind} {place}: d{d}\nSC {float(ranking.consistency[d]):.0f} %, "
                      f"active on {_percent(float(ranking.active_share[d]))}")
             if ranking.open_rate is not None:
-                label += f"\nhard gate open on {_percent(float(ranking.open_rate[d]))}"
+                label += f"\nhard-gate open share {_percent(float(ranking.open_rate[d]))}"
             labels.append(label)
     title = (f"the {len(ranking.best)} most and {len(ranking.worst)} least class-specific dimensions of "
              f"{ranking.features}\nby semantic consistency (SC) among dimensions active on "
@@ -511,7 +511,7 @@ def draw_figures(test: dict[str, Tensor], posterior_draws: dict[str, Tensor], im
         dims = top_dimensions(shown_features, top_dims)
     if dims.numel():
         picks = most_activating(shown_features, dims, top_images)
-        row_labels = [f"d{d}\ngate open on {_percent(float(test['gate'][:, d].mean()))}" for d in dims.tolist()]
+        row_labels = [f"d{d}\nhard-gate open share {_percent(float(test['gate'][:, d].mean()))}" for d in dims.tolist()]
         title = (f"the {dims.numel()} dimensions of {features_name} with the largest mean value, largest first;\n"
                  "each row: the test images on which the dimension is largest, largest first")
         figures["top_images"] = plots.plot_top_images(images[picks].numpy(), row_labels,

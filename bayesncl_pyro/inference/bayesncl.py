@@ -44,7 +44,7 @@ from bayesncl_pyro.storage.checkpoints import modules_non_finite, restore_module
 class StepOutput:
     """What one training step computes. ``loss`` is the negative ELBO [], ``infonce`` its
     contrastive term, ``kl`` the rest (λ-weighted); h [2B, F], z [2B, D], gate_logits [2B, D] (None
-    without gates), ``open_rate`` the share of hard gates open []; ``probe_logits`` [2B, C] is
+    without gates), ``open_rate`` the hard-gate open share of the batch []; ``probe_logits`` [2B, C] is
     filled in by the training step module (the online classifier), None otherwise."""
 
     loss: torch.Tensor

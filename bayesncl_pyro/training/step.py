@@ -22,7 +22,7 @@ from bayesncl_pyro.training.session import Session
 class StepRecord:
     """What one step logs: the negative ELBO ``loss`` = ``infonce`` + ``kl`` (the λ-weighted KL
     term), the online probe's cross-entropy and accuracy (a fraction), the learning rate this
-    step used, the share of training gates open (a fraction; None without gates), with float16 whether
+    step used, the hard-gate open share of the training batch (a fraction; None without gates), with float16 whether
     the gradient scaler found an overflow and skipped the optimizer step (1.0 or 0.0; averaged over
     ranks like the rest; None without a scaler), and where the step is (``step`` counts finished
     steps, ``epoch`` is 0-based)."""
