@@ -31,8 +31,9 @@ from tests.conftest import tiny_run
 METRIC_NAMES = {
     "semantic_consistency", "semantic_consistency_supported", "semantic_consistency_weighted",
     "semantic_entropy_sum", "semantic_entropy_mean", "semantic_entropy_frequency",
-    "sparsity", "active_dims", "effective_rank", "orthogonality", "knn_top1",
+    "sparsity", "active_dims", "effective_rank", "orthogonality", "orthogonality_authors", "knn_top1",
     *(f"retrieval_p{k}" for k in (1, 5, 10)), *(f"retrieval_topdims_p{k}" for k in (1, 5, 10)),
+    *(f"retrieval_globaldims_p{k}" for k in (1, 5, 10)),
 }
 
 

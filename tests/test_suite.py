@@ -3,12 +3,15 @@ true ELBO, inspect, sweep, tables and figures; a second call does nothing again.
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import yaml
 
 from bayesncl_pyro.config.errors import ConfigError
-from bayesncl_pyro.experiments.suite import load_suite, plan, run_suite
+from bayesncl_pyro.evaluation.glossary import UNDEFINED_WHEN
+from bayesncl_pyro.experiments.suite import job_row, load_suite, plan, run_suite
+from bayesncl_pyro.experiments.suite_report import method_tables
 
 from .conftest import ROOT, TINY
 
@@ -37,11 +40,12 @@ def suite_file(tmp_path_factory):
 def test_plan_covers_methods_seeds_and_sweep(suite_file):
     jobs = plan(load_suite(suite_file))
     assert [j.name for j in jobs] == [
-        "scenes/ncl/seed0", "scenes/ncl/seed1", "scenes/bayesncl_ste/seed0", "scenes/bayesncl_ste/seed1",
+        # seed by seed, so that a suite stopped part-way leaves complete pairs
+        "scenes/ncl/seed0", "scenes/bayesncl_ste/seed0", "scenes/ncl/seed1", "scenes/bayesncl_ste/seed1",
         # sweep points are named like ablation cells (one naming rule for every grid): "__" between axes
         "sweep/kl_weight=3.0e-05__prior_prob=0.5", "sweep/kl_weight=0.3__prior_prob=0.5"]
-    assert jobs[2].cfg.train.seed == 0 and jobs[3].cfg.train.seed == 1
-    assert [j.inspect for j in jobs[:4]] == [False, False, True, False]
+    assert jobs[1].cfg.train.seed == 0 and jobs[3].cfg.train.seed == 1
+    assert [j.inspect for j in jobs[:4]] == [False, True, False, False]
     assert jobs[-1].cfg.gate.kl_weight == 0.3 and jobs[-1].cfg.train.steps == 2
 
 
@@ -143,3 +147,35 @@ def test_prepare_exports_a_runs_backbone_for_model_weights(tmp_path_factory, tmp
                                          "datasets": {"scenes": []}, "methods": {"ncl": []}}))
     with pytest.raises(ConfigError, match="backbone_of, into"):
         load_suite(spec_path)
+
+
+def test_tables_tell_a_metric_not_defined_from_a_run_not_yet_evaluated(suite_file, tmp_path):
+    """eval.json stores an undefined metric as null: the row reads it as nan (not defined), a run
+    without eval.json as None (not measured), and results.md shows them apart."""
+    spec = load_suite(suite_file, out_dir=tmp_path)
+    jobs = [j for j in plan(spec) if j.sweep_point is None]
+    ncl = next(j for j in jobs if j.method == "ncl" and j.seed == 0)
+    ncl.directory.mkdir(parents=True)
+    metrics = {"semantic_consistency": None, "sparsity": 1.0}
+    (ncl.directory / "eval.json").write_text(json.dumps(
+        {"step": 4, "metrics": {"gated": metrics, "h": {"knn_top1": 30.0}}, "gates": None}))
+    (ncl.directory / "eval_init.json").write_text(json.dumps(
+        {"step": 0, "metrics": {"gated": {"semantic_consistency": 20.0}}}))
+    rows = [job_row(j) for j in jobs]
+    row = next(r for r in rows if r["name"] == ncl.name)
+    assert math.isnan(row["sc"]) and math.isnan(row["sc_gain"]) and row["sc_init"] == 20.0
+    assert row["open_rate"] is None and row["linear_top1"] is None
+
+    text = method_tables(spec, rows)
+    head, _, *lines = [line for line in text.splitlines() if line.startswith("|")]
+    columns = [cell.strip() for cell in head.strip("|").split("|")]
+
+    def cell(method: str, column: str) -> str:
+        line = next(line for line in lines if line.startswith(f"| {method} |"))
+        return [c.strip() for c in line.strip("|").split(" | ")][columns.index(column)]
+
+    reason = f"not defined: {UNDEFINED_WHEN['semantic_consistency']}"
+    assert cell("ncl", "SC (%)") == reason and cell("ncl", "SC gain (points)") == reason
+    assert cell("ncl", "SC init (%)") == "20.00" and cell("ncl", "sparsity (%)") == "100.00"
+    assert cell("ncl", "linear top-1 (%)") == "–"
+    assert cell("bayesncl_ste", "SC (%)") == "–" and cell("bayesncl_ste", "SC gain (points)") == "–"

@@ -69,7 +69,8 @@ def unconverged_mark(linear_probe: dict[str, Any] | None) -> str:
 
 PERCENT_KEYS = ("semantic_consistency", "semantic_consistency_supported", "semantic_consistency_weighted", "knn_top1", "top1", "top5", "online_probe_top1", "probe_top1",
                 "retrieval_p1", "retrieval_p5", "retrieval_p10", "retrieval_topdims_p1", "retrieval_topdims_p5",
-                "retrieval_topdims_p10", "linear_top1_agrees", "linear_top1_disagrees")
+                "retrieval_topdims_p10", "retrieval_globaldims_p1", "retrieval_globaldims_p5",
+                "retrieval_globaldims_p10", "linear_top1_agrees", "linear_top1_disagrees")
 """Keys whose stored value is already a percentage (0–100)."""
 
 FRACTION_KEYS = ("open_rate", "mean_gate_prob", "sparsity", "probe_acc", "background_closed_share",
@@ -90,6 +91,7 @@ METRIC_UNITS = {
     "active_dims": "count",
     "effective_rank": "nats, ln of the effective number of dims",
     "orthogonality": "mean |CᵀC − I|",
+    "orthogonality_authors": "mean |CᵀC − I| / (d(d − 1)) over all d² entries",
     "knn_top1": "%",
 }
 """Unit of each per-feature-set metric of ``bayesncl-eval`` as a table shows it (retrieval: %)."""

@@ -336,6 +336,26 @@ def orthogonality(features: Tensor, labels: Tensor | None = None) -> float:
     return float(off_diagonal_sum / (d * (d - 1)))
 
 
+def orthogonality_authors(features: Tensor, labels: Tensor | None = None) -> float:
+    """Orthogonality on the scale of the authors' evaluation code: the mean over all d² entries of
+    ``|CᵀC − I| / (d (d − 1))``, C the L2-normalised active columns — :func:`orthogonality`
+    divided by d². Kept beside ours so that numbers can be set against the paper's; being divided
+    by d² twice over, it shrinks with the number of active dimensions, which ours does not.
+    ``nan`` when fewer than two dimensions are active."""
+    ours = orthogonality(features)
+    if math.isnan(ours):
+        return math.nan
+    d = int(_nonzero_dims(_unit_rows64(features)).sum())
+    return ours / d**2
+
+
+def global_top_dims(features: Tensor, top_dims: int) -> Tensor:
+    """Indices [top_dims] of the dimensions with the largest column sum of the row-normalised
+    features, largest first: the authors' ranking for their retrieval (one ranking for the whole
+    split, not one per query)."""
+    return _unit_rows64(features).sum(dim=0).topk(top_dims).indices
+
+
 def _keep_top_dims(queries: Tensor, top_dims: int) -> Tensor:
     """[Q, D] -> [Q, D] with all but each row's ``top_dims`` largest-|value| entries set to 0."""
     top = queries.abs().topk(top_dims, dim=1).indices
@@ -382,6 +402,21 @@ def retrieval_precision(features: Tensor, labels: Tensor, k: int, top_dims: int 
         neighbours = similarity.topk(k, dim=1).indices
         hits += (labels[neighbours] == labels[start:stop, None]).sum()
     return float(hits / (n * k) * 100.0)
+
+
+def retrieval_precision_global_dims(features: Tensor, labels: Tensor, k: int, top_dims: int) -> float:
+    """Precision@k (%) of leave-one-out cosine retrieval on the split's ``top_dims`` globally top
+    dimensions (:func:`global_top_dims`), queries and database cut alike and rows normalised
+    again: the retrieval of the authors' evaluation code. Theirs drops each query's first
+    neighbour as itself; here the query itself is left out, which differs only where a row ties
+    with its own similarity (an all-zero row after the cut). ``top_dims`` in 1..D."""
+    _check_features(features)
+    d = features.shape[1]
+    if isinstance(top_dims, bool) or not isinstance(top_dims, int) or not 1 <= top_dims <= d:
+        raise ValueError(f"top_dims must be an int in 1..{d} (D), got {top_dims!r}")
+    kept = _unit_rows64(features)[:, global_top_dims(features, top_dims)]
+    return retrieval_precision(kept.to(features.dtype if features.is_floating_point() else torch.float32),
+                               labels, k)
 
 
 def knn_top1(
