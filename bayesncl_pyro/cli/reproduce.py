@@ -20,6 +20,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list the runs and stop")
     p.add_argument("--report-only", action="store_true",
                    help="rewrite the tables and figures from the runs there are, without running anything")
+    p.add_argument("--procedures", metavar="NAMES",
+                   help="instead of running the suite, measure its finished runs under these evaluation procedures "
+                        "(comma-separated: running, batch_shuffled, batch_class_blocks) and write procedure.md")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -39,7 +42,7 @@ def suite_file(name: str) -> Path:
 
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
-    """bayesncl-reproduce SUITE [--out-dir DIR] [--dry-run] [--report-only]"""
+    """bayesncl-reproduce SUITE [--out-dir DIR] [--dry-run] [--report-only] [--procedures NAMES]"""
     args = parser().parse_args(argv)
     from bayesncl_pyro.experiments.suite import collect, load_suite, plan, run_suite
     from bayesncl_pyro.experiments.suite_report import write_results
@@ -50,6 +53,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         for job in jobs:
             print(f"{job.name:50s} {job.directory}")
         print(f"{len(jobs)} runs")
+        return 0
+    if args.procedures is not None:
+        from bayesncl_pyro.evaluation.procedure import named_procedure
+        from bayesncl_pyro.experiments.procedure_study import write_study
+
+        names = [n.strip() for n in args.procedures.split(",") if n.strip()]
+        if not names:
+            raise ConfigError("--procedures names no procedure; allowed: a comma-separated list of running, "
+                              "batch_shuffled, batch_class_blocks")
+        for name in names:
+            named_procedure(name)
+        print(f"procedures: {write_study(spec, names, progress=not args.no_progress)}")
         return 0
     if args.report_only:
         write_results(spec, collect(spec, jobs))
