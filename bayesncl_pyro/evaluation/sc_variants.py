@@ -21,6 +21,7 @@ import torch
 
 from bayesncl_pyro.evaluation import metrics
 from bayesncl_pyro.evaluation.evaluate import GATE_DRAW_SEED, extract_split, result_files
+from bayesncl_pyro.evaluation.glossary import measured
 from bayesncl_pyro.evaluation.trained_run import load_trained
 from bayesncl_pyro.storage.atomic import atomic_write_json, read_json
 
@@ -90,11 +91,11 @@ def read_sc_variants(path: str | Path) -> dict[str, Any]:
 def sc_variant(evaluation: dict[str, Any], variants: dict[str, Any], init: bool, key: str,
                features: str = "gated") -> float | None:
     """``key`` of ``features`` from a loaded eval.json, else from the run's loaded ``sc_variants.json``
-    (:func:`read_sc_variants`); None if neither has it."""
-    value = ((evaluation.get("metrics") or {}).get(features) or {}).get(key)
+    (:func:`read_sc_variants`); None if neither has it, nan where one stores it as null (not defined)."""
+    value = measured((evaluation.get("metrics") or {}).get(features), key)
     if value is not None:
         return value
     stage = variants.get(_stage(init))
     if not _same_step(stage, evaluation):
         return None
-    return (stage.get(features) or {}).get(key)
+    return measured(stage.get(features), key)

@@ -52,6 +52,7 @@ from bayesncl_pyro.config import Config, load_config
 from bayesncl_pyro.config.errors import DataError
 from bayesncl_pyro.evaluation.evaluate import evaluate_run, result_files
 from bayesncl_pyro.evaluation.gate_posterior import NETCDF_FILE, inspect_run
+from bayesncl_pyro.evaluation.glossary import measured
 from bayesncl_pyro.evaluation.sc_variants import ensure_sc_variants, read_sc_variants, sc_variant
 from bayesncl_pyro.experiments.cells import (
     TRUE_ELBO_FILE,
@@ -325,14 +326,15 @@ def run_suite(spec: SuiteSpec, progress: bool = True, only: Callable[[Job], bool
 # ----------------------------------------------------------------------------- results
 
 def job_row(job: Job) -> dict[str, Any]:
-    """The numbers of one run that the tables show."""
+    """The numbers of one run that the tables show: None where not measured (no eval.json yet),
+    nan where measured but not defined (a null in eval.json), so that the tables can tell them apart."""
     d = job.directory
     trained = read_json(d / result_files(False)[0]) or {}
     init = read_json(d / result_files(True)[0]) or {}
     summary, elbo = read_json(d / SUMMARY_FILE) or {}, read_json(d / TRUE_ELBO_FILE) or {}
 
     def gated(result: dict, key: str, features: str = "gated") -> float | None:
-        return ((result.get("metrics") or {}).get(features) or {}).get(key)
+        return measured((result.get("metrics") or {}).get(features), key)
 
     row: dict[str, Any] = {
         "name": job.name, "dataset": job.dataset, "method": job.method, "seed": job.seed,
@@ -345,24 +347,24 @@ def job_row(job: Job) -> dict[str, Any]:
         "entropy_mean": gated(trained, "semantic_entropy_mean"),
         "sparsity": gated(trained, "sparsity"),
         "active_dims": gated(trained, "active_dims"),
-        "open_rate": (trained.get("gates") or {}).get("open_rate"),
-        "linear_top1": (trained.get("linear_probe") or {}).get("top1"),
+        "open_rate": measured(trained.get("gates"), "open_rate"),
+        "linear_top1": measured(trained.get("linear_probe"), "top1"),
         "linear_converged": (trained.get("linear_probe") or {}).get("converged"),
-        "linear_top1_init": (init.get("linear_probe") or {}).get("top1"),
-        "knn_top1": ((trained.get("metrics") or {}).get("h") or {}).get("knn_top1"),
+        "linear_top1_init": measured(init.get("linear_probe"), "top1"),
+        "knn_top1": gated(trained, "knn_top1", "h"),
         "knn_top1_gated": gated(trained, "knn_top1"),
-        "true_neg_elbo": elbo.get("negative_elbo"),
-        "surrogate_neg_elbo": elbo.get("surrogate"),
+        "true_neg_elbo": measured(elbo, "negative_elbo"),
+        "surrogate_neg_elbo": measured(elbo, "surrogate"),
         "kl_share": kl_share(d) if job.gated else None,
         "train_seconds": summary.get("train_seconds"),
         "final_loss": final_loss(d, summary) if summary else None,
     }
     pairing = trained.get("background_pairing") or {}
     for key in ("linear_top1_agrees", "linear_top1_disagrees", "linear_top1_gap"):
-        row[key] = pairing.get(key)
-    fc = trained.get("factor_check") or {}
-    row["background_closed"] = fc.get("background_closed_share")
-    row["object_open"] = fc.get("object_open_share")
+        row[key] = measured(pairing, key)
+    fc = trained.get("factor_check")
+    row["background_closed"] = measured(fc, "background_closed_share")
+    row["object_open"] = measured(fc, "object_open_share")
     if row["sc"] is not None and row["sc_init"] is not None:
         row["sc_gain"] = row["sc"] - row["sc_init"]
     if row["sc_sampled"] is not None and row["sc_sampled_init"] is not None:

@@ -1,8 +1,9 @@
 """The tables and figures of a result suite: ``results.md``, ``results.json``, ``sc_gain.png``,
 (with comparisons) ``paired_differences.png`` and (with a sweep) ``sweep.png``, from the rows of :func:`bayesncl_pyro.experiments.suite.collect`.
 
-Tables show shares in % (the README's Glossary); ``results.json`` keeps the rows as stored, with
-the shares of :data:`PERCENT_OF_FRACTION` as fractions."""
+Tables show shares in % (the README's Glossary), "–" for a number not measured (a run not yet
+evaluated) and ``not defined: <reason>`` for one measured but undefined; ``results.json`` keeps the
+rows as stored (the latter as NaN), with the shares of :data:`PERCENT_OF_FRACTION` as fractions."""
 from __future__ import annotations
 
 import math
@@ -10,6 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from bayesncl_pyro.evaluation import glossary
 from bayesncl_pyro.experiments.figures import SC_GAIN_KEYS, plot_paired_differences, plot_sc_gain, plot_sweep
 from bayesncl_pyro.experiments.run_results import NOT_CONVERGED_MARK, probe_mark, probe_note
 from bayesncl_pyro.experiments.stats import format_mean_sd
@@ -47,10 +49,23 @@ WHOLE_NUMBERS = ("active_dims", "train_seconds")
 """Columns of counts and seconds: shown without decimals."""
 
 
+GLOSSARY_KEYS = {
+    "sc_init": "semantic_consistency", "sc": "semantic_consistency", "sc_gain": "semantic_consistency",
+    "sc_sampled_gain": "semantic_consistency", "sc_supported_gain": "semantic_consistency_supported",
+    "sc_weighted_gain": "semantic_consistency_weighted", "entropy_freq": "semantic_entropy_frequency",
+    "background_closed": "background_closed_share", "object_open": "object_open_share",
+}
+"""Row key -> the eval.json key whose "not defined" reason it shares (a gain is not defined when the
+SC at initialisation or after training is not); other row keys are their eval.json keys."""
+
+
 def _cell(values: Sequence[Any], key: str) -> str:
+    """Mean ± sd of a column over runs: "–" when no run measured it (not evaluated yet), ``not
+    defined: <reason>`` when every run that did found it undefined (nan, a null in eval.json)."""
     scale = 100.0 if key in PERCENT_OF_FRACTION else 1.0
     digits = 0 if key in WHOLE_NUMBERS else 4 if key == "kl_share" else 2
-    return format_mean_sd(values, digits=digits, scale=scale)
+    return format_mean_sd(values, digits=digits, scale=scale,
+                          undefined=glossary.not_defined(GLOSSARY_KEYS.get(key, key)))
 
 
 def _group_cell(group: list[dict[str, Any]], key: str) -> str:
