@@ -16,7 +16,9 @@ from bayesncl_pyro.cli import ablate
 from bayesncl_pyro.config import load_config
 from bayesncl_pyro.config.errors import ConfigError, StorageError
 from bayesncl_pyro.experiments import ablation
+from bayesncl_pyro.experiments import cells
 from bayesncl_pyro.experiments.cells import measure_true_elbo
+from bayesncl_pyro.experiments.grid_file import TrueElboSettings
 from bayesncl_pyro.experiments.stats import mean_sd
 
 from .conftest import ROOT, TINY
@@ -67,7 +69,7 @@ def test_grid_runs_reports_and_resumes(tmp_path, monkeypatch):
     done = next(c for c in ablation.plan_cells(spec) if c.skip_reason is None)
     recomputed = measure_true_elbo(load_config(spec.base, done.overrides), 64, 0)
     assert recomputed["negative_elbo"] == pytest.approx(result.rows[0]["true_negative_elbo"], rel=1e-6)
-    assert recomputed["samples"] >= 64
+    assert recomputed["samples"] >= 64 and recomputed["seed"] == 0
 
     # a re-run trains nothing
     stamps = {c.name: (c.directory / "summary.json").stat().st_mtime_ns
@@ -154,6 +156,31 @@ def test_a_cell_line_says_not_defined_with_the_reason_for_nan_and_a_dash_for_a_n
     line = ablate.cell_line(row, 3.0)
     assert "nan" not in line and "true −ELBO –," in line and "hard-gate open share 50.0 %" in line
     assert "SC not defined: no test image has an active dimension," in line
+
+
+def test_the_true_elbo_is_measured_again_when_its_samples_or_seed_change(tmp_path, monkeypatch):
+    """true_elbo.json records its samples and seed; a file measured otherwise, or without them
+    (an earlier version), is not shown as the grid's current number, nor does its cell count as finished."""
+    calls = []
+
+    def measure(cfg, samples, seed):
+        calls.append((samples, seed))
+        return {"negative_elbo": 1.0, "samples": samples, "seed": seed}
+
+    monkeypatch.setattr(cells, "measure_true_elbo", measure)
+    cfg = load_config(None, [f"train.out_dir={tmp_path}"])
+    for samples, seed in [(64, 0), (64, 0), (128, 0), (128, 1), (128, 1)]:
+        cells.ensure_true_elbo(cfg, samples, seed)
+    assert calls == [(64, 0), (128, 0), (128, 1)]
+    (tmp_path / cells.TRUE_ELBO_FILE).write_text('{"negative_elbo": 1.0, "samples": 128}')
+    cells.ensure_true_elbo(cfg, 128, 1)
+    assert calls[-1] == (128, 1) and len(calls) == 4
+
+    (tmp_path / "summary.json").write_text("{}")
+    cell = ablation.Cell("c", {}, tmp_path, [], true_elbo=TrueElboSettings(128, 1))
+    assert ablation.is_finished(cell)
+    cell.true_elbo = TrueElboSettings(128, 2)
+    assert not ablation.is_finished(cell)
 
 
 @pytest.mark.parametrize("kind", ["symlink", "hardlink", "fifo"])

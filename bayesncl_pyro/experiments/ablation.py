@@ -54,6 +54,7 @@ from bayesncl_pyro.experiments.cells import (
     cell_name,
     ensure_trained,
     ensure_true_elbo,
+    has_true_elbo,
     point_overrides,
 )
 from bayesncl_pyro.experiments.grid_file import GridFile, TrueElboSettings
@@ -88,6 +89,7 @@ class Cell:
     overrides: list[str]
     skip_reason: str | None = None
     cfg: Config | None = None
+    true_elbo: TrueElboSettings = field(default_factory=TrueElboSettings)
 
 
 def load_spec(path: str | Path, out_dir: str | Path | None = None, overrides: Sequence[str] = ()) -> AblationSpec:
@@ -112,7 +114,7 @@ def plan_cells(spec: AblationSpec) -> list[Cell]:
         axes = dict(zip(spec.grid, values))
         directory = spec.out_dir / cell_name(axes)
         overrides = [*spec.overrides, *point_overrides(axes), f"train.out_dir={directory}"]
-        cell = Cell(cell_name(axes), axes, directory, overrides)
+        cell = Cell(cell_name(axes), axes, directory, overrides, true_elbo=spec.true_elbo)
         try:
             cell.cfg = load_config(spec.base, overrides)
         except ConfigError as exc:
@@ -128,8 +130,9 @@ def recorded_differences(cell: Cell) -> list[str]:
 
 
 def is_finished(cell: Cell) -> bool:
-    """Trained and measured, by the config the grid now asks for."""
-    return ((cell.directory / SUMMARY_FILE).is_file() and (cell.directory / TRUE_ELBO_FILE).is_file()
+    """Trained and measured, by the config and the true-ELBO settings the grid now asks for."""
+    return ((cell.directory / SUMMARY_FILE).is_file()
+            and has_true_elbo(cell.directory, cell.true_elbo.samples, cell.true_elbo.seed)
             and not recorded_differences(cell))
 
 

@@ -14,12 +14,13 @@ import torch
 import yaml
 
 from bayesncl_pyro.config import Config
+from bayesncl_pyro.config.errors import StorageError
 from bayesncl_pyro.data.augment import BatchAugment
 from bayesncl_pyro.data.sources import normalization
 from bayesncl_pyro.evaluation.trained_run import load_trained
 from bayesncl_pyro.inference.true_elbo import surrogate_negative_elbo, true_negative_elbo
 from bayesncl_pyro.storage import run_directory
-from bayesncl_pyro.storage.atomic import atomic_write_json
+from bayesncl_pyro.storage.atomic import atomic_write_json, read_json
 from bayesncl_pyro.training.loop import train_unless_finished
 
 TRUE_ELBO_FILE = "true_elbo.json"
@@ -80,11 +81,23 @@ def measure_true_elbo(cfg: Config, samples: int, seed: int) -> dict[str, float]:
     x1, x2 = (x.to(run.device) for x in held_out_views(run, seed))
     result = true_negative_elbo(run.net, x1, x2, samples=samples, seed=seed)
     result["surrogate"] = surrogate_negative_elbo(run.net, x1, x2, seed=seed)
+    result["seed"] = seed
     return result
 
 
+def has_true_elbo(directory: str | Path, samples: int, seed: int) -> bool:
+    """Whether ``true_elbo.json`` in ``directory`` was measured with these ``samples`` and ``seed``:
+    a grid whose ``true_elbo`` settings changed must not show the old number as current. A file
+    without them (written before they were recorded) or one that cannot be read does not count."""
+    try:
+        stored = read_json(Path(directory) / TRUE_ELBO_FILE, "true ELBO")
+    except StorageError:
+        return False
+    return isinstance(stored, dict) and stored.get("samples") == samples and stored.get("seed") == seed
+
+
 def ensure_true_elbo(cfg: Config, samples: int, seed: int) -> None:
-    """Write ``true_elbo.json`` into the run directory unless it is there."""
-    path = Path(cfg.train.out_dir) / TRUE_ELBO_FILE
-    if not path.is_file():
-        atomic_write_json(path, measure_true_elbo(cfg, samples, seed))
+    """Write ``true_elbo.json`` into the run directory unless it holds a measurement with these
+    ``samples`` and ``seed``."""
+    if not has_true_elbo(cfg.train.out_dir, samples, seed):
+        atomic_write_json(Path(cfg.train.out_dir) / TRUE_ELBO_FILE, measure_true_elbo(cfg, samples, seed))
