@@ -3,9 +3,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
+
+import pytest
 
 from .conftest import ROOT, TINY
 
@@ -80,3 +85,51 @@ def test_disarm_under_torchrun_is_a_config_error(tmp_path):
         assert node.returncode != 0
         lines = _error_lines(node)
         assert len(lines) == 1 and "gate.estimator='disarm' has no pathwise gradient" in lines[0], node.stderr[-3000:]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds torchrun's workers in /proc (Linux)")
+def test_a_node_whose_peer_is_killed_mid_training_exits_with_one_line_naming_the_run(tmp_path):
+    """A dead peer makes the other rank's next collective fail: it must exit soon, with one
+    ``error:`` line saying how to resume the run, not hang or print a traceback."""
+    run = tmp_path / "ddp"
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d",
+               f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=peer-test", "-m", "bayesncl_pyro.train", "--no-progress",
+               "--config", str(ROOT / "configs/scenes_quick.yaml"), *TINY, "train.distributed=true",
+               "data.batch_size=16", "train.epochs=500", f"train.out_dir={run}"]
+    nodes = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 240
+        log = run / "metrics.jsonl"
+        while not (log.is_file() and log.read_text().strip()):  # training has started
+            assert time.monotonic() < deadline and all(n.poll() is None for n in nodes), "training did not start"
+            time.sleep(0.2)
+        workers = {_rank(pid): (node, pid) for node in nodes for pid in _children(node.pid)}
+        victim_node, victim = workers[1]
+        survivor = workers[0][0]
+        os.kill(victim, signal.SIGKILL)
+        _, err = survivor.communicate(timeout=120)
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                os.killpg(node.pid, signal.SIGKILL)
+            node.communicate()
+    assert survivor.returncode != 0
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, err[-3000:]
+    assert f"bayesncl-train --resume {run}" in lines[0] and "died or stopped answering" in lines[0], lines[0]
+    assert "[rank0]: Traceback" not in err, err[-3000:]
+
+
+def _children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (torchrun's workers), from /proc."""
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()]
+
+
+def _rank(pid: int) -> int:
+    """The RANK a torchrun worker was started with."""
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return int(next(entry for entry in environ if entry.startswith(b"RANK=")).split(b"=", 1)[1])

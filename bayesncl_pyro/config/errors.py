@@ -54,6 +54,11 @@ class TrainingInterrupted(BayesNCLError):
     """SIGTERM or SIGINT arrived; the run saved a checkpoint at the last finished step."""
 
 
+class PeerLost(BayesNCLError):
+    """Another process of a distributed run died or stopped answering in a collective; the run
+    keeps its last checkpoint and can be resumed."""
+
+
 class RunWarning(UserWarning):
     """Something a user should know while the command goes on (a skipped step, a fallback to an
     older checkpoint); console commands print it as one ``warning:`` line."""

@@ -16,7 +16,9 @@ and every parameter gradient against one process on the concatenated batch.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields, replace
+from datetime import timedelta
 from typing import Any, Iterator, Optional
 
 import torch
@@ -39,6 +41,30 @@ LAUNCH_HINT = "launch with: torchrun --nproc-per-node N -m bayesncl_pyro.train -
 PER_NODE_KEYS = frozenset({"data.root", "data.cache_dir", "data.download"})
 """Config keys that may differ between the processes of one run: where each node finds (or
 fetches) its own copy of the data. Every other key must be the same on every rank."""
+
+
+PROCESS_GROUP_TIMEOUT = timedelta(minutes=30)
+"""How long a rank waits in one collective for the others before it gives up: long enough for
+rank 0's test-split check and end-of-run summary while the others wait at a barrier, finite so
+that a node that hangs (rather than dies, which the collectives notice at once) ends the run."""
+
+_COMMUNICATION_FAILURE = re.compile(r"gloo|nccl|connection (reset|closed|refused)|broken pipe", re.IGNORECASE)
+"""What the message of a plain RuntimeError from a collective says (gloo raises RuntimeError, not
+torch's DistError, when a peer's socket closes)."""
+
+
+def is_peer_failure(exc: BaseException) -> bool:
+    """Whether ``exc``, raised while a process group runs, is a collective that failed because
+    another rank died or stopped answering."""
+    return isinstance(exc, dist.DistError) or (
+        isinstance(exc, RuntimeError) and bool(_COMMUNICATION_FAILURE.search(str(exc))))
+
+
+def peer_failure_reason(exc: BaseException) -> str:
+    """The part of a collective's error a person needs: without the source location, to the
+    first full stop ("Read error [127.0.0.1]:2220: Connection reset by peer")."""
+    text = re.sub(r"^\[[^\]]*\]\s*", "", str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+    return (text.split(". ")[0] or type(exc).__name__)[:200]
 
 
 # torch renamed the single-tensor all-gather; keep working with the versions before the rename.
@@ -233,7 +259,7 @@ def setup_distributed(cfg_train: Any) -> DistributedContext:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, rank=rank, world_size=world_size)
+        dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=PROCESS_GROUP_TIMEOUT)
     return DistributedContext(rank, world_size, local_rank, device, active=True)
 
 

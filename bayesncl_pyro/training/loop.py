@@ -14,13 +14,25 @@ from typing import Any
 import pyro
 
 from bayesncl_pyro.config import Config
-from bayesncl_pyro.config.errors import BayesNCLError, NonFiniteStep, RunWarning, StorageError, TrainingInterrupted
+from bayesncl_pyro.config.errors import (
+    BayesNCLError,
+    NonFiniteStep,
+    PeerLost,
+    RunWarning,
+    StorageError,
+    TrainingInterrupted,
+)
 from bayesncl_pyro.data.progress import progress as progress_bar, silenced
 from bayesncl_pyro.storage import checkpoints, run_directory
 from bayesncl_pyro.storage.atomic import atomic_write_bytes, atomic_write_json, read_json
 from bayesncl_pyro.storage.metrics_log import MetricsLog, check_log, open_metrics_log, read_metrics
 from bayesncl_pyro.storage.run_directory import LAST_CHECKPOINT, SUMMARY_FILE, RunLock
-from bayesncl_pyro.training.distributed import DistributedContext, setup_distributed
+from bayesncl_pyro.training.distributed import (
+    DistributedContext,
+    is_peer_failure,
+    peer_failure_reason,
+    setup_distributed,
+)
 from bayesncl_pyro.training.session import Session, build
 from bayesncl_pyro.training.signals import StopRequests, stop_requests
 from bayesncl_pyro.training.step import StepRecord, train_step
@@ -46,6 +58,13 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> dict[str,
         ctx = setup_distributed(cfg.train)
         try:
             return _train(cfg, ctx, resume, progress, stop)
+        except RuntimeError as exc:
+            if not (ctx.active and is_peer_failure(exc)):
+                raise
+            run = cfg.train.out_dir
+            raise PeerLost(f"another process of this distributed run died or stopped answering "
+                           f"({peer_failure_reason(exc)}); {run} keeps the checkpoints it saved: once every node "
+                           f"is up, continue with bayesncl-train --resume {run} under torchrun on every node") from None
         finally:
             ctx.cleanup()
 
