@@ -119,13 +119,13 @@ def format_study(result: dict[str, Any]) -> str:
                             [[n, p["batchnorm"], p["order"], p["batch_size"],
                               p["classes_per_batch"] if p["order"] == "class_blocks" else "–"]
                              for n, p in result["procedures"].items()]),
-             "Values in % (SC) and % of gates open; mean ± sd over seeds; differences are paired by seed, "
+             "Values in % (SC) and % (hard-gate open share); mean ± sd over seeds; differences are paired by seed, "
              "mean [95 % t interval] (n = pairs).\n"]
     for dataset, block in result["datasets"].items():
         lines.append(f"## {dataset}\n")
         lines.append(markdown_table(
             ["procedure", "method", "runs", "classes per batch", *(SHORT[m] for m in MEASURES),
-             *(f"{SHORT[m]} gain" for m in MEASURES), "gates open (%)"],
+             *(f"{SHORT[m]} gain" for m in MEASURES), "hard-gate open share (%)"],
             [[r["procedure"], r["method"], r["runs"],
               r["classes_per_batch"][0] if r["classes_per_batch"] else None,
               *(format_mean_sd(r[m], digits=2) for m in MEASURES),

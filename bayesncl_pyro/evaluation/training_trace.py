@@ -1,0 +1,57 @@
+"""SC over training: the epoch checkpoints a run kept (``train.keep``), each measured on the test
+split — the three semantic consistencies of the gated features, the open share of the gates and
+k-NN top-1 on h — so that a reader sees how they move as the encoder improves, not only where a
+run ends. Checkpoints along one schedule are not shorter runs: the learning rate at epoch 10 of a
+40-epoch cosine schedule is still high.
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from bayesncl_pyro.evaluation import metrics
+from bayesncl_pyro.evaluation.evaluate import KNN_K, KNN_TEMPERATURE, extract_split
+from bayesncl_pyro.evaluation.trained_run import load_trained
+from bayesncl_pyro.storage.atomic import atomic_write_json, read_json
+
+TRACE_FILE = "sc_over_training.json"
+"""Per run: {checkpoint file name: {"step", "epoch", measures...}}."""
+EPOCH_CHECKPOINT = re.compile(r"epoch_(\d{4,})\.pt")
+
+
+def epoch_checkpoints(path: str | Path) -> list[tuple[int, str]]:
+    """(epoch, file name) of every epoch checkpoint in the run directory, in epoch order."""
+    found = [(int(m.group(1)), p.name) for p in Path(path).iterdir() if (m := EPOCH_CHECKPOINT.fullmatch(p.name))]
+    return sorted(found)
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else value
+
+
+def trace_run(path: str | Path, device: str | None = None) -> dict[str, dict[str, Any]]:
+    """Measure every epoch checkpoint of the run in ``path`` not measured yet at its step, and keep
+    the results in ``sc_over_training.json`` (written atomically after each checkpoint)."""
+    file = Path(path) / TRACE_FILE
+    stored: dict[str, dict[str, Any]] = read_json(file, "training trace") or {}
+    for epoch, name in epoch_checkpoints(path):
+        run = load_trained(path, device=device, checkpoint_name=name)
+        if (stored.get(name) or {}).get("step") == run.step:
+            continue
+        train = extract_split(run, run.train_set, "train features", False)
+        test = extract_split(run, run.test_set, "test features", False)
+        labels, gated = test["labels"], test["gated"]
+        stored[name] = {
+            "epoch": epoch,
+            "step": run.step,
+            "semantic_consistency": _finite_or_none(metrics.semantic_consistency(gated, labels)),
+            "semantic_consistency_supported": _finite_or_none(metrics.semantic_consistency_supported(gated, labels)),
+            "semantic_consistency_weighted": _finite_or_none(metrics.semantic_consistency_weighted(gated, labels)),
+            "open_rate": float(test["gate"].double().mean()) if "gate" in test else None,
+            "knn_top1": metrics.knn_top1(train["h"], train["labels"], test["h"], labels,
+                                         k=min(KNN_K, len(run.train_set)), temperature=KNN_TEMPERATURE),
+        }
+        atomic_write_json(file, stored)
+    return stored

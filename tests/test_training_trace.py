@@ -1,0 +1,34 @@
+"""SC over training: every kept epoch checkpoint measured, the last one as bayesncl-eval measures it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bayesncl_pyro.evaluation.evaluate import evaluate_run
+from bayesncl_pyro.evaluation.training_trace import TRACE_FILE, epoch_checkpoints, trace_run
+from bayesncl_pyro.training.loop import train
+
+
+def test_trace_measures_each_epoch_checkpoint_and_matches_the_evaluation(tiny_config):
+    cfg = tiny_config("train.keep=2", "train.epochs=2")
+    train(cfg, progress=False)
+    run = cfg.train.out_dir
+    assert [e for e, _ in epoch_checkpoints(run)] == [1, 2]
+    trace = trace_run(run)
+    assert [trace[name]["epoch"] for _, name in epoch_checkpoints(run)] == [1, 2]
+    assert trace["epoch_0001.pt"]["step"] < trace["epoch_0002.pt"]["step"]
+    result, _, _ = evaluate_run(run, progress=False)
+    last = trace["epoch_0002.pt"]
+    for key in ("semantic_consistency", "semantic_consistency_supported", "semantic_consistency_weighted"):
+        assert last[key] == pytest.approx(result["metrics"]["gated"][key], abs=1e-6)
+    assert last["knn_top1"] == pytest.approx(result["metrics"]["h"]["knn_top1"], abs=1e-6)
+    assert last["open_rate"] == pytest.approx(result["gates"]["open_rate"], abs=1e-9)
+    # stored, and a stale entry (another step) is measured again
+    path = Path(run) / TRACE_FILE
+    stored = json.loads(path.read_text())
+    stored["epoch_0001.pt"].update(step=-1, semantic_consistency=999.0)
+    path.write_text(json.dumps(stored))
+    assert trace_run(run)["epoch_0001.pt"]["semantic_consistency"] == pytest.approx(
+        trace["epoch_0001.pt"]["semantic_consistency"], abs=1e-9)
