@@ -31,12 +31,17 @@ def _finite_or_none(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else value
 
 
-def trace_run(path: str | Path, device: str | None = None) -> dict[str, dict[str, Any]]:
-    """Measure every epoch checkpoint of the run in ``path`` not measured yet at its step, and keep
-    the results in ``sc_over_training.json`` (written atomically after each checkpoint)."""
+def trace_run(path: str | Path, device: str | None = None, every: int = 1) -> dict[str, dict[str, Any]]:
+    """Measure the epoch checkpoints of the run in ``path`` whose epoch is a multiple of ``every``
+    and that are not measured yet at their step, and keep the results in
+    ``sc_over_training.json`` (written atomically after each checkpoint)."""
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"every must be an integer >= 1, got {every!r}")
     file = Path(path) / TRACE_FILE
     stored: dict[str, dict[str, Any]] = read_json(file, "training trace") or {}
     for epoch, name in epoch_checkpoints(path):
+        if epoch % every:
+            continue
         run = load_trained(path, device=device, checkpoint_name=name)
         if (stored.get(name) or {}).get("step") == run.step:
             continue

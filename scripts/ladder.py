@@ -1,0 +1,45 @@
+"""A scale ladder read from several suites (each a rung) of the same two methods on one dataset
+(:mod:`bayesncl_pyro.experiments.ladder`):
+
+    python scripts/ladder.py cpu_head cpu_ladder_e40 [--dataset cifar10] [--out runs/ladder]
+                             [--method bayesncl_ste] [--baseline ncl] [--no-trace] [--trace-every 10]
+
+Only finished, evaluated runs are read; runs that kept epoch checkpoints are measured at each
+(``sc_over_training.json`` in the run, reused) unless ``--no-trace``. Writes ``ladder.md``,
+``ladder.json``, ``ladder_gain.png`` and ``ladder_sc_knn.png`` into ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+
+from bayesncl_pyro.cli.guard import guarded, positive_int, user_path
+from bayesncl_pyro.cli.reproduce import suite_file
+
+
+def parse(argv=None):
+    parser = argparse.ArgumentParser(prog="ladder.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("suites", nargs="+", metavar="SUITE", help="suite names in configs/suites or suite files")
+    parser.add_argument("--dataset", default="cifar10", help="the suites' dataset name to read (default cifar10)")
+    parser.add_argument("--out", type=user_path, default="runs/ladder", help="where the tables and figures go")
+    parser.add_argument("--method", default="bayesncl_ste")
+    parser.add_argument("--baseline", default="ncl")
+    parser.add_argument("--no-trace", action="store_true", help="do not measure epoch checkpoints")
+    parser.add_argument("--trace-every", type=positive_int, default=10,
+                        help="measure the epoch checkpoints whose epoch is a multiple of this (default 10)")
+    return parser.parse_args(argv)
+
+
+@guarded
+def main(argv=None) -> int:
+    args = parse(argv)
+    from bayesncl_pyro.experiments.ladder import write_ladder
+    from bayesncl_pyro.experiments.suite import load_suite
+
+    specs = [load_suite(suite_file(name)) for name in args.suites]
+    path = write_ladder(specs, args.dataset, args.out, args.method, args.baseline, not args.no_trace, args.trace_every)
+    print(f"ladder: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    main()
