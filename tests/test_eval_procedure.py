@@ -151,3 +151,36 @@ def test_running_procedure_on_a_run_matches_its_evaluation(tmp_path_factory):
     again = evaluate_procedures(run, ["running"])
     assert again["running"]["trained"]["semantic_consistency"] == pytest.approx(
         result["metrics"]["gated"]["semantic_consistency"], abs=1e-6)
+
+
+def test_study_pairs_methods_and_procedures_by_seed():
+    """procedure_study.summarize against differences computed by hand on made-up entries."""
+    import numpy as np
+
+    from bayesncl_pyro.experiments.procedure_study import summarize
+
+    def entry(sc, sc_init):
+        measures = {"semantic_consistency": sc, "semantic_consistency_supported": sc,
+                    "semantic_consistency_weighted": sc, "open_rate": None}
+        return {"trained": measures, "init": {**measures, "semantic_consistency": sc_init},
+                "mean_classes_per_batch": 2.0}
+
+    ncl = {0: (20.0, 15.0), 1: (22.0, 14.0), 2: (18.0, 15.0)}
+    ste = {0: (25.0, 15.0), 1: (24.0, 14.0), 2: (24.0, 15.0)}
+    shift = {"ncl": -3.0, "bayesncl_ste": -1.0}  # the second procedure lowers both, NCL more
+    found = {"d": {m: {s: {"running": entry(*v), "batch_shuffled": entry(v[0] + shift[m], v[1])}
+                       for s, v in table.items()} for m, table in (("ncl", ncl), ("bayesncl_ste", ste))}}
+    result = summarize(found, ["running", "batch_shuffled"])["datasets"]["d"]
+    pick = {(r["procedure"], r["measure"]): r for r in result["methods"]}
+    diffs = np.array([ste[s][0] - ncl[s][0] for s in range(3)])
+    assert pick[("running", "semantic_consistency")]["mean"] == pytest.approx(diffs.mean())
+    relative = np.array([100 * (ste[s][0] / ncl[s][0] - 1) for s in range(3)])
+    assert pick[("running", "semantic_consistency_relative_percent")]["mean"] == pytest.approx(relative.mean())
+    gains = np.array([(ste[s][0] - ste[s][1]) - (ncl[s][0] - ncl[s][1]) for s in range(3)])
+    assert pick[("running", "semantic_consistency_gain")]["mean"] == pytest.approx(gains.mean())
+    procs = {(r["method"], r["measure"]): r for r in result["procedures"]}
+    assert procs[("ncl", "semantic_consistency")]["mean"] == pytest.approx(-3.0)
+    assert procs[("bayesncl_ste − ncl", "semantic_consistency")]["mean"] == pytest.approx(2.0)
+    shifted = np.array([100 * ((ste[s][0] - 1) / (ncl[s][0] - 3) - 1) for s in range(3)])
+    assert procs[("bayesncl_ste / ncl − 1 (%)", "semantic_consistency")]["mean"] == pytest.approx(
+        (shifted - relative).mean())

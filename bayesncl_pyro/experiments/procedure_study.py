@@ -4,7 +4,8 @@ differences by seed.
 
 For every dataset and procedure: each method's plain, supported and weighted SC (trained, and
 the gain over the same network at initialisation); each method − the first method of the suite
-(NCL in the shipped suites), paired by seed; and each procedure − the first procedure (ours,
+(NCL in the shipped suites), paired by seed, also relative to the baseline as the paper states
+its gains (100 (method / baseline − 1), %); and each procedure − the first procedure (ours,
 running statistics) on the same runs, paired by seed — for the levels and for the difference
 between methods. Written as ``procedure.md`` and ``procedure.json`` into the suite's folder.
 """
@@ -33,6 +34,13 @@ def _values(entry: dict[str, Any], measure: str) -> tuple[float | None, float | 
     trained, init = (entry.get("trained") or {}).get(measure), (entry.get("init") or {}).get(measure)
     gain = trained - init if trained is not None and init is not None else None
     return trained, gain
+
+
+def _relative(value: float | None, baseline: float | None) -> float | None:
+    """100 (value / baseline − 1), None where either is missing or the baseline is 0."""
+    if value is None or baseline is None or baseline == 0:
+        return None
+    return 100.0 * (value / baseline - 1.0)
 
 
 def _gap(seeds: dict[int, Any], base: dict[int, Any], seed: int, procedure: str, measure: str) -> float | None:
@@ -79,6 +87,12 @@ def summarize(found: dict[str, dict[str, dict[int, dict[str, Any]]]], names: Seq
                                                  {s: _values(e[name], m)[pick] for s, e in base.items()})
                         block["methods"].append({"procedure": name, "method": method, "against": baseline_method,
                                                  "measure": m + suffix, **diff.to_dict()})
+                    # the paper states its gains relative to NCL: 100 (method / baseline − 1) of the trained level
+                    ratios = {s: _relative(_values(e[name], m)[0], _values(base[s][name], m)[0])
+                              for s, e in seeds.items() if s in base}
+                    diff = paired_difference(ratios, {s: 0.0 for s in ratios})
+                    block["methods"].append({"procedure": name, "method": method, "against": baseline_method,
+                                             "measure": m + "_relative_percent", **diff.to_dict()})
         first = names[0]
         for name in names[1:]:
             for method, seeds in methods.items():
@@ -96,6 +110,12 @@ def summarize(found: dict[str, dict[str, dict[int, dict[str, Any]]]], names: Seq
                                              {s: _gap(seeds, base, s, first, m) for s in seeds})
                     block["procedures"].append({"procedure": name, "against": first,
                                                 "method": f"{method} − {baseline_method}", "measure": m,
+                                                **diff.to_dict()})
+                    relative = {proc: {s: _relative(_values(e[proc], m)[0], _values(base[s][proc], m)[0])
+                                       for s, e in seeds.items() if s in base} for proc in (name, first)}
+                    diff = paired_difference(relative[name], relative[first])
+                    block["procedures"].append({"procedure": name, "against": first,
+                                                "method": f"{method} / {baseline_method} − 1 (%)", "measure": m,
                                                 **diff.to_dict()})
         result["datasets"][dataset] = block
     return result
