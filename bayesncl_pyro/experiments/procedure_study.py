@@ -144,10 +144,11 @@ def format_study(result: dict[str, Any]) -> str:
     for dataset, block in result["datasets"].items():
         lines.append(f"## {dataset}\n")
         lines.append(markdown_table(
-            ["procedure", "method", "runs", "classes per batch", *(SHORT[m] for m in MEASURES),
+            ["procedure", "method", "runs", "classes per test batch", *(SHORT[m] for m in MEASURES),
              *(f"{SHORT[m]} gain" for m in MEASURES), "hard-gate open share (%)"],
             [[r["procedure"], r["method"], r["runs"],
-              r["classes_per_batch"][0] if r["classes_per_batch"] else None,
+              r["classes_per_batch"][0] if r["classes_per_batch"] and
+              result["procedures"][r["procedure"]]["batchnorm"] == "batch" else "–",
               *(format_mean_sd(r[m], digits=2) for m in MEASURES),
               *(format_mean_sd(r[f"{m}_gain"], digits=2) for m in MEASURES),
               format_mean_sd(r["open_rate"], digits=2, scale=100.0)] for r in block["levels"]]))
