@@ -153,11 +153,12 @@ def test_running_procedure_on_a_run_matches_its_evaluation(tmp_path_factory):
         result["metrics"]["gated"]["semantic_consistency"], abs=1e-6)
 
 
-def test_study_pairs_methods_and_procedures_by_seed():
+def test_study_pairs_methods_and_procedures_by_seed(tmp_path):
     """procedure_study.summarize against differences computed by hand on made-up entries."""
     import numpy as np
 
-    from bayesncl_pyro.experiments.procedure_study import summarize
+    from bayesncl_pyro.evaluation.plots import save_figure
+    from bayesncl_pyro.experiments.procedure_study import study_figure, summarize
 
     def entry(sc, sc_init):
         measures = {"semantic_consistency": sc, "semantic_consistency_supported": sc,
@@ -184,3 +185,5 @@ def test_study_pairs_methods_and_procedures_by_seed():
     shifted = np.array([100 * ((ste[s][0] - 1) / (ncl[s][0] - 3) - 1) for s in range(3)])
     assert procs[("bayesncl_ste / ncl − 1 (%)", "semantic_consistency")]["mean"] == pytest.approx(
         (shifted - relative).mean())
+    summary = summarize(found, ["running", "batch_shuffled"])
+    assert save_figure(study_figure(summary), tmp_path / "procedure.png").stat().st_size > 10_000

@@ -7,18 +7,22 @@ the gain over the same network at initialisation); each method − the first met
 (NCL in the shipped suites), paired by seed, also relative to the baseline as the paper states
 its gains (100 (method / baseline − 1), %); and each procedure − the first procedure (ours,
 running statistics) on the same runs, paired by seed — for the levels and for the difference
-between methods. Written as ``procedure.md`` and ``procedure.json`` into the suite's folder.
+between methods. Written as ``procedure.md``, ``procedure.json`` and ``procedure.png`` into the
+suite's folder.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from bayesncl_pyro.evaluation.markdown import markdown_table
+from bayesncl_pyro.evaluation.plots import literal_text, save_figure
 from bayesncl_pyro.evaluation.procedure import PROCEDURES, evaluate_procedures
-from bayesncl_pyro.experiments.stats import format_mean_sd, paired_difference
+from bayesncl_pyro.experiments.stats import format_mean_sd, mean_sd, paired_difference
 from bayesncl_pyro.experiments.suite import Job, SuiteSpec, plan
 from bayesncl_pyro.storage.atomic import atomic_write_json, atomic_write_text
 from bayesncl_pyro.training.loop import SUMMARY_FILE
@@ -163,9 +167,48 @@ def format_study(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def study_figure(result: dict[str, Any]) -> Figure:
+    """Per dataset (rows): SC, weighted SC and their gains (columns) of each method under each
+    procedure, mean ± sd over seeds (squares) and every seed (dots)."""
+    datasets = list(result["datasets"])
+    keys = ("semantic_consistency", "semantic_consistency_gain", "semantic_consistency_weighted",
+            "semantic_consistency_weighted_gain")
+    fig = Figure(figsize=(13.0, 3.4 * max(1, len(datasets))), layout="constrained")
+    axes = fig.subplots(max(1, len(datasets)), len(keys), squeeze=False)
+    colours = ["#c0504d", "#38598b", "#4f8f4f", "#8064a2"]
+    for row, dataset in zip(axes, datasets):
+        levels = result["datasets"][dataset]["levels"]
+        procedures = list(dict.fromkeys(r["procedure"] for r in levels))
+        methods = list(dict.fromkeys(r["method"] for r in levels))
+        for ax, key in zip(row, keys):
+            for j, method in enumerate(methods):
+                offset = (j - (len(methods) - 1) / 2) * 0.2
+                for i, proc in enumerate(procedures):
+                    values = next(r[key] for r in levels if r["procedure"] == proc and r["method"] == method)
+                    mean, sd, n = mean_sd(values)
+                    if n == 0:
+                        continue
+                    ax.errorbar([i + offset], [mean], yerr=[0.0 if math.isnan(sd) else sd], fmt="s",
+                                color=colours[j % len(colours)], capsize=3,
+                                label=literal_text(method) if i == 0 else None)
+                    finite = [v for v in values if v is not None]
+                    ax.plot([i + offset] * len(finite), finite, "o", color=colours[j % len(colours)],
+                            markersize=2.5, alpha=0.6)
+            ax.set_xticks(range(len(procedures)))
+            ax.set_xticklabels([literal_text(p) for p in procedures], rotation=20, ha="right", fontsize=8)
+            label = SHORT[key.removesuffix("_gain")] + (" gain (points)" if key.endswith("_gain") else " (%)")
+            ax.set_ylabel(label, fontsize=9)
+            ax.set_title(f"{literal_text(dataset)}: {label}", fontsize=9)
+            if key.endswith("_gain"):
+                ax.axhline(0.0, color="#888888", linewidth=0.8)
+        row[0].legend(fontsize=7)
+    return fig
+
+
 def write_study(spec: SuiteSpec, names: Sequence[str] = DEFAULT_PROCEDURES, device: str | None = None,
                 progress: bool = True) -> Path:
     """Measure, summarise and write ``procedure.md`` / ``procedure.json``; returns the .md path."""
     result = summarize(measure_suite(spec, names, device, progress), names)
     atomic_write_json(spec.out_dir / "procedure.json", result)
+    save_figure(study_figure(result), spec.out_dir / "procedure.png")
     return atomic_write_text(spec.out_dir / "procedure.md", format_study(result))
