@@ -51,7 +51,10 @@ def test_resuming_a_finished_run_changes_nothing(tmp_path_factory, capsys):
     before = _files(run)
     assert train_main(["--resume", str(run), "--no-progress"]) == 0
     captured = capsys.readouterr()
-    assert _warnings(captured.err) == [f"warning: {run} already finished at step 4 (of 4); nothing was changed"]
+    finished, hint = _warnings(captured.err)
+    assert finished == f"warning: {run} already finished at step 4 (of 4); nothing was changed"
+    # and what to pass to train it longer: more epochs, the step cap lifted
+    assert hint.startswith(f"warning: to train {run} longer") and "train.epochs=4 train.steps=0" in hint
     assert "final loss (negative ELBO, nats per row)" in captured.out
     assert "-" not in captured.out.splitlines()[0].split()[-1]
     assert _files(run) == before
