@@ -143,7 +143,7 @@ def gain_figure(rungs: dict[str, list[dict[str, Any]]], result: dict[str, Any]) 
                 ax.errorbar([images[-1]], [d["mean"]], yerr=[[low], [high]], fmt="s", color=colour, capsize=4,
                             markersize=7, label=f"{literal_text(rung)} (end, n={d['pairs']})")
             trace = _paired_trace(rows, method, baseline, key)
-            if trace:
+            if len(trace) > 1:  # a course needs two checkpoints at least
                 xs = sorted(trace)
                 ax.plot(xs, [float(np.mean(trace[x])) for x in xs], "-", color=colour, alpha=0.6,
                         label=f"{literal_text(rung)} along training (seed mean)")
