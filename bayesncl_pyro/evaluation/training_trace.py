@@ -13,6 +13,7 @@ from typing import Any
 
 from bayesncl_pyro.evaluation import metrics
 from bayesncl_pyro.evaluation.evaluate import KNN_K, KNN_TEMPERATURE, extract_split
+from bayesncl_pyro.evaluation.procedure import procedure_measures
 from bayesncl_pyro.evaluation.trained_run import load_trained
 from bayesncl_pyro.storage.atomic import atomic_write_json, read_json
 
@@ -47,14 +48,11 @@ def trace_run(path: str | Path, device: str | None = None, every: int = 1) -> di
             continue
         train = extract_split(run, run.train_set, "train features", False)
         test = extract_split(run, run.test_set, "test features", False)
-        labels, gated = test["labels"], test["gated"]
+        labels = test["labels"]
         stored[name] = {
             "epoch": epoch,
             "step": run.step,
-            "semantic_consistency": _finite_or_none(metrics.semantic_consistency(gated, labels)),
-            "semantic_consistency_supported": _finite_or_none(metrics.semantic_consistency_supported(gated, labels)),
-            "semantic_consistency_weighted": _finite_or_none(metrics.semantic_consistency_weighted(gated, labels)),
-            "open_rate": float(test["gate"].double().mean()) if "gate" in test else None,
+            **{key: _finite_or_none(value) for key, value in procedure_measures(test, labels).items()},
             "knn_top1": metrics.knn_top1(train["h"], train["labels"], test["h"], labels,
                                          k=min(KNN_K, len(run.train_set)), temperature=KNN_TEMPERATURE),
         }
