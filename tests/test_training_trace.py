@@ -32,3 +32,33 @@ def test_trace_measures_each_epoch_checkpoint_and_matches_the_evaluation(tiny_co
     path.write_text(json.dumps(stored))
     assert trace_run(run)["epoch_0001.pt"]["semantic_consistency"] == pytest.approx(
         trace["epoch_0001.pt"]["semantic_consistency"], abs=1e-9)
+
+
+def test_trace_reads_the_data_once_and_not_at_all_when_current(tiny_config, monkeypatch):
+    """Many checkpoints of one run share one read of its splits; a trace that is current reads none."""
+    from bayesncl_pyro.evaluation import trained_run
+
+    cfg = tiny_config("train.keep=3", "train.epochs=3")
+    train(cfg, progress=False)
+    reads = []
+    real = trained_run.load_split
+    monkeypatch.setattr(trained_run, "load_split", lambda data, split: reads.append(split) or real(data, split))
+    first = trace_run(cfg.train.out_dir)
+    assert sorted(reads) == ["test", "train"]
+    reads.clear()
+    assert trace_run(cfg.train.out_dir) == first
+    assert reads == []
+
+
+def test_load_trained_like_refuses_another_run(tiny_config):
+    from bayesncl_pyro.evaluation.trained_run import checkpoint_step, load_trained
+
+    one, two = tiny_config("train.seed=0"), tiny_config("train.seed=1")
+    for cfg in (one, two):
+        train(cfg, progress=False)
+    loaded = load_trained(one.train.out_dir)
+    assert checkpoint_step(one.train.out_dir) == loaded.step > 0
+    again = load_trained(one.train.out_dir, untrained=True, like=loaded)
+    assert again.test_set is loaded.test_set and again.step == 0
+    with pytest.raises(ValueError, match="like= must be a loaded copy"):
+        load_trained(two.train.out_dir, like=loaded)

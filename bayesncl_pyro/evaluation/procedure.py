@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from bayesncl_pyro.config.errors import ConfigError
 from bayesncl_pyro.evaluation import metrics
-from bayesncl_pyro.evaluation.trained_run import load_trained
+from bayesncl_pyro.evaluation.trained_run import checkpoint_step, load_trained
 from bayesncl_pyro.storage.atomic import atomic_write_json, read_json
 
 BATCHNORM = ("running", "batch")
@@ -169,13 +169,14 @@ def evaluate_procedures(path: str | Path, names: Sequence[str], device: str | No
     procedures = {name: named_procedure(name) for name in names}
     file = Path(path) / PROCEDURE_FILE
     stored = read_json(file, "procedure results") or {}
-    trained = load_trained(path, device=device)
+    step = checkpoint_step(path)
     wanted = {name: p for name, p in procedures.items()
               if (stored.get(name) or {}).get("procedure") != p.to_dict()
-              or (stored.get(name) or {}).get("step") != trained.step}
+              or (stored.get(name) or {}).get("step") != step}
     if not wanted:
         return {name: stored[name] for name in names}
-    init = load_trained(path, device=device, untrained=True)
+    trained = load_trained(path, device=device)
+    init = load_trained(path, device=device, untrained=True, like=trained)
     images, labels = trained.test_set.images, trained.test_set.labels
     for name, procedure in wanted.items():
         entry: dict[str, Any] = {"procedure": procedure.to_dict(), "step": trained.step,

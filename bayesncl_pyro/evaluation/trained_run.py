@@ -32,8 +32,16 @@ class TrainedRun:
     step: int
 
 
+def checkpoint_step(path: str | Path, checkpoint_name: str = run_directory.LAST_CHECKPOINT) -> int:
+    """The training step checkpoint ``checkpoint_name`` of the run in ``path`` was written at, read
+    without building the network or reading the data (to tell whether a stored measurement of
+    that checkpoint is still current)."""
+    _, state = checkpoints.read_for_evaluation(Path(path).expanduser(), checkpoint_name)
+    return int(state["step"])
+
+
 def load_trained(path: str | Path, device: str | None = None, checkpoint_name: str = run_directory.LAST_CHECKPOINT,
-                 untrained: bool = False) -> TrainedRun:
+                 untrained: bool = False, like: TrainedRun | None = None) -> TrainedRun:
     """Rebuild the network of the run in ``path`` and load its checkpoint, in eval mode. A
     damaged checkpoint (the error names the newest intact one) or one holding a non-finite
     weight or buffer is refused with a CheckpointError.
@@ -42,16 +50,26 @@ def load_trained(path: str | Path, device: str | None = None, checkpoint_name: s
     (what the metrics "at initialisation" are measured on; with ``model.weights``, the loaded
     backbone). A run trained before its evaluation transform was recorded gets the record here,
     from the dataset this reads anyway, so ``BayesNCL.from_run`` can load it without data.
+
+    ``like``: this run, already loaded (another checkpoint of it, or its initialisation); its
+    splits and evaluation transform are taken over instead of read again, so that measuring many
+    checkpoints of one run reads its data once.
     """
     path = Path(path).expanduser()
     cfg = run_directory.read_config(path)
     dev = resolve_device(device or cfg.train.device)
-    train_set = load_split(cfg.data, "train")
-    test_set = load_split(cfg.data, "test")
-    mean, std = normalization(cfg.data, train_set)
-    if run_directory.read_preprocessing(path) is None:
-        with contextlib.suppress(OSError):  # a read-only run directory stays as it is
-            run_directory.write_preprocessing(path, cfg.data.image_size, mean, std, cfg.data.store_size)
+    if like is not None:
+        if like.path.resolve() != path.resolve() or like.cfg.to_dict() != cfg.to_dict():
+            raise ValueError(f"like= must be a loaded copy of the run in {path}; got the run in {like.path}")
+        train_set, test_set, eval_transform = like.train_set, like.test_set, like.eval_transform
+    else:
+        train_set = load_split(cfg.data, "train")
+        test_set = load_split(cfg.data, "test")
+        mean, std = normalization(cfg.data, train_set)
+        if run_directory.read_preprocessing(path) is None:
+            with contextlib.suppress(OSError):  # a read-only run directory stays as it is
+                run_directory.write_preprocessing(path, cfg.data.image_size, mean, std, cfg.data.store_size)
+        eval_transform = EvalTransform(cfg.data.image_size, mean, std).to(dev)
     torch.manual_seed(cfg.train.seed)
     net = BayesNCL(cfg, load_weights=untrained)
     classifier = online_classifier(net.feature_dim, train_set.num_classes, cfg.train.seed)
@@ -68,5 +86,4 @@ def load_trained(path: str | Path, device: str | None = None, checkpoint_name: s
         step = int(state["step"])
     net.to(dev).eval()
     classifier.to(dev).eval()
-    return TrainedRun(path, cfg, dev, net, classifier, EvalTransform(cfg.data.image_size, mean, std).to(dev),
-                      train_set, test_set, step)
+    return TrainedRun(path, cfg, dev, net, classifier, eval_transform, train_set, test_set, step)

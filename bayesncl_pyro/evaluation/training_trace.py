@@ -14,7 +14,7 @@ from typing import Any
 from bayesncl_pyro.evaluation import metrics
 from bayesncl_pyro.evaluation.evaluate import KNN_K, KNN_TEMPERATURE, extract_split
 from bayesncl_pyro.evaluation.procedure import procedure_measures
-from bayesncl_pyro.evaluation.trained_run import load_trained
+from bayesncl_pyro.evaluation.trained_run import TrainedRun, checkpoint_step, load_trained
 from bayesncl_pyro.storage.atomic import atomic_write_json, read_json
 
 TRACE_FILE = "sc_over_training.json"
@@ -35,17 +35,17 @@ def _finite_or_none(value: float | None) -> float | None:
 def trace_run(path: str | Path, device: str | None = None, every: int = 1) -> dict[str, dict[str, Any]]:
     """Measure the epoch checkpoints of the run in ``path`` whose epoch is a multiple of ``every``
     and that are not measured yet at their step, and keep the results in
-    ``sc_over_training.json`` (written atomically after each checkpoint)."""
+    ``sc_over_training.json`` (written atomically after each checkpoint). The run's data is read
+    once, and not at all when every wanted checkpoint is measured already."""
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise ValueError(f"every must be an integer >= 1, got {every!r}")
     file = Path(path) / TRACE_FILE
     stored: dict[str, dict[str, Any]] = read_json(file, "training trace") or {}
+    run: TrainedRun | None = None
     for epoch, name in epoch_checkpoints(path):
-        if epoch % every:
+        if epoch % every or (stored.get(name) or {}).get("step") == checkpoint_step(path, name):
             continue
-        run = load_trained(path, device=device, checkpoint_name=name)
-        if (stored.get(name) or {}).get("step") == run.step:
-            continue
+        run = load_trained(path, device=device, checkpoint_name=name, like=run)
         train = extract_split(run, run.train_set, "train features", False)
         test = extract_split(run, run.test_set, "test features", False)
         labels = test["labels"]
