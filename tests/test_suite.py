@@ -179,3 +179,29 @@ def test_tables_tell_a_metric_not_defined_from_a_run_not_yet_evaluated(suite_fil
     assert cell("ncl", "SC init (%)") == "20.00" and cell("ncl", "sparsity (%)") == "100.00"
     assert cell("ncl", "linear top-1 (%)") == "–"
     assert cell("bayesncl_ste", "SC (%)") == "–" and cell("bayesncl_ste", "SC gain (points)") == "–"
+
+
+def test_reproduce_only_runs_the_matching_runs_and_reports_the_whole_suite(tmp_path, capsys):
+    """``--only`` splits a suite between processes: each runs its share and the tables come from
+    every finished run; a pattern that matches nothing names the runs there are."""
+    from bayesncl_pyro.cli.reproduce import main as reproduce_main
+
+    path = tmp_path / "split.yaml"
+    path.write_text(yaml.safe_dump({
+        "out_dir": str(tmp_path / "out"), "base": str(ROOT / "configs" / "scenes_quick.yaml"),
+        "overrides": [o for o in TINY if not o.startswith("train.epochs")] + ["train.steps=3", "train.epochs=1"],
+        "datasets": {"scenes": ["data.name=scenes"]},
+        "methods": {"ncl": ["gate.prior=none"], "bayesncl_ste": ["gate.prior=bernoulli", "gate.estimator=ste"]},
+        "seeds": [0, 1], "inspect": {"draws": 4, "seeds": [0]}}))
+    assert reproduce_main([str(path), "--only", "*/ncl/seed1", "--no-progress"]) == 0
+    runs = tmp_path / "out" / "runs" / "scenes"
+    assert (runs / "ncl/seed1/eval.json").is_file()
+    assert not (runs / "ncl/seed0").exists() and not (runs / "bayesncl_ste").exists()
+    assert reproduce_main([str(path), "--only", "scenes/bayesncl_ste/seed1", "--no-progress"]) == 0
+    rows = {r["name"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text())["rows"]}
+    assert rows["scenes/ncl/seed1"]["sc"] is not None and rows["scenes/bayesncl_ste/seed1"]["sc"] is not None
+    assert rows["scenes/ncl/seed0"]["sc"] is None
+    capsys.readouterr()
+    assert reproduce_main([str(path), "--only", "*/simclr/*", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "'*/simclr/*' matches no run" in err and "scenes/bayesncl_ste/seed1" in err

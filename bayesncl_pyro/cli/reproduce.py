@@ -23,8 +23,28 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--procedures", metavar="NAMES",
                    help="instead of running the suite, measure its finished runs under these evaluation procedures "
                         "(comma-separated: running, batch_shuffled, batch_class_blocks) and write procedure.md")
+    p.add_argument("--only", metavar="PATTERNS",
+                   help="run only the runs whose name (DATASET/METHOD/seedN, as --dry-run lists them) matches one of "
+                        "these comma-separated shell patterns, e.g. '*/ncl/*' in one process and '*/bayesncl_ste/*' "
+                        "in another; the tables are still written from every finished run of the suite")
     p.add_argument("--no-progress", action="store_true")
     return p
+
+
+def select_runs(jobs: Sequence, patterns: str) -> list:
+    """The jobs whose name matches one of the comma-separated shell ``patterns``; a pattern that
+    matches no run is an error naming the runs there are."""
+    from fnmatch import fnmatchcase
+
+    wanted = [p.strip() for p in patterns.split(",") if p.strip()]
+    if not wanted:
+        raise ConfigError(f"--only {patterns!r} names no pattern; allowed: comma-separated shell patterns over run "
+                          "names such as cifar10/ncl/seed0 or '*/seed1'")
+    names = [job.name for job in jobs]
+    for pattern in wanted:
+        if not any(fnmatchcase(name, pattern) for name in names):
+            raise ConfigError(f"--only pattern {pattern!r} matches no run of this suite; its runs: {', '.join(names)}")
+    return [job for job in jobs if any(fnmatchcase(job.name, p) for p in wanted)]
 
 
 def suite_file(name: str) -> Path:
@@ -42,13 +62,15 @@ def suite_file(name: str) -> Path:
 
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
-    """bayesncl-reproduce SUITE [--out-dir DIR] [--dry-run] [--report-only] [--procedures NAMES]"""
+    """bayesncl-reproduce SUITE [--out-dir DIR] [--dry-run] [--report-only] [--procedures NAMES] [--only PATTERNS]"""
     args = parser().parse_args(argv)
     from bayesncl_pyro.experiments.suite import collect, load_suite, plan, run_suite
     from bayesncl_pyro.experiments.suite_report import write_results
 
     spec = load_suite(suite_file(args.suite), args.out_dir)
     jobs = plan(spec)
+    if args.only is not None:
+        jobs = select_runs(jobs, args.only)
     if args.dry_run:
         for job in jobs:
             print(f"{job.name:50s} {job.directory}")
@@ -69,7 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.report_only:
         write_results(spec, collect(spec, jobs))
     else:
-        run_suite(spec, progress=not args.no_progress)
+        chosen = {job.name for job in jobs}
+        run_suite(spec, progress=not args.no_progress,
+                  only=None if args.only is None else (lambda job: job.name in chosen))
     print(f"results: {spec.out_dir / 'results.md'}")
     return 0
 

@@ -300,8 +300,10 @@ def run_job(job: Job, spec: SuiteSpec, progress: bool = False) -> None:
 
 
 def run_suite(spec: SuiteSpec, progress: bool = True, only: Callable[[Job], bool] | None = None) -> dict[str, Any]:
-    """Run every unfinished job, one progress bar over the suite (weighted by training images),
-    then write ``results.md``, ``results.json`` and the figures into ``spec.out_dir``."""
+    """Run every unfinished job (``only``: of those it accepts), one progress bar over them
+    (weighted by training images), then write ``results.md``, ``results.json`` and the figures
+    into ``spec.out_dir`` from every finished run of the suite, so that processes sharing a suite
+    through ``only`` each leave whole tables."""
     prepare_inputs(spec)
     jobs = [job for job in plan(spec) if only is None or only(job)]
     for job in jobs:  # all before the first: a changed suite must not fail hours in
@@ -317,7 +319,7 @@ def run_suite(spec: SuiteSpec, progress: bool = True, only: Callable[[Job], bool
             bar.update(job.cost)
     finally:
         bar.close()
-    results = collect(spec, jobs)
+    results = collect(spec, jobs if only is None else None)
     results["suite_seconds_this_call"] = time.perf_counter() - started
     write_results(spec, results)
     return results
