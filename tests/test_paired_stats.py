@@ -146,3 +146,17 @@ def test_comparisons_with_too_few_pairs_stay_strict_json(tmp_path):
     assert entry["pairs"] == 1 and entry["mean"] == 5.0 and entry["lower"] is None and not entry["excludes_zero"]
     json.dumps(entry, allow_nan=False)
     assert "| ste − ncl | sc_gain | 1 | +5.00 | – | – |" in comparison_tables(spec, [entry])
+
+
+def test_format_difference_states_what_the_pairs_allow():
+    from bayesncl_pyro.experiments.stats import format_difference
+
+    three = paired_difference({0: 3.0, 1: 4.0, 2: 5.0}, {0: 1.0, 1: 1.0, 2: 1.0}).to_dict()
+    p = 0.975  # with 2 degrees of freedom the t quantile has a closed form: (2p − 1)·√(2 / (4p(1 − p)))
+    half = (2 * p - 1) * (2 / (4 * p * (1 - p))) ** 0.5 * 1.0 / 3 ** 0.5  # · sd / √n, sd = 1
+    assert format_difference(three) == f"+3.00 [{3 - half:+.2f}, {3 + half:+.2f}] (n=3)"
+    assert format_difference(three, mark=True).endswith(" *")
+    straddles = paired_difference({0: 1.0, 1: -1.0}, {0: 0.0, 1: 0.0}).to_dict()
+    assert not format_difference(straddles, mark=True).endswith("*")
+    assert format_difference(paired_difference({0: 2.5}, {0: 1.0}).to_dict()) == "+1.50 (n=1, no interval)"
+    assert format_difference(None) == format_difference({}) == "–"

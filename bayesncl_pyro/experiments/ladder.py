@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from bayesncl_pyro.evaluation.markdown import markdown_table
 from bayesncl_pyro.evaluation.plots import literal_text, save_figure
 from bayesncl_pyro.evaluation.training_trace import TRACE_FILE, epoch_checkpoints, trace_run
-from bayesncl_pyro.experiments.stats import format_mean_sd, paired_difference
+from bayesncl_pyro.experiments.stats import format_difference, format_mean_sd, paired_difference
 from bayesncl_pyro.experiments.suite import SuiteSpec, job_row, plan
 from bayesncl_pyro.storage.atomic import atomic_write_json, atomic_write_text, read_json
 from bayesncl_pyro.training.loop import SUMMARY_FILE
@@ -81,15 +81,6 @@ def summarize(rungs: dict[str, list[dict[str, Any]]], method: str, baseline: str
     return result
 
 
-def _interval(d: dict[str, Any]) -> str:
-    if not d or d.get("mean") is None:
-        return "–"
-    if d.get("lower") is None:
-        return f"{d['mean']:+.2f} (n={d['pairs']}, no interval)"
-    mark = " *" if d["lower"] > 0 or d["upper"] < 0 else ""
-    return f"{d['mean']:+.2f} [{d['lower']:+.2f}, {d['upper']:+.2f}] (n={d['pairs']}){mark}"
-
-
 def format_ladder(result: dict[str, Any]) -> str:
     """ladder.md: one table of levels and one of paired differences."""
     method, baseline = result["method"], result["baseline"]
@@ -105,7 +96,7 @@ def format_ladder(result: dict[str, Any]) -> str:
     lines.append(markdown_table(["rung", "images seen", "method", *(LABELS[k] for k in LEVELS)], level_rows))
     lines.append(f"\n{method} − {baseline}:\n")
     lines.append(markdown_table(["rung", *(LABELS[k] for k in DIFFERENCES)],
-                                [[rung, *(_interval(block["differences"].get(k, {})) for k in DIFFERENCES)]
+                                [[rung, *(format_difference(block["differences"].get(k), mark=True) for k in DIFFERENCES)]
                                  for rung, block in result["rungs"].items()]))
     return "\n".join(lines)
 

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from bayesncl_pyro.evaluation.markdown import markdown_table
 from bayesncl_pyro.evaluation.plots import literal_text, save_figure
 from bayesncl_pyro.evaluation.procedure import PROCEDURES, evaluate_procedures
-from bayesncl_pyro.experiments.stats import format_mean_sd, mean_sd, paired_difference
+from bayesncl_pyro.experiments.stats import format_difference, format_mean_sd, mean_sd, paired_difference
 from bayesncl_pyro.experiments.suite import Job, SuiteSpec, plan
 from bayesncl_pyro.storage.atomic import atomic_write_json, atomic_write_text
 from bayesncl_pyro.training.loop import SUMMARY_FILE
@@ -125,14 +125,6 @@ def summarize(found: dict[str, dict[str, dict[int, dict[str, Any]]]], names: Seq
     return result
 
 
-def _interval(row: dict[str, Any]) -> str:
-    if row.get("mean") is None:
-        return "–"
-    if row.get("lower") is None:
-        return f"{row['mean']:+.2f} (n={row['pairs']})"
-    return f"{row['mean']:+.2f} [{row['lower']:+.2f}, {row['upper']:+.2f}] (n={row['pairs']})"
-
-
 def format_study(result: dict[str, Any]) -> str:
     """procedure.md: the settings, then per dataset the levels, the method differences and the
     procedure differences (95 % t intervals over paired seeds)."""
@@ -158,11 +150,11 @@ def format_study(result: dict[str, Any]) -> str:
               format_mean_sd(r["open_rate"], digits=2, scale=100.0)] for r in block["levels"]]))
         lines.append("Between methods, under each procedure:\n")
         lines.append(markdown_table(["procedure", "difference", "measure", "mean [95 % CI]"],
-                                    [[r["procedure"], f"{r['method']} − {r['against']}", r["measure"], _interval(r)]
+                                    [[r["procedure"], f"{r['method']} − {r['against']}", r["measure"], format_difference(r)]
                                      for r in block["methods"]]))
         lines.append("Between procedures, on the same runs:\n")
         lines.append(markdown_table(["procedure", "of", "measure", "mean [95 % CI]"],
-                                    [[f"{r['procedure']} − {r['against']}", r["method"], r["measure"], _interval(r)]
+                                    [[f"{r['procedure']} − {r['against']}", r["method"], r["measure"], format_difference(r)]
                                      for r in block["procedures"]]))
     return "\n".join(lines)
 

@@ -135,3 +135,15 @@ def paired_difference(method: dict[int, Any], against: dict[int, Any], level: fl
         return PairedDifference(n, mean, sd, math.nan, math.nan, seeds, level)
     half = t_quantile(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
     return PairedDifference(n, mean, sd, mean - half, mean + half, seeds, level)
+
+
+def format_difference(d: dict[str, Any] | None, mark: bool = False) -> str:
+    """A stored paired difference (:meth:`PairedDifference.to_dict`) as ``+m [+l, +u] (n=k)``;
+    ``(n=1, no interval)`` when there are too few pairs for one, ``–`` when nothing was measured;
+    ``mark`` adds `` *`` where the interval excludes 0."""
+    if not d or d.get("mean") is None:
+        return "–"
+    if d.get("lower") is None or d.get("upper") is None:
+        return f"{d['mean']:+.2f} (n={d['pairs']}, no interval)"
+    star = " *" if mark and (d["lower"] > 0 or d["upper"] < 0) else ""
+    return f"{d['mean']:+.2f} [{d['lower']:+.2f}, {d['upper']:+.2f}] (n={d['pairs']}){star}"
