@@ -2,7 +2,8 @@
 (:mod:`bayesncl_pyro.experiments.ladder`):
 
     python scripts/ladder.py cpu_head cpu_ladder_e40 [--dataset cifar10] [--out runs/ladder]
-                             [--method bayesncl_ste] [--baseline ncl] [--no-trace] [--trace-every 10]
+                             [--method bayesncl_ste] [--baseline ncl] [--no-trace]
+                             [--trace-every 10 | --trace-images 80000]
 
 Only finished, evaluated runs are read; runs that kept epoch checkpoints are measured at each
 (``sc_over_training.json`` in the run, reused) unless ``--no-trace``. Writes ``ladder.md``,
@@ -24,8 +25,12 @@ def parse(argv=None):
     parser.add_argument("--method", default="bayesncl_ste")
     parser.add_argument("--baseline", default="ncl")
     parser.add_argument("--no-trace", action="store_true", help="do not measure epoch checkpoints")
-    parser.add_argument("--trace-every", type=positive_int, default=10,
-                        help="measure the epoch checkpoints whose epoch is a multiple of this (default 10)")
+    spacing = parser.add_mutually_exclusive_group()
+    spacing.add_argument("--trace-every", type=positive_int, default=10,
+                         help="measure the epoch checkpoints whose epoch is a multiple of this (default 10)")
+    spacing.add_argument("--trace-images", type=positive_int,
+                         help="instead, measure about every this many training images in every rung (the nearest "
+                              "whole number of epochs), so that rungs with more images per epoch are traced alike")
     return parser.parse_args(argv)
 
 
@@ -36,7 +41,8 @@ def main(argv=None) -> int:
     from bayesncl_pyro.experiments.suite import load_suite
 
     specs = [load_suite(suite_file(name)) for name in args.suites]
-    path = write_ladder(specs, args.dataset, args.out, args.method, args.baseline, not args.no_trace, args.trace_every)
+    path = write_ladder(specs, args.dataset, args.out, args.method, args.baseline, not args.no_trace, args.trace_every,
+                        args.trace_images)
     print(f"ladder: {path}")
     return 0
 

@@ -56,3 +56,12 @@ def test_figures_are_drawn(tmp_path):
     for name, fig in (("gain.png", gain_figure(data, result)), ("knn.png", sc_knn_figure(data, ["bayesncl_ste", "ncl"]))):
         path = save_figure(fig, tmp_path / name)
         assert path.stat().st_size > 10_000
+
+
+def test_trace_spacing_follows_images_seen():
+    from bayesncl_pyro.experiments.ladder import trace_spacing
+
+    assert trace_spacing(10, None, 8000) == 10
+    assert trace_spacing(10, 80_000, 8000) == 10       # 8,000 images per epoch: every 10th epoch
+    assert trace_spacing(10, 80_000, 50_000) == 2      # all of CIFAR-10: 1.6 epochs, the nearest whole 2
+    assert trace_spacing(10, 10_000, 50_000) == 1      # never less than every epoch

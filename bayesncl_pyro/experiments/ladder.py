@@ -34,10 +34,21 @@ TRACE_MEASURES = {"sc": "semantic_consistency", "sc_supported": "semantic_consis
                   "sc_weighted": "semantic_consistency_weighted"}
 
 
-def rung_rows(spec: SuiteSpec, dataset: str, trace: bool = True, every: int = 10) -> list[dict[str, Any]]:
+def trace_spacing(every: int, every_images: int | None, images_per_epoch: float) -> int:
+    """Which epoch checkpoints to measure: every ``every``-th, or, with ``every_images``, the
+    multiples of the whole number of epochs nearest to that many training images (at least 1), so
+    that rungs of different data sizes are measured at comparable images seen."""
+    if every_images is None:
+        return every
+    return max(1, round(every_images / images_per_epoch))
+
+
+def rung_rows(spec: SuiteSpec, dataset: str, trace: bool = True, every: int = 10,
+              every_images: int | None = None) -> list[dict[str, Any]]:
     """The table rows of the suite's finished, evaluated runs on ``dataset``, each with
     ``images_seen`` (epochs × training images) and, where epoch checkpoints were kept and
-    ``trace`` is set, its SC over training (``trace``: one point per ``every``-th epoch checkpoint)."""
+    ``trace`` is set, its SC over training (``trace``: one point per ``every``-th epoch checkpoint,
+    or about every ``every_images`` training images, :func:`trace_spacing`)."""
     rows = []
     for job in plan(spec):
         if job.dataset != dataset or job.sweep_point is not None or not (job.directory / SUMMARY_FILE).is_file():
@@ -49,7 +60,8 @@ def rung_rows(spec: SuiteSpec, dataset: str, trace: bool = True, every: int = 10
         row["images_per_epoch"] = job.cost / job.cfg.train.epochs
         # a run that kept only its last checkpoint has no course to trace: its end is the row itself
         kept = len(epoch_checkpoints(job.directory)) > 1
-        points = trace_run(job.directory, every=every) if trace and kept else \
+        spacing = trace_spacing(every, every_images, row["images_per_epoch"])
+        points = trace_run(job.directory, every=spacing) if trace and kept else \
             (read_json(job.directory / TRACE_FILE) or {})
         row["trace"] = [{"images_seen": p["epoch"] * row["images_per_epoch"], "knn_top1": p["knn_top1"],
                          **{short: p[long] for short, long in TRACE_MEASURES.items()},
@@ -166,11 +178,11 @@ def sc_knn_figure(rungs: dict[str, list[dict[str, Any]]], methods: Sequence[str]
 
 
 def write_ladder(specs: Sequence[SuiteSpec], dataset: str, out_dir: str | Path, method: str = "bayesncl_ste",
-                 baseline: str = "ncl", trace: bool = True, every: int = 10) -> Path:
+                 baseline: str = "ncl", trace: bool = True, every: int = 10, every_images: int | None = None) -> Path:
     """Read every rung (suite), measure traces where checkpoints were kept, write ``ladder.md``,
     ``ladder.json``, ``ladder_gain.png`` and ``ladder_sc_knn.png`` into ``out_dir``."""
     out = Path(out_dir)
-    rungs = {spec.path.stem: rung_rows(spec, dataset, trace, every) for spec in specs}
+    rungs = {spec.path.stem: rung_rows(spec, dataset, trace, every, every_images) for spec in specs}
     result = summarize(rungs, method, baseline)
     atomic_write_json(out / "ladder.json", {**result, "rows": {k: [{key: r.get(key) for key in (
         "name", "seed", "method", "images_seen", *LEVELS)} | {"trace": r["trace"]} for r in v] for k, v in rungs.items()}})
