@@ -5,7 +5,8 @@
                              [--method bayesncl_ste] [--baseline ncl] [--no-trace]
                              [--trace-every 10 | --trace-images 80000]
 
-Only finished, evaluated runs are read; runs that kept epoch checkpoints are measured at each
+Only finished, evaluated runs are read; runs that kept epoch checkpoints are measured at every
+10th (``--trace-every``) or about every ``--trace-images`` training images
 (``sc_over_training.json`` in the run, reused) unless ``--no-trace``. Writes ``ladder.md``,
 ``ladder.json``, ``ladder_gain.png`` and ``ladder_sc_knn.png`` into ``--out``.
 """
@@ -24,8 +25,9 @@ def parse(argv=None):
     parser.add_argument("--out", type=user_path, default="runs/ladder", help="where the tables and figures go")
     parser.add_argument("--method", default="bayesncl_ste")
     parser.add_argument("--baseline", default="ncl")
-    parser.add_argument("--no-trace", action="store_true", help="do not measure epoch checkpoints")
     spacing = parser.add_mutually_exclusive_group()
+    spacing.add_argument("--no-trace", action="store_true",
+                         help="do not measure epoch checkpoints (show the measurements stored, at any spacing)")
     spacing.add_argument("--trace-every", type=positive_int, default=10,
                          help="measure the epoch checkpoints whose epoch is a multiple of this (default 10)")
     spacing.add_argument("--trace-images", type=positive_int,

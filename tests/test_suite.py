@@ -90,7 +90,7 @@ def test_bad_suite_files_are_named(tmp_path):
         load_suite(bad)
 
 
-@pytest.mark.parametrize("name", ["cpu", "gpu"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "configs" / "suites").glob("*.yaml")))
 def test_shipped_suites_plan(name):
     jobs = plan(load_suite(ROOT / "configs" / "suites" / f"{name}.yaml"))
     assert jobs and all(j.cfg.train.out_dir.startswith("runs/suites/") for j in jobs)
@@ -201,7 +201,13 @@ def test_reproduce_only_runs_the_matching_runs_and_reports_the_whole_suite(tmp_p
     rows = {r["name"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text())["rows"]}
     assert rows["scenes/ncl/seed1"]["sc"] is not None and rows["scenes/bayesncl_ste/seed1"]["sc"] is not None
     assert rows["scenes/ncl/seed0"]["sc"] is None
+    (tmp_path / "out" / "results.json").unlink()
+    assert reproduce_main([str(path), "--only", "*/ncl/*", "--report-only"]) == 0  # still the whole suite
+    rows = {r["name"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text())["rows"]}
+    assert rows["scenes/bayesncl_ste/seed1"]["sc"] is not None
     capsys.readouterr()
     assert reproduce_main([str(path), "--only", "*/simclr/*", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "'*/simclr/*' matches no run" in err and "scenes/bayesncl_ste/seed1" in err
+    assert reproduce_main([str(path), "--only", "*/ncl/*", "--procedures", "running"]) == 2
+    assert "--only cannot be combined with --procedures" in capsys.readouterr().err

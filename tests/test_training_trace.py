@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from bayesncl_pyro.config.errors import RunWarning
 from bayesncl_pyro.evaluation.evaluate import evaluate_run
 from bayesncl_pyro.evaluation.training_trace import TRACE_FILE, epoch_checkpoints, trace_run
 from bayesncl_pyro.training.loop import train
@@ -62,3 +63,17 @@ def test_load_trained_like_refuses_another_run(tiny_config):
     assert again.test_set is loaded.test_set and again.step == 0
     with pytest.raises(ValueError, match="like= must be a loaded copy"):
         load_trained(two.train.out_dir, like=loaded)
+
+
+def test_a_damaged_checkpoint_is_left_out_with_a_warning(tiny_config):
+    cfg = tiny_config("train.keep=3", "train.epochs=3")
+    train(cfg, progress=False)
+    run = Path(cfg.train.out_dir)
+    first = trace_run(run)
+    damaged = run / "epoch_0002.pt"
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    with pytest.warns(RunWarning, match="epoch_0002.pt is left out"):
+        again = trace_run(run)
+    assert sorted(again) == ["epoch_0001.pt", "epoch_0003.pt"]
+    assert again["epoch_0003.pt"] == first["epoch_0003.pt"]
+    assert "epoch_0002.pt" not in json.loads((run / TRACE_FILE).read_text())

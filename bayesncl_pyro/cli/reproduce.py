@@ -24,9 +24,9 @@ def parser() -> argparse.ArgumentParser:
                    help="instead of running the suite, measure its finished runs under these evaluation procedures "
                         "(comma-separated: running, batch_shuffled, batch_class_blocks) and write procedure.md")
     p.add_argument("--only", metavar="PATTERNS",
-                   help="run only the runs whose name (DATASET/METHOD/seedN, as --dry-run lists them) matches one of "
-                        "these comma-separated shell patterns, e.g. '*/ncl/*' in one process and '*/bayesncl_ste/*' "
-                        "in another; the tables are still written from every finished run of the suite")
+                   help="run only the runs whose name (DATASET/METHOD/seedN or sweep/LABEL, as --dry-run lists them) "
+                        "matches one of these comma-separated shell patterns, e.g. '*/ncl/*' in one process and "
+                        "'*/bayesncl_ste/*' in another; the tables are still written from every finished run of the suite")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -64,12 +64,14 @@ def suite_file(name: str) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     """bayesncl-reproduce SUITE [--out-dir DIR] [--dry-run] [--report-only] [--procedures NAMES] [--only PATTERNS]"""
     args = parser().parse_args(argv)
-    from bayesncl_pyro.experiments.suite import collect, load_suite, plan, run_suite
-    from bayesncl_pyro.experiments.suite_report import write_results
+    from bayesncl_pyro.experiments.suite import load_suite, plan, run_suite, write_tables
 
     spec = load_suite(suite_file(args.suite), args.out_dir)
     jobs = plan(spec)
     if args.only is not None:
+        if args.procedures is not None:
+            raise ConfigError("--only cannot be combined with --procedures: the procedure study measures every "
+                              "finished run of the suite (entries already measured are kept)")
         jobs = select_runs(jobs, args.only)
     if args.dry_run:
         for job in jobs:
@@ -88,8 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             named_procedure(name)
         print(f"procedures: {write_study(spec, names, progress=not args.no_progress)}")
         return 0
-    if args.report_only:
-        write_results(spec, collect(spec, jobs))
+    if args.report_only:  # the tables of the whole suite, whatever --only selects
+        write_tables(spec)
     else:
         chosen = {job.name for job in jobs}
         run_suite(spec, progress=not args.no_progress,

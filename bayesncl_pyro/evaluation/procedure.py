@@ -167,7 +167,8 @@ def evaluate_procedures(path: str | Path, names: Sequence[str], device: str | No
     entry is reused only when its settings and its checkpoint step are those of now; otherwise it
     is measured again."""
     procedures = {name: named_procedure(name) for name in names}
-    file = Path(path) / PROCEDURE_FILE
+    path = Path(path).expanduser()
+    file = path / PROCEDURE_FILE
     stored = read_json(file, "procedure results") or {}
     step = checkpoint_step(path)
     wanted = {name: p for name, p in procedures.items()

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
+from bayesncl_pyro.config.errors import CheckpointError, RunWarning
 from bayesncl_pyro.evaluation import metrics
 from bayesncl_pyro.evaluation.evaluate import KNN_K, KNN_TEMPERATURE, extract_split
 from bayesncl_pyro.evaluation.procedure import procedure_measures
@@ -36,16 +38,27 @@ def trace_run(path: str | Path, device: str | None = None, every: int = 1) -> di
     """Measure the epoch checkpoints of the run in ``path`` whose epoch is a multiple of ``every``
     and that are not measured yet at their step, and keep the results in
     ``sc_over_training.json`` (written atomically after each checkpoint). The run's data is read
-    once, and not at all when every wanted checkpoint is measured already."""
+    once, and not at all when every wanted checkpoint is measured already. A checkpoint that
+    cannot be read (damaged, or holding non-finite weights) is named in a warning and left out,
+    its stored entry with it: one bad file does not stop the trace of the others."""
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise ValueError(f"every must be an integer >= 1, got {every!r}")
-    file = Path(path) / TRACE_FILE
+    path = Path(path).expanduser()
+    file = path / TRACE_FILE
     stored: dict[str, dict[str, Any]] = read_json(file, "training trace") or {}
     run: TrainedRun | None = None
     for epoch, name in epoch_checkpoints(path):
-        if epoch % every or (stored.get(name) or {}).get("step") == checkpoint_step(path, name):
+        if epoch % every:
             continue
-        run = load_trained(path, device=device, checkpoint_name=name, like=run)
+        try:
+            if (stored.get(name) or {}).get("step") == checkpoint_step(path, name):
+                continue
+            run = load_trained(path, device=device, checkpoint_name=name, like=run)
+        except CheckpointError as error:
+            warnings.warn(f"SC over training of {path}: {name} is left out: {error}", RunWarning, stacklevel=2)
+            if stored.pop(name, None) is not None:
+                atomic_write_json(file, stored)
+            continue
         train = extract_split(run, run.train_set, "train features", False)
         test = extract_split(run, run.test_set, "test features", False)
         labels = test["labels"]

@@ -10,6 +10,7 @@ weighted) against training images seen, and SC against k-NN per method.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,6 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from bayesncl_pyro.evaluation.markdown import markdown_table
+from bayesncl_pyro.evaluation.evaluate import result_files
 from bayesncl_pyro.evaluation.plots import literal_text, save_figure
 from bayesncl_pyro.evaluation.training_trace import TRACE_FILE, epoch_checkpoints, trace_run
 from bayesncl_pyro.experiments.stats import format_difference, format_mean_sd, paired_difference
@@ -40,7 +42,7 @@ def trace_spacing(every: int, every_images: int | None, images_per_epoch: float)
     that rungs of different data sizes are measured at comparable images seen."""
     if every_images is None:
         return every
-    return max(1, round(every_images / images_per_epoch))
+    return max(1, math.floor(every_images / images_per_epoch + 0.5))
 
 
 def rung_rows(spec: SuiteSpec, dataset: str, trace: bool = True, every: int = 10,
@@ -56,13 +58,17 @@ def rung_rows(spec: SuiteSpec, dataset: str, trace: bool = True, every: int = 10
         row = job_row(job)
         if row.get("sc") is None:
             continue
-        row["images_seen"] = job.cost
-        row["images_per_epoch"] = job.cost / job.cfg.train.epochs
+        # the run's own training-set size (eval.json), not a guess from the dataset's name
+        size = (read_json(job.directory / result_files(False)[0]) or {}).get("num_train") or job.cost / job.cfg.train.epochs
+        row["images_per_epoch"] = float(size)
+        row["images_seen"] = job.cfg.train.epochs * row["images_per_epoch"]
         # a run that kept only its last checkpoint has no course to trace: its end is the row itself
         kept = len(epoch_checkpoints(job.directory)) > 1
         spacing = trace_spacing(every, every_images, row["images_per_epoch"])
         points = trace_run(job.directory, every=spacing) if trace and kept else \
             (read_json(job.directory / TRACE_FILE) or {})
+        if trace:  # points stored at another spacing stay on disk, not in this ladder
+            points = {name: p for name, p in points.items() if p["epoch"] % spacing == 0}
         row["trace"] = [{"images_seen": p["epoch"] * row["images_per_epoch"], "knn_top1": p["knn_top1"],
                          **{short: p[long] for short, long in TRACE_MEASURES.items()},
                          **{f"{short}_gain": (p[long] - row[f"{short}_init"]

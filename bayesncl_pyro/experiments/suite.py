@@ -67,6 +67,7 @@ from bayesncl_pyro.experiments.stats import paired_difference
 from bayesncl_pyro.experiments.suite_report import write_results
 from bayesncl_pyro.storage.checkpoints import export_backbone
 from bayesncl_pyro.storage.run_directory import check_same_config
+from bayesncl_pyro.storage.shared_lock import exclusive
 from bayesncl_pyro.training.loop import SUMMARY_FILE
 
 ALLOWED_KEYS = ("out_dir", "prepare", "base", "overrides", "datasets", "methods", "seeds", "inspect",
@@ -258,11 +259,16 @@ def plan(spec: SuiteSpec) -> list[Job]:
 
 # ----------------------------------------------------------------------------- running
 
+RESULTS_LOCK = ".results.lock"
+"""In the suite's out_dir: held while the tables are collected and written, so that of two
+processes sharing the suite the one that writes last has read every run the other finished."""
+
 def prepare_inputs(spec: SuiteSpec) -> None:
     """Make each input of ``prepare`` once: unpack an ``archive`` (relative to the suite file) into
-    its folder (into a temporary sibling, then renamed), or write the backbone weights of a
-    finished run ``backbone_of`` (a run directory, relative to the working directory, as
-    ``out_dir`` is) as the state dict ``into`` that ``model.weights`` reads."""
+    its folder (into a temporary sibling, then renamed; under the lock ``<folder>.lock``, so that
+    processes sharing a suite unpack it once), or write the backbone weights of a finished run
+    ``backbone_of`` (a run directory, relative to the working directory, as ``out_dir`` is) as the
+    state dict ``into`` that ``model.weights`` reads."""
     for item in spec.prepare:
         if "backbone_of" in item:
             into = Path(item["into"]).expanduser()
@@ -276,13 +282,16 @@ def prepare_inputs(spec: SuiteSpec) -> None:
             continue
         if not archive.is_file():
             raise DataError(f"suite {spec.path}: archive {archive} does not exist (needed to fill {into})")
-        partial = into.with_name(into.name + ".partial")
-        partial.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(archive) as tar:
-            members = tar.getmembers()
-            for member in tqdm(members, desc=f"unpack {archive.name} (files)", unit="file", leave=False):
-                tar.extract(member, partial, filter="data")
-        os.replace(partial, into)
+        with exclusive(into.with_name(into.name + ".lock"), f"unpacking {archive} into {into}"):
+            if into.is_dir():  # unpacked by the process this one waited for
+                continue
+            partial = into.with_name(into.name + ".partial")
+            partial.mkdir(parents=True, exist_ok=True)
+            with tarfile.open(archive) as tar:
+                members = tar.getmembers()
+                for member in tqdm(members, desc=f"unpack {archive.name} (files)", unit="file", leave=False):
+                    tar.extract(member, partial, filter="data")
+            os.replace(partial, into)
 
 
 def run_job(job: Job, spec: SuiteSpec, progress: bool = False) -> None:
@@ -319,9 +328,16 @@ def run_suite(spec: SuiteSpec, progress: bool = True, only: Callable[[Job], bool
             bar.update(job.cost)
     finally:
         bar.close()
-    results = collect(spec, jobs if only is None else None)
-    results["suite_seconds_this_call"] = time.perf_counter() - started
-    write_results(spec, results)
+    return write_tables(spec, jobs if only is None else None, suite_seconds_this_call=time.perf_counter() - started)
+
+
+def write_tables(spec: SuiteSpec, jobs: Sequence[Job] | None = None, **extra: Any) -> dict[str, Any]:
+    """Collect the rows of ``jobs`` (default: every run of the suite) and write ``results.md``,
+    ``results.json`` and the figures, under the suite's :data:`RESULTS_LOCK`; ``extra`` goes into
+    the results as it is."""
+    with exclusive(spec.out_dir / RESULTS_LOCK, f"writing the tables of {spec.out_dir}"):
+        results = {**collect(spec, jobs), **extra}
+        write_results(spec, results)
     return results
 
 
