@@ -151,6 +151,18 @@ def test_running_procedure_on_a_run_matches_its_evaluation(tmp_path_factory):
     again = evaluate_procedures(run, ["running"])
     assert again["running"]["trained"]["semantic_consistency"] == pytest.approx(
         result["metrics"]["gated"]["semantic_consistency"], abs=1e-6)
+    # entries that are current are read back without loading the run or its data
+    from bayesncl_pyro.evaluation import procedure
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a current entry loaded the run")
+
+    original, procedure.load_trained = procedure.load_trained, refuse
+    try:
+        assert evaluate_procedures(run, names) == {name: json.loads((run / PROCEDURE_FILE).read_text())[name]
+                                                   for name in names}
+    finally:
+        procedure.load_trained = original
 
 
 def test_study_pairs_methods_and_procedures_by_seed(tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,9 @@ def test_load_trained_like_refuses_another_run(tiny_config):
     assert checkpoint_step(one.train.out_dir) == loaded.step > 0
     again = load_trained(one.train.out_dir, untrained=True, like=loaded)
     assert again.test_set is loaded.test_set and again.step == 0
+    # the same run spelled another way (relative to the working directory) is the same run
+    relative = os.path.relpath(one.train.out_dir)
+    assert load_trained(relative, like=loaded).train_set is loaded.train_set
     with pytest.raises(ValueError, match="like= must be a loaded copy"):
         load_trained(two.train.out_dir, like=loaded)
 
