@@ -487,3 +487,17 @@ def test_conflict_merges_new_epochs_into_its_result_file(tmp_path, monkeypatch):
     assert conflict.merge_checkpoints([{"checkpoint": "b", "epoch": 2}, {"checkpoint": "a", "epoch": 1, "v": 0}],
                                       [{"checkpoint": "a", "epoch": 1, "v": 1}]) == [
         {"checkpoint": "a", "epoch": 1, "v": 1}, {"checkpoint": "b", "epoch": 2}]
+
+
+def test_a_store_on_a_file_system_without_locks_is_refused_with_the_remedy(tmp_path, monkeypatch):
+    root = png_tree(tmp_path)
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    lock = store_folder(root, "train", "crop", 8, None).with_suffix(".store.lock")
+    with pytest.raises(DataError, match="does not support locks") as refused:
+        load_imagefolder_store(str(root), "train", 8, "crop", processes=1)
+    assert str(lock) in str(refused.value) and "data.cache_dir" in str(refused.value)
+    assert not lock.with_suffix("").exists()  # nothing decoded unlocked

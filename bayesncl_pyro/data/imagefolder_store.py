@@ -25,13 +25,10 @@ is centre-cropped to a square first. A store beside a read-only data folder is r
 from __future__ import annotations
 
 import ctypes
-import errno
-import fcntl
 import os
 import signal
 import sys
 import warnings
-from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
@@ -47,7 +44,7 @@ from bayesncl_pyro.data.image_store import (PIXELS, Listing, StoreWriter, create
                                             read_manifest, resume_store)
 from bayesncl_pyro.data.progress import progress
 from bayesncl_pyro.data.status import status
-from bayesncl_pyro.storage.atomic import make_directory, open_own_file
+from bayesncl_pyro.storage.shared_lock import exclusive
 from bayesncl_pyro.data import vision
 from bayesncl_pyro.data.vision import (CACHE_FOLDER, TORCHVISION_IO_DEPRECATION, _check_split,
                                        _error_text, _list_imagefolder, _report_corrupt, _to_size, _user_cache_dir)
@@ -254,35 +251,16 @@ def load_imagefolder_store(root: str, split: str, size: int, geometry: str = "cr
                                 processes, chunk, lock)
 
 
-@contextmanager
 def _decode_lock(folder: Path):
     """An exclusive lock on ``<folder>.lock`` while a process checks and decodes the store: the
     ranks of a ``torchrun`` job (on one machine, or on a shared file system that supports
     ``flock``) start together; one decodes, the others wait (saying so, with the path and the
-    holder's process id, which the holder writes into the file) and then read what it wrote.
-    Yields the lock's descriptor. The lock file is never a link, FIFO or device."""
-    make_directory(folder.parent)
+    holder's process id) and then read what it wrote. Yields the lock's descriptor. A file system
+    without locks is refused: two ranks decoding into one store would overwrite each other."""
     path = folder.with_name(folder.name + ".lock")
-    fd = open_own_file(path, os.O_RDWR | os.O_CREAT, 0o666, action="lock", doing="create the lock file",
-                       harm="writing it would change that file", refusal="cannot use the lock file {path}: {what}")
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            print(f"waiting for the lock {path}: another process (pid {holder}) is decoding or reading this "
-                  "store; this one goes on when it is done", file=sys.stderr, flush=True)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        try:
-            yield fd
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+    return exclusive(path, "decoding or reading this store", record_holder=True,
+                     refuse_unlocked=lambda message: DataError(
+                         f"{message}; give data.cache_dir a folder on a local disk"))
 
 
 def _decode_and_open(folder: Path, key: str, listing: Listing, files: list[Path], split_dir: Path, geometry: str,
