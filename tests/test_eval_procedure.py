@@ -163,6 +163,17 @@ def test_running_procedure_on_a_run_matches_its_evaluation(tmp_path_factory):
                                                    for name in names}
     finally:
         procedure.load_trained = original
+    # ... but never for a checkpoint that no longer fits the run's config.yaml
+    from bayesncl_pyro.config.errors import CheckpointError
+
+    config = run / "config.yaml"
+    text = config.read_text()
+    try:
+        config.write_text(text.replace("  prior_prob: ", "  prior_prob: 0.123 #", 1))
+        with pytest.raises(CheckpointError, match="written for another configuration: gate.prior_prob"):
+            evaluate_procedures(run, names)
+    finally:
+        config.write_text(text)
 
 
 def test_study_pairs_methods_and_procedures_by_seed(tmp_path):

@@ -81,3 +81,51 @@ def test_a_damaged_checkpoint_is_left_out_with_a_warning(tiny_config):
     assert sorted(again) == ["epoch_0001.pt", "epoch_0003.pt"]
     assert again["epoch_0003.pt"] == first["epoch_0003.pt"]
     assert "epoch_0002.pt" not in json.loads((run / TRACE_FILE).read_text())
+
+
+def _reads_of(monkeypatch) -> list[str]:
+    from bayesncl_pyro.storage import checkpoints
+
+    reads: list[str] = []
+    real = checkpoints.read
+    monkeypatch.setattr(checkpoints, "read", lambda path, *a, **k: reads.append(Path(path).name) or real(path, *a, **k))
+    return reads
+
+
+def test_each_checkpoint_is_read_once_when_measured(tiny_config, monkeypatch):
+    cfg = tiny_config("train.keep=2", "train.epochs=2")
+    train(cfg, progress=False)
+    reads = _reads_of(monkeypatch)
+    trace_run(cfg.train.out_dir)
+    assert sorted(reads) == ["epoch_0001.pt", "epoch_0002.pt"]
+    reads.clear()
+    trace_run(cfg.train.out_dir)  # current: each is read to learn its step, and only that
+    assert sorted(reads) == ["epoch_0001.pt", "epoch_0002.pt"]
+
+
+def test_stored_points_are_not_shown_for_a_run_whose_config_no_longer_fits(tiny_config):
+    """config.yaml edited after the trace (here the seed): the checkpoints are refused as bayesncl-eval
+    refuses them, and their stored points are dropped, not returned as current."""
+    cfg = tiny_config("train.keep=2", "train.epochs=2")
+    train(cfg, progress=False)
+    run = Path(cfg.train.out_dir)
+    assert sorted(trace_run(run)) == ["epoch_0001.pt", "epoch_0002.pt"]
+    config = run / "config.yaml"
+    text = config.read_text()
+    assert f"  seed: {cfg.train.seed}\n" in text
+    config.write_text(text.replace(f"  seed: {cfg.train.seed}\n", f"  seed: {cfg.train.seed + 1}\n"))
+    with pytest.warns(RunWarning, match="written for another configuration"):
+        assert trace_run(run) == {}
+    assert json.loads((run / TRACE_FILE).read_text()) == {}
+
+
+def test_load_trained_takes_the_checkpoint_it_was_given_and_only_that(tiny_config):
+    from bayesncl_pyro.evaluation.trained_run import load_trained, read_checkpoint
+
+    cfg = tiny_config("train.keep=2", "train.epochs=2")
+    train(cfg, progress=False)
+    first = read_checkpoint(cfg.train.out_dir, "epoch_0001.pt")
+    loaded = load_trained(cfg.train.out_dir, checkpoint_name="epoch_0001.pt", checkpoint=first)
+    assert loaded.step == first.step < read_checkpoint(cfg.train.out_dir).step
+    with pytest.raises(ValueError, match="checkpoint= must be .*last.pt as read; got .*epoch_0001.pt"):
+        load_trained(cfg.train.out_dir, checkpoint=first)

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from bayesncl_pyro.config.errors import ConfigError
 from bayesncl_pyro.evaluation import metrics
-from bayesncl_pyro.evaluation.trained_run import checkpoint_step, load_trained
+from bayesncl_pyro.evaluation.trained_run import load_trained, read_checkpoint
 from bayesncl_pyro.storage.atomic import atomic_write_json, read_json
 
 BATCHNORM = ("running", "batch")
@@ -165,18 +165,20 @@ def evaluate_procedures(path: str | Path, names: Sequence[str], device: str | No
     """Measure the run in ``path`` under each named procedure, trained and at its seeded
     initialisation, and keep the results in ``eval_procedure.json`` (written atomically). A stored
     entry is reused only when its settings and its checkpoint step are those of now; otherwise it
-    is measured again."""
+    is measured again. The checkpoint is read (once) either way, so a checkpoint that no longer
+    fits the run's ``config.yaml`` is refused, not answered from the stored entries."""
     procedures = {name: named_procedure(name) for name in names}
     path = Path(path).expanduser()
     file = path / PROCEDURE_FILE
     stored = read_json(file, "procedure results") or {}
-    step = checkpoint_step(path)
+    checkpoint = read_checkpoint(path)
+    step = checkpoint.step
     wanted = {name: p for name, p in procedures.items()
               if (stored.get(name) or {}).get("procedure") != p.to_dict()
               or (stored.get(name) or {}).get("step") != step}
     if not wanted:
         return {name: stored[name] for name in names}
-    trained = load_trained(path, device=device)
+    trained = load_trained(path, device=device, checkpoint=checkpoint)
     init = load_trained(path, device=device, untrained=True, like=trained)
     images, labels = trained.test_set.images, trained.test_set.labels
     for name, procedure in wanted.items():

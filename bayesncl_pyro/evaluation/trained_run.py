@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,16 +33,42 @@ class TrainedRun:
     step: int
 
 
+@dataclass(frozen=True)
+class RunCheckpoint:
+    """A checkpoint of a run as read from disk and checked against the run's ``config.yaml``:
+    what ``load_trained(checkpoint=...)`` restores without reading the file again."""
+
+    file: Path
+    state: dict[str, Any]
+
+    @property
+    def step(self) -> int:
+        return int(self.state["step"])
+
+
+def read_checkpoint(path: str | Path, checkpoint_name: str = run_directory.LAST_CHECKPOINT,
+                    cfg: Config | None = None) -> RunCheckpoint:
+    """Read checkpoint ``checkpoint_name`` of the run in ``path`` and refuse it (CheckpointError)
+    when it is damaged (naming the newest intact one) or written for another configuration than
+    the run's ``config.yaml`` (``cfg``, when the caller has read it). Builds no network and reads
+    no data, so a stored measurement can be checked against it cheaply."""
+    path = Path(path).expanduser()
+    cfg = cfg if cfg is not None else run_directory.read_config(path)
+    file, state = checkpoints.read_for_evaluation(path, checkpoint_name)
+    checkpoints.check_config(state, cfg.to_dict(), file)
+    return RunCheckpoint(file, state)
+
+
 def checkpoint_step(path: str | Path, checkpoint_name: str = run_directory.LAST_CHECKPOINT) -> int:
-    """The training step checkpoint ``checkpoint_name`` of the run in ``path`` was written at, read
-    without building the network or reading the data (to tell whether a stored measurement of
-    that checkpoint is still current)."""
-    _, state = checkpoints.read_for_evaluation(Path(path).expanduser(), checkpoint_name)
-    return int(state["step"])
+    """The training step checkpoint ``checkpoint_name`` of the run in ``path`` was written at
+    (:func:`read_checkpoint`: a checkpoint of another configuration is refused, so a stored
+    measurement is never taken as current for it)."""
+    return read_checkpoint(path, checkpoint_name).step
 
 
 def load_trained(path: str | Path, device: str | None = None, checkpoint_name: str = run_directory.LAST_CHECKPOINT,
-                 untrained: bool = False, like: TrainedRun | None = None) -> TrainedRun:
+                 untrained: bool = False, like: TrainedRun | None = None,
+                 checkpoint: RunCheckpoint | None = None) -> TrainedRun:
     """Rebuild the network of the run in ``path`` and load its checkpoint, in eval mode. A
     damaged checkpoint (the error names the newest intact one) or one holding a non-finite
     weight or buffer is refused with a CheckpointError.
@@ -54,6 +81,9 @@ def load_trained(path: str | Path, device: str | None = None, checkpoint_name: s
     ``like``: this run, already loaded (another checkpoint of it, or its initialisation); its
     splits and evaluation transform are taken over instead of read again, so that measuring many
     checkpoints of one run reads its data once.
+
+    ``checkpoint``: checkpoint ``checkpoint_name`` as :func:`read_checkpoint` returned it (to
+    decide whether to measure it), restored instead of read again.
     """
     path = Path(path).expanduser()
     cfg = run_directory.read_config(path)
@@ -75,8 +105,11 @@ def load_trained(path: str | Path, device: str | None = None, checkpoint_name: s
     classifier = online_classifier(net.feature_dim, train_set.num_classes, cfg.train.seed)
     step = 0
     if not untrained:
-        file, state = checkpoints.read_for_evaluation(path, checkpoint_name)
-        checkpoints.check_config(state, cfg.to_dict(), file)
+        if checkpoint is None:
+            checkpoint = read_checkpoint(path, checkpoint_name, cfg)
+        elif checkpoint.file.resolve() != (path / checkpoint_name).resolve():
+            raise ValueError(f"checkpoint= must be {path / checkpoint_name} as read; got {checkpoint.file}")
+        file, state = checkpoint.file, checkpoint.state
         modules = {"net": net, "classifier": classifier}
         checkpoints.restore_modules(state, modules, file)
         bad = checkpoints.modules_non_finite(modules)

@@ -16,7 +16,7 @@ from bayesncl_pyro.config.errors import CheckpointError, RunWarning
 from bayesncl_pyro.evaluation import metrics
 from bayesncl_pyro.evaluation.evaluate import KNN_K, KNN_TEMPERATURE, extract_split
 from bayesncl_pyro.evaluation.procedure import procedure_measures
-from bayesncl_pyro.evaluation.trained_run import TrainedRun, checkpoint_step, load_trained
+from bayesncl_pyro.evaluation.trained_run import TrainedRun, load_trained, read_checkpoint
 from bayesncl_pyro.storage.atomic import atomic_write_json, read_json
 
 TRACE_FILE = "sc_over_training.json"
@@ -51,9 +51,10 @@ def trace_run(path: str | Path, device: str | None = None, every: int = 1) -> di
         if epoch % every:
             continue
         try:
-            if (stored.get(name) or {}).get("step") == checkpoint_step(path, name):
+            checkpoint = read_checkpoint(path, name)
+            if (stored.get(name) or {}).get("step") == checkpoint.step:
                 continue
-            run = load_trained(path, device=device, checkpoint_name=name, like=run)
+            run = load_trained(path, device=device, checkpoint_name=name, like=run, checkpoint=checkpoint)
         except CheckpointError as error:
             warnings.warn(f"SC over training of {path}: {name} is left out: {error}", RunWarning, stacklevel=2)
             if stored.pop(name, None) is not None:
