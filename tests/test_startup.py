@@ -47,9 +47,15 @@ print(json.dumps({"code": code, "error": err.getvalue(), "torch": "torch" in sys
 """
 
 
-def test_a_config_mistake_is_named_before_torch_is_imported():
-    """A mistyped key or an out-of-range value is refused by the config layer alone, in a fraction
-    of a second, not after the seconds torch takes to import."""
+def test_a_config_mistake_is_named_before_torch_is_imported(tmp_path):
+    """A mistyped key or choice, or an out-of-range value (also one given to a run being resumed, or
+    shared by an ablation grid), is refused by the config layer alone, in a fraction of a second,
+    not after the seconds torch takes to import."""
+    import yaml
+
+    resumable = tmp_path / "run"
+    resumable.mkdir()
+    (resumable / "config.yaml").write_text(yaml.safe_dump({"train": {"out_dir": str(resumable)}}))
     cases = [
         ("bayesncl_pyro.cli.train", ["gate.prior_prb=0.5", "--no-progress"], "closest: gate.prior_prob"),
         ("bayesncl_pyro.cli.train", ["--config", str(ROOT / "configs/scenes_quick.yaml"), "gate.prior_prob=3"],
@@ -57,6 +63,12 @@ def test_a_config_mistake_is_named_before_torch_is_imported():
         ("bayesncl_pyro.cli.prepare", ["--splits", "train", "train.epoch=2"], "closest: train.epochs"),
         ("bayesncl_pyro.cli.ablate", ["gate.prior_prb=0.5", "grid.yaml", "--dry-run"], "closest: gate.prior_prob"),
         ("bayesncl_pyro.cli.evaluate", ["/nonexistent/run"], "run directory /nonexistent/run does not exist"),
+        ("bayesncl_pyro.cli.train", ["gate.prior=bernouli", "--no-progress"], "(closest: bernoulli)"),
+        ("bayesncl_pyro.cli.train", ["gate.estimator=stee", "--no-progress"], "(closest: ste"),
+        ("bayesncl_pyro.cli.train", ["--resume", str(resumable), "gate.prior_prob=3"], "gate.prior_prob=3.0 is not allowed"),
+        ("bayesncl_pyro.cli.ablate", [str(tmp_path / "missing.yaml"), "--dry-run"], "missing.yaml does not exist"),
+        ("bayesncl_pyro.cli.ablate", [str(ROOT / "configs/ablations/quick.yaml"), "train.steps=-1", "--dry-run"],
+         "train.steps=-1 is not allowed"),
     ]
     for module, argv, expected in cases:
         done = subprocess.run([sys.executable, "-c", FAIL_PROBE, module, json.dumps(argv)],

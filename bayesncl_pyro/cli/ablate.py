@@ -78,17 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     for text in args.overrides:  # a mistyped key is named before torch is imported
         check_override_key(parse_override(text)[0])
-    from bayesncl_pyro.experiments.ablation import (
-        is_finished,
-        load_spec,
-        plan_cells,
-        recorded_differences,
-        record_failure,
-        run_ablation,
-        run_cell,
-    )
-
     if args.run_cell:
+        from bayesncl_pyro.experiments.ablation import record_failure, run_cell
+
         try:
             run_cell(args.run_cell)
         except Exception as exc:
@@ -99,9 +91,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if not args.spec:
         p.error("the ablation YAML file is required")
-    spec = load_spec(args.spec, args.out_dir, args.overrides)
+    from bayesncl_pyro.experiments.ablation_plan import load_spec, plan_cells
+
+    spec = load_spec(args.spec, args.out_dir, args.overrides)  # a bad file or value is named before torch loads
     cells = plan_cells(spec)
     check_some_cell_valid(spec, cells)
+    from bayesncl_pyro.experiments.ablation import is_finished, recorded_differences, run_ablation
+
     if args.dry_run:
         for cell in cells:
             diffs = recorded_differences(cell)

@@ -74,12 +74,29 @@ class Registry(Generic[T]):
     them eagerly. Plugin packages of :data:`PLUGIN_GROUP` are loaded at the same moment.
     """
 
-    def __init__(self, kind: str, plugins: Iterable[str] = ()):
+    def __init__(self, kind: str, plugins: Iterable[str] = (), names: Iterable[str] = (),
+                 families: Iterable[str] = ()):
         self.kind = kind
         self._entries: dict[str, T] = {}
         self._families: dict[str, _Family[T]] = {}
         self._plugins = tuple(plugins)
+        self._declared = frozenset(names)
+        self._declared_families = frozenset(families)
         self._loaded = False
+
+    @property
+    def declared(self) -> tuple[frozenset[str], frozenset[str]]:
+        """The names and the family prefixes this package's modules (``plugins``) register, known
+        without importing them: a look-up of a declared name, or of a mistyped one in a table
+        without families when no plugin package is installed, is answered without loading torch
+        (a config mistake is named in a fraction of a second)."""
+        return self._declared, self._declared_families
+
+    def _declared_suffice(self) -> bool:
+        """Whether the declared names are the whole table: nothing loaded yet that could add to
+        them, and no plugin package installed that would."""
+        return (bool(self._declared) and not self._loaded and not self._declared_families
+                and not importlib.metadata.entry_points(group=PLUGIN_GROUP))
 
     def _load(self) -> None:
         if not self._loaded:
@@ -138,6 +155,8 @@ class Registry(Generic[T]):
         """Up to three registered names (family members included) nearest to a mistyped ``name``."""
         if not isinstance(name, str):
             return []
+        if self._declared_suffice():
+            return difflib.get_close_matches(name, sorted(self._declared), n=3, cutoff=0.75)
         self._load()
         every = sorted(self._entries) + [f"{p}:{m}" for p in sorted(self._families) for m in self._families[p].members()]
         return difflib.get_close_matches(name, every, n=3, cutoff=0.75)
@@ -150,6 +169,8 @@ class Registry(Generic[T]):
     def allowed(self, name: object = None) -> str:
         """What the table accepts, for an error message about ``name``: every name, and each family
         (with all its members when ``name`` is in it)."""
+        if self._declared_suffice():
+            return ", ".join(sorted(self._declared))
         self._load()
         text = ", ".join(sorted(self._entries))
         for prefix in sorted(self._families):
@@ -161,6 +182,10 @@ class Registry(Generic[T]):
         return text
 
     def __contains__(self, name: object) -> bool:
+        if not self._loaded and name in self._declared:
+            return True
+        if self._declared_suffice():
+            return False
         self._load()
         return name in self._entries or (isinstance(name, str) and self._family_member(name) is not None)
 

@@ -34,7 +34,6 @@ the grid process dies without a chance to forward it (SIGKILL).
 """
 from __future__ import annotations
 
-import itertools
 import json
 import ctypes
 import os
@@ -42,22 +41,24 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
-from bayesncl_pyro.config import Config, load_config
+from bayesncl_pyro.config import load_config
 from bayesncl_pyro.config.errors import CheckpointError, ConfigError
 from bayesncl_pyro.experiments.ablation_report import write_reports
 from bayesncl_pyro.experiments.cells import (
     TRUE_ELBO_FILE,
-    cell_name,
     ensure_trained,
     ensure_true_elbo,
     has_true_elbo,
-    point_overrides,
 )
-from bayesncl_pyro.experiments.grid_file import GridFile, TrueElboSettings
+from bayesncl_pyro.experiments.ablation_plan import ALLOWED_KEYS as ALLOWED_KEYS
+from bayesncl_pyro.experiments.ablation_plan import AblationSpec as AblationSpec
+from bayesncl_pyro.experiments.ablation_plan import Cell as Cell
+from bayesncl_pyro.experiments.ablation_plan import load_spec as load_spec
+from bayesncl_pyro.experiments.ablation_plan import plan_cells as plan_cells
 from bayesncl_pyro.experiments.run_results import final_loss, read_json
 from bayesncl_pyro.storage.atomic import atomic_write_json, atomic_write_text, open_own_file, storage_error
 from bayesncl_pyro.storage.run_directory import config_differences
@@ -67,62 +68,6 @@ CELL_FILE = "cell.json"
 ERROR_FILE = "error.txt"
 LOG_FILE = "log.txt"
 EVAL_FILE = "eval.json"
-ALLOWED_KEYS = ("base", "out_dir", "overrides", "grid", "true_elbo")
-
-
-@dataclass
-class AblationSpec:
-    """What the YAML file says, with paths resolved."""
-
-    base: Path | None
-    out_dir: Path
-    overrides: list[str] = field(default_factory=list)
-    grid: dict[str, list[Any]] = field(default_factory=dict)
-    true_elbo: TrueElboSettings = field(default_factory=TrueElboSettings)
-
-
-@dataclass
-class Cell:
-    name: str
-    axes: dict[str, Any]
-    directory: Path
-    overrides: list[str]
-    skip_reason: str | None = None
-    cfg: Config | None = None
-    true_elbo: TrueElboSettings = field(default_factory=TrueElboSettings)
-
-
-def load_spec(path: str | Path, out_dir: str | Path | None = None, overrides: Sequence[str] = ()) -> AblationSpec:
-    """Read and check an ablation YAML file; ``out_dir`` replaces the file's ``out_dir`` and
-    ``overrides`` (``key=value``, e.g. from the command line) are applied to every cell after
-    the file's own."""
-    file = GridFile(path, "ablation file", ALLOWED_KEYS)
-    return AblationSpec(
-        base=file.base(),
-        out_dir=file.out_dir(out_dir),
-        overrides=[*file.overrides(file.tree.get("overrides"), "overrides"),
-                   *file.overrides(list(overrides), "command-line overrides")],
-        grid=file.axes(file.tree.get("grid"), "grid"),
-        true_elbo=file.true_elbo(),
-    )
-
-
-def plan_cells(spec: AblationSpec) -> list[Cell]:
-    """Every cell of the grid, in grid order, with its overrides; invalid configs carry the reason."""
-    cells = []
-    for values in itertools.product(*spec.grid.values()):
-        axes = dict(zip(spec.grid, values))
-        directory = spec.out_dir / cell_name(axes)
-        overrides = [*spec.overrides, *point_overrides(axes), f"train.out_dir={directory}"]
-        cell = Cell(cell_name(axes), axes, directory, overrides, true_elbo=spec.true_elbo)
-        try:
-            cell.cfg = load_config(spec.base, overrides)
-        except ConfigError as exc:
-            cell.skip_reason = str(exc)
-        cells.append(cell)
-    return cells
-
-
 def recorded_differences(cell: Cell) -> list[str]:
     """How the run recorded in the cell's directory differs from the cell's config (empty when
     they agree, the directory holds no run, or the cell is skipped)."""

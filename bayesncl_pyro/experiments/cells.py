@@ -8,10 +8,8 @@ directory name become ``-``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
 
 import torch
-import yaml
 
 from bayesncl_pyro.config import Config
 from bayesncl_pyro.config.errors import StorageError
@@ -24,34 +22,6 @@ from bayesncl_pyro.storage.atomic import atomic_write_json, read_json
 from bayesncl_pyro.training.loop import train_unless_finished
 
 TRUE_ELBO_FILE = "true_elbo.json"
-
-
-def yaml_value(value: Any) -> str:
-    """A grid value as it is written in an override (``3e-05``, ``true``, ``[1, 2]``)."""
-    if isinstance(value, str):
-        return value
-    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-
-
-def axis_labels(keys: Sequence[str]) -> dict[str, str]:
-    """Short labels for cell names: the last part of a dotted key, unless two axes share it."""
-    last = [k.rsplit(".", 1)[-1] for k in keys]
-    return {k: (short if last.count(short) == 1 else k) for k, short in zip(keys, last)}
-
-
-def _safe(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_.=" else "-" for c in text)
-
-
-def cell_name(point: dict[str, Any]) -> str:
-    """The name of a grid point (axis key -> value), usable as a directory name."""
-    labels = axis_labels(list(point))
-    return "__".join(_safe(f"{labels[k]}={yaml_value(v)}") for k, v in point.items())
-
-
-def point_overrides(point: dict[str, Any]) -> list[str]:
-    """The ``key=value`` overrides of a grid point."""
-    return [f"{k}={yaml_value(v)}" for k, v in point.items()]
 
 
 def ensure_trained(cfg: Config, progress: bool = False) -> None:

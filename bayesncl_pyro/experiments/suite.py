@@ -56,12 +56,11 @@ from bayesncl_pyro.evaluation.glossary import measured
 from bayesncl_pyro.evaluation.sc_variants import ensure_sc_variants, read_sc_variants, sc_variant
 from bayesncl_pyro.experiments.cells import (
     TRUE_ELBO_FILE,
-    cell_name,
     ensure_trained,
     ensure_true_elbo,
-    point_overrides,
 )
 from bayesncl_pyro.experiments.grid_file import GridFile, TrueElboSettings
+from bayesncl_pyro.experiments.grid_points import cell_name, point_overrides
 from bayesncl_pyro.experiments.run_results import final_loss, kl_share, probe_not_converged, read_json
 from bayesncl_pyro.experiments.stats import paired_difference
 from bayesncl_pyro.experiments.suite_report import write_results

@@ -24,8 +24,6 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable
 
-import torch
-
 from bayesncl_pyro.config.errors import StorageError
 
 TEMPORARY = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.tmp")
@@ -252,6 +250,8 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
+    import torch  # here, so that the file helpers (and the commands' config errors) do not load torch
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return atomic_write_bytes(path, buffer.getvalue())
