@@ -16,7 +16,8 @@ from bayesncl_pyro.config.registry import Registry
 
 LOAD_ALL = """
 import json
-from bayesncl_pyro.config import choices
+from bayesncl_pyro.config import choices, registry
+registry._plugins_loaded = True  # this package's own registrations only, whatever plugins are installed
 out = {}
 for name in dir(choices):
     table = getattr(choices, name)
@@ -79,3 +80,13 @@ def test_the_declared_answer_is_the_loaded_answer():
         from bayesncl_pyro.config import load_config
 
         load_config(None, ["gate.prior=bernouli"])
+
+
+def test_a_name_registered_in_the_process_is_allowed_before_the_table_loads(monkeypatch):
+    """A name registered by code in this process (a script, a notebook), not through an entry
+    point, is as valid as a declared one; the declared names do not hide it."""
+    monkeypatch.setattr(registry_module.importlib.metadata, "entry_points", lambda group: [])
+    table = Registry("x.kind", plugins=["bayesncl_pyro.config.errors"], names=["alpha"])
+    table.register("mine", object())
+    assert "mine" in table and "alpha" in table
+    assert "mne" not in table and "closest: mine" in table.unknown("mne")

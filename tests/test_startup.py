@@ -65,6 +65,8 @@ def test_a_config_mistake_is_named_before_torch_is_imported(tmp_path):
         ("bayesncl_pyro.cli.evaluate", ["/nonexistent/run"], "run directory /nonexistent/run does not exist"),
         ("bayesncl_pyro.cli.train", ["gate.prior=bernouli", "--no-progress"], "(closest: bernoulli)"),
         ("bayesncl_pyro.cli.train", ["gate.estimator=stee", "--no-progress"], "(closest: ste"),
+        ("bayesncl_pyro.cli.train", ["optim.name=adm", "--no-progress"], "(closest: adam)"),
+        ("bayesncl_pyro.cli.train", ["optim.scheduler=cosine", "--no-progress"], "allowed: constant, warmup_cosine"),
         ("bayesncl_pyro.cli.train", ["--resume", str(resumable), "gate.prior_prob=3"], "gate.prior_prob=3.0 is not allowed"),
         ("bayesncl_pyro.cli.ablate", [str(tmp_path / "missing.yaml"), "--dry-run"], "missing.yaml does not exist"),
         ("bayesncl_pyro.cli.ablate", [str(ROOT / "configs/ablations/quick.yaml"), "train.steps=-1", "--dry-run"],

@@ -501,3 +501,17 @@ def test_a_store_on_a_file_system_without_locks_is_refused_with_the_remedy(tmp_p
         load_imagefolder_store(str(root), "train", 8, "crop", processes=1)
     assert str(lock) in str(refused.value) and "data.cache_dir" in str(refused.value)
     assert not lock.with_suffix("").exists()  # nothing decoded unlocked
+
+
+def test_a_complete_store_on_a_file_system_without_locks_is_still_read(tmp_path, monkeypatch):
+    root = png_tree(tmp_path)
+    decoded = load_imagefolder_store(str(root), "train", 8, "crop", processes=1)
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    again = load_imagefolder_store(str(root), "train", 8, "crop", processes=1)
+    assert len(again) == len(decoded) and torch.equal(again.images[:], decoded.images[:])
+    with pytest.raises(DataError, match="does not support locks .*NFS without nolock"):
+        load_imagefolder_store(str(root), "train", 16, "crop", processes=1)  # another size: would decode

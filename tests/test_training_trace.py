@@ -129,3 +129,19 @@ def test_load_trained_takes_the_checkpoint_it_was_given_and_only_that(tiny_confi
     assert loaded.step == first.step < read_checkpoint(cfg.train.out_dir).step
     with pytest.raises(ValueError, match="checkpoint= must be .*last.pt as read; got .*epoch_0001.pt"):
         load_trained(cfg.train.out_dir, checkpoint=first)
+    with pytest.raises(ValueError, match="exclude each other"):
+        load_trained(cfg.train.out_dir, checkpoint_name="epoch_0001.pt", checkpoint=first, untrained=True)
+
+
+def test_a_config_that_cannot_be_read_refuses_the_trace_and_keeps_it(tiny_config):
+    from bayesncl_pyro.config.errors import BayesNCLError
+
+    cfg = tiny_config("train.keep=2", "train.epochs=2")
+    train(cfg, progress=False)
+    run = Path(cfg.train.out_dir)
+    trace_run(run)
+    kept = (run / TRACE_FILE).read_text()
+    (run / "config.yaml").write_text("data: [unclosed\n")
+    with pytest.raises(BayesNCLError, match="config.yaml"):
+        trace_run(run)
+    assert (run / TRACE_FILE).read_text() == kept

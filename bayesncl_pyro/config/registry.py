@@ -2,7 +2,9 @@
 
 Entries come from three places and are registered the same way (``TABLE.register(name, entry)``):
 
-- this package's own modules, named to each table as strings and imported on its first look-up;
+- this package's own modules, named to each table as strings and imported on its first look-up
+  that needs them (the names they register are declared beside them, so checking a config's
+  choice needs no import while no plugin package is installed);
 - plugin packages: a module (or a function) declared in the entry-point group
   :data:`PLUGIN_GROUP` of an installed distribution, imported (or called) at the first look-up of
   any table, so a run that uses a plugin's choice validates in every process and command;
@@ -72,6 +74,7 @@ class Registry(Generic[T]):
     ``plugins`` are this package's modules whose import fills the table (e.g. the ``models``
     package for priors); they are imported on first look-up, so the library core never imports
     them eagerly. Plugin packages of :data:`PLUGIN_GROUP` are loaded at the same moment.
+    ``names`` and ``families`` declare what ``plugins`` register (:attr:`declared`).
     """
 
     def __init__(self, kind: str, plugins: Iterable[str] = (), names: Iterable[str] = (),
@@ -95,7 +98,8 @@ class Registry(Generic[T]):
     def _declared_suffice(self) -> bool:
         """Whether the declared names are the whole table: nothing loaded yet that could add to
         them, and no plugin package installed that would."""
-        return (bool(self._declared) and not self._loaded and not self._declared_families
+        return (bool(self._declared) and not self._loaded and not self._declared_families and not self._families
+                and self._entries.keys() <= self._declared
                 and not importlib.metadata.entry_points(group=PLUGIN_GROUP))
 
     def _load(self) -> None:
@@ -182,7 +186,7 @@ class Registry(Generic[T]):
         return text
 
     def __contains__(self, name: object) -> bool:
-        if not self._loaded and name in self._declared:
+        if name in self._entries or (not self._loaded and name in self._declared):
             return True
         if self._declared_suffice():
             return False

@@ -125,20 +125,22 @@ def validate(cfg: Config) -> Config:
     _require(t.checkpoint_every >= 0, "train.checkpoint_every", t.checkpoint_every, "an integer >= 0 (0 = each epoch)")
     _require(t.max_bad_steps >= 1, "train.max_bad_steps", t.max_bad_steps, "an integer >= 1")
 
-    # Last: a look-up imports the modules that fill a table (torch among them), so every plain
-    # range check above answers first, and at once.
+    # Last: the choices. A declared name is answered without importing the modules that fill a
+    # table (config/choices.py); only a name the declarations cannot answer (a plugin's, a family
+    # member) imports them, torch among them, so every plain range check above answers first.
     _choice("data.name", d.name, choices.DATASETS)
     _choice("model.backbone", m.backbone, choices.BACKBONES)
     _choice("model.nonneg", m.nonneg, choices.NONNEG)
     _choice("gate.prior", g.prior, choices.PRIORS)
     _choice("gate.estimator", g.estimator, choices.ESTIMATORS)
-    # hard_concrete and none have no Bernoulli gates to estimate: the family says whether it reads the setting
-    bernoulli_priors = ", ".join(p for p in choices.PRIORS.names() if choices.PRIORS.get(p).uses_gate_estimator)
-    _require(g.estimator == GateConfig.estimator or choices.PRIORS.get(g.prior).uses_gate_estimator,
-             "gate.estimator", g.estimator,
-             f"{GateConfig.estimator} with gate.prior={g.prior}, which does not use gate.estimator "
-             f"(the estimators apply to gate.prior={bernoulli_priors})")
     _choice("gate.hard_concrete_mode", g.hard_concrete_mode, choices.HARD_CONCRETE_MODES)
     _choice("optim.name", o.name, choices.OPTIMIZERS)
     _choice("optim.scheduler", o.scheduler, choices.SCHEDULERS)
+    # hard_concrete and none have no Bernoulli gates to estimate: the family says whether it reads
+    # the setting (which needs the family itself, so only when an estimator other than the default is asked for)
+    if g.estimator != GateConfig.estimator and not choices.PRIORS.get(g.prior).uses_gate_estimator:
+        bernoulli_priors = ", ".join(p for p in choices.PRIORS.names() if choices.PRIORS.get(p).uses_gate_estimator)
+        raise ConfigError(f"gate.estimator={shown(g.estimator)} is not allowed; allowed: {GateConfig.estimator} with "
+                          f"gate.prior={g.prior}, which does not use gate.estimator (the estimators apply to "
+                          f"gate.prior={bernoulli_priors})")
     return cfg

@@ -243,12 +243,22 @@ def load_imagefolder_store(root: str, split: str, size: int, geometry: str = "cr
         if opened is not None:
             return opened
         folder = _user_cache_dir(root_path, cache_dir) / folder.name
-    with _decode_lock(folder) as lock:
+    try:
+        with _decode_lock(folder) as lock:
+            opened = _open(folder, key, listing, split_dir, skip_corrupt, in_memory, size)
+            if opened is not None:
+                return opened
+            return _decode_and_open(folder, key, listing, files, split_dir, geometry, size, skip_corrupt, in_memory,
+                                    processes, chunk, lock)
+    except _NoLocks as refused:
         opened = _open(folder, key, listing, split_dir, skip_corrupt, in_memory, size)
-        if opened is not None:
+        if opened is not None:  # complete and of this tree: reading it needs no lock
             return opened
-        return _decode_and_open(folder, key, listing, files, split_dir, geometry, size, skip_corrupt, in_memory,
-                                processes, chunk, lock)
+        raise DataError(str(refused)) from None
+
+
+class _NoLocks(DataError):
+    """The store's file system has no locks (a complete store there is still read)."""
 
 
 def _decode_lock(folder: Path):
@@ -256,11 +266,13 @@ def _decode_lock(folder: Path):
     ranks of a ``torchrun`` job (on one machine, or on a shared file system that supports
     ``flock``) start together; one decodes, the others wait (saying so, with the path and the
     holder's process id) and then read what it wrote. Yields the lock's descriptor. A file system
-    without locks is refused: two ranks decoding into one store would overwrite each other."""
+    without locks raises _NoLocks: two ranks decoding into one store would overwrite each other."""
     path = folder.with_name(folder.name + ".lock")
     return exclusive(path, "decoding or reading this store", record_holder=True,
-                     refuse_unlocked=lambda message: DataError(
-                         f"{message}; give data.cache_dir a folder on a local disk"))
+                     refuse_unlocked=lambda message: _NoLocks(
+                         f"{message}, and the store there is missing, unfinished or of another tree; decode it once "
+                         "where locks work (mount with locks: NFS without nolock, Lustre with -o flock) or give "
+                         "data.cache_dir a folder on a local disk"))
 
 
 def _decode_and_open(folder: Path, key: str, listing: Listing, files: list[Path], split_dir: Path, geometry: str,

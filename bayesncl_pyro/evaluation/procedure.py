@@ -179,6 +179,7 @@ def evaluate_procedures(path: str | Path, names: Sequence[str], device: str | No
     if not wanted:
         return {name: stored[name] for name in names}
     trained = load_trained(path, device=device, checkpoint=checkpoint)
+    del checkpoint  # restored: the file's optimiser state need not stay in memory while measuring
     init = load_trained(path, device=device, untrained=True, like=trained)
     images, labels = trained.test_set.images, trained.test_set.labels
     for name, procedure in wanted.items():

@@ -86,6 +86,10 @@ def load_trained(path: str | Path, device: str | None = None, checkpoint_name: s
     decide whether to measure it), restored instead of read again.
     """
     path = Path(path).expanduser()
+    if checkpoint is not None and untrained:
+        raise ValueError("checkpoint= and untrained=True exclude each other: the initialisation restores no checkpoint")
+    if checkpoint is not None and checkpoint.file.resolve() != (path / checkpoint_name).resolve():
+        raise ValueError(f"checkpoint= must be {path / checkpoint_name} as read; got {checkpoint.file}")
     cfg = run_directory.read_config(path)
     dev = resolve_device(device or cfg.train.device)
     if like is not None:
@@ -107,8 +111,6 @@ def load_trained(path: str | Path, device: str | None = None, checkpoint_name: s
     if not untrained:
         if checkpoint is None:
             checkpoint = read_checkpoint(path, checkpoint_name, cfg)
-        elif checkpoint.file.resolve() != (path / checkpoint_name).resolve():
-            raise ValueError(f"checkpoint= must be {path / checkpoint_name} as read; got {checkpoint.file}")
         file, state = checkpoint.file, checkpoint.state
         modules = {"net": net, "classifier": classifier}
         checkpoints.restore_modules(state, modules, file)

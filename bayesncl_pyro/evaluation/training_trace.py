@@ -17,6 +17,7 @@ from bayesncl_pyro.evaluation import metrics
 from bayesncl_pyro.evaluation.evaluate import KNN_K, KNN_TEMPERATURE, extract_split
 from bayesncl_pyro.evaluation.procedure import procedure_measures
 from bayesncl_pyro.evaluation.trained_run import TrainedRun, load_trained, read_checkpoint
+from bayesncl_pyro.storage import run_directory
 from bayesncl_pyro.storage.atomic import atomic_write_json, read_json
 
 TRACE_FILE = "sc_over_training.json"
@@ -39,11 +40,14 @@ def trace_run(path: str | Path, device: str | None = None, every: int = 1) -> di
     and that are not measured yet at their step, and keep the results in
     ``sc_over_training.json`` (written atomically after each checkpoint). The run's data is read
     once, and not at all when every wanted checkpoint is measured already. A checkpoint that
-    cannot be read (damaged, or holding non-finite weights) is named in a warning and left out,
-    its stored entry with it: one bad file does not stop the trace of the others."""
+    cannot be used (damaged, holding non-finite weights, or written for another configuration
+    than the run's ``config.yaml``) is named in a warning and left out, its stored entry with it:
+    one bad file does not stop the trace of the others. A ``config.yaml`` that cannot be read
+    refuses the whole trace (CheckpointError) and leaves the stored one as it is."""
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise ValueError(f"every must be an integer >= 1, got {every!r}")
     path = Path(path).expanduser()
+    cfg = run_directory.read_config(path)  # a run whose config cannot be read is refused whole, its trace kept
     file = path / TRACE_FILE
     stored: dict[str, dict[str, Any]] = read_json(file, "training trace") or {}
     run: TrainedRun | None = None
@@ -51,10 +55,11 @@ def trace_run(path: str | Path, device: str | None = None, every: int = 1) -> di
         if epoch % every:
             continue
         try:
-            checkpoint = read_checkpoint(path, name)
+            checkpoint = read_checkpoint(path, name, cfg)
             if (stored.get(name) or {}).get("step") == checkpoint.step:
                 continue
             run = load_trained(path, device=device, checkpoint_name=name, like=run, checkpoint=checkpoint)
+            del checkpoint  # restored: the file's optimiser state need not stay in memory while measuring
         except CheckpointError as error:
             warnings.warn(f"SC over training of {path}: {name} is left out: {error}", RunWarning, stacklevel=2)
             if stored.pop(name, None) is not None:

@@ -86,7 +86,7 @@ def _evaluated(rows: list[dict[str, Any]]) -> bool:
 
 
 def markdown_report(spec, rows: list[dict[str, Any]]) -> str:
-    """``spec``: the :class:`bayesncl_pyro.ablation.AblationSpec` the rows come from."""
+    """``spec``: the :class:`~bayesncl_pyro.experiments.ablation_plan.AblationSpec` the rows come from."""
     axes = list(spec.grid)
     group_axes = [a for a in axes if a != SEED_KEY]
     lines = ["# Ablation", "",

@@ -1,9 +1,6 @@
-"""One point of a grid: its name and directory, and the steps every grid point runs — train the
-run unless it is finished, then measure its true negative ELBO on a fixed held-out batch.
-
-A cell is named by its axis values, ``axis=value`` joined by ``__``, where an axis is shown by
-the last part of its dotted key unless two axes share it; characters that do not belong in a
-directory name become ``-``.
+"""One point of a grid: the steps every grid point runs — train the run unless it is finished,
+then measure its true negative ELBO on a fixed held-out batch. Its name and overrides are
+:mod:`.grid_points`.
 """
 from __future__ import annotations
 

@@ -1,6 +1,11 @@
 """Grid points as names and overrides: what a grid's cells are called (their directory names) and
 the ``key=value`` overrides that make them. Reads no data and imports no torch, so a grid file can
-be planned, and its mistakes named, before anything heavy is loaded."""
+be planned, and its mistakes named, before anything heavy is loaded.
+
+A cell is named by its axis values, ``axis=value`` joined by ``__``, where an axis is shown by
+the last part of its dotted key unless two axes share it; characters that do not belong in a
+directory name become ``-``.
+"""
 from __future__ import annotations
 
 from typing import Any, Sequence
