@@ -3,12 +3,13 @@
 
     python scripts/ladder.py cpu_head cpu_ladder_e40 [--dataset cifar10] [--out runs/ladder]
                              [--method bayesncl_ste] [--baseline ncl] [--no-trace]
-                             [--trace-every 10 | --trace-images 80000]
+                             [--trace-every 10 | --trace-images 80000] [--pool RUNG RUNG ...]
 
 Only finished, evaluated runs are read; runs that kept epoch checkpoints are measured at every
 10th (``--trace-every``) or about every ``--trace-images`` training images
 (``sc_over_training.json`` in the run, reused) unless ``--no-trace``. Writes ``ladder.md``,
-``ladder.json``, ``ladder_gain.png`` and ``ladder_sc_knn.png`` into ``--out``.
+``ladder.json``, ``ladder_gain.png`` and ``ladder_sc_knn.png`` into ``--out``. ``--pool`` adds a
+row of differences over the seed pairs of the named rungs together.
 """
 from __future__ import annotations
 
@@ -33,7 +34,16 @@ def parse(argv=None):
     spacing.add_argument("--trace-images", type=positive_int,
                          help="instead, measure about every this many training images in every rung (the nearest "
                               "whole number of epochs), so that rungs with more images per epoch are traced alike")
-    return parser.parse_args(argv)
+    parser.add_argument("--pool", nargs="+", metavar="RUNG", default=[],
+                        help="also pair the seeds of these rungs (two or more of SUITE) together, each (rung, seed) "
+                             "one pair: a difference across rungs that each have too few pairs alone")
+    args = parser.parse_args(argv)
+    from pathlib import Path
+
+    names = [Path(name).stem for name in args.suites]
+    if args.pool and (len(args.pool) < 2 or set(args.pool) - set(names)):
+        parser.error(f"--pool takes two or more of the suites given ({', '.join(names)}); got {' '.join(args.pool)}")
+    return args
 
 
 @guarded
@@ -44,7 +54,7 @@ def main(argv=None) -> int:
 
     specs = [load_suite(suite_file(name)) for name in args.suites]
     path = write_ladder(specs, args.dataset, args.out, args.method, args.baseline, not args.no_trace, args.trace_every,
-                        args.trace_images)
+                        args.trace_images, args.pool)
     print(f"ladder: {path}")
     return 0
 

@@ -65,3 +65,31 @@ def test_trace_spacing_follows_images_seen():
     assert trace_spacing(10, 80_000, 8000) == 10       # 8,000 images per epoch: every 10th epoch
     assert trace_spacing(10, 80_000, 50_000) == 2      # all of CIFAR-10: 1.6 epochs, the nearest whole 2
     assert trace_spacing(10, 10_000, 50_000) == 1      # never less than every epoch
+
+
+def test_pooled_rungs_pair_each_rung_and_seed_once():
+    data, diffs = rungs()
+    result = summarize(data, "bayesncl_ste", "ncl", pool=["short", "long"])
+    pooled = result["pooled"]["differences"]["sc_gain"]
+    every = np.concatenate([diffs, [4 - 3, 6 - 4]])  # the long rung's two pairs
+    half = scipy_stats.t.ppf(0.975, len(every) - 1) * every.std(ddof=1) / np.sqrt(len(every))
+    assert pooled["pairs"] == 6 and pooled["mean"] == pytest.approx(every.mean(), abs=1e-9)
+    assert (pooled["lower"], pooled["upper"]) == pytest.approx((every.mean() - half, every.mean() + half), abs=1e-6)
+    assert "| pooled: short + long |" in format_ladder(result) and "n=6" in format_ladder(result)
+    with pytest.raises(ValueError, match=r"two or more rungs of this ladder; got \['short', 'middle'\]"):
+        summarize(data, "bayesncl_ste", "ncl", pool=["short", "middle"])
+
+
+def test_pool_names_are_checked_before_anything_is_read(capsys):
+    import importlib.util
+
+    from tests.conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("ladder_script", ROOT / "scripts" / "ladder.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    with pytest.raises(SystemExit):
+        script.parse(["cpu_head", "cpu_ladder_e40", "--pool", "cpu_head", "cpu_ladder_e100"])
+    assert "--pool takes two or more of the suites given (cpu_head, cpu_ladder_e40)" in capsys.readouterr().err
+    assert script.parse(["cpu_head", "cpu_ladder_e40", "--pool", "cpu_head", "cpu_ladder_e40"]).pool == [
+        "cpu_head", "cpu_ladder_e40"]

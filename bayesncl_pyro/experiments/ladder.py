@@ -4,7 +4,7 @@ better?
 
 Per rung: each method's SC, supported and weighted SC and their gains, k-NN and linear probe, the
 hard-gate open share (mean ± sd over seeds), and the method − baseline differences paired by seed
-(95 % t interval). Runs that kept their epoch checkpoints add their SC over training
+(95 % t interval), and optionally those of several rungs pooled. Runs that kept their epoch checkpoints add their SC over training
 (:mod:`bayesncl_pyro.evaluation.training_trace`). Two figures: the gain difference (plain and
 weighted) against training images seen, and SC against k-NN per method.
 """
@@ -79,13 +79,42 @@ def rung_rows(spec: SuiteSpec, dataset: str, trace: bool = True, every: int = 10
     return rows
 
 
-def summarize(rungs: dict[str, list[dict[str, Any]]], method: str, baseline: str) -> dict[str, Any]:
-    """Per rung: levels per method and ``method − baseline`` paired by seed."""
+def _by_method(rows: list[dict[str, Any]]) -> dict[str, dict[int, dict[str, Any]]]:
+    by_method: dict[str, dict[int, dict[str, Any]]] = {}
+    for row in rows:
+        by_method.setdefault(row["method"], {})[row["seed"]] = row
+    return by_method
+
+
+def pooled_differences(rungs: dict[str, list[dict[str, Any]]], pool: Sequence[str], method: str,
+                       baseline: str) -> dict[str, Any]:
+    """``method − baseline`` over the seed pairs of several rungs together, each pair (rung, seed)
+    one observation: whether a difference holds across the better-trained rungs when each has
+    too few pairs alone. Rung-to-rung differences count as spread, so the interval is wider than
+    one that models them, not narrower."""
+    unknown = [rung for rung in pool if rung not in rungs]
+    if unknown or len(pool) < 2:
+        raise ValueError(f"pooling needs two or more rungs of this ladder; got {list(pool)} "
+                         f"(rungs: {', '.join(rungs)})")
+    values: dict[str, tuple[dict, dict]] = {key: ({}, {}) for key in DIFFERENCES}
+    for rung in pool:
+        by_method = _by_method(rungs[rung])
+        for key in DIFFERENCES:
+            for side, name in zip(values[key], (method, baseline)):
+                side.update({(rung, seed): row.get(key) for seed, row in by_method.get(name, {}).items()})
+    return {"rungs": list(pool),
+            "differences": {key: paired_difference(ours, theirs).to_dict() for key, (ours, theirs) in values.items()}}
+
+
+def summarize(rungs: dict[str, list[dict[str, Any]]], method: str, baseline: str,
+              pool: Sequence[str] = ()) -> dict[str, Any]:
+    """Per rung: levels per method and ``method − baseline`` paired by seed; with ``pool``, also
+    those rungs' pairs together (:func:`pooled_differences`)."""
     result: dict[str, Any] = {"method": method, "baseline": baseline, "rungs": {}}
+    if pool:
+        result["pooled"] = pooled_differences(rungs, pool, method, baseline)
     for rung, rows in rungs.items():
-        by_method: dict[str, dict[int, dict[str, Any]]] = {}
-        for row in rows:
-            by_method.setdefault(row["method"], {})[row["seed"]] = row
+        by_method = _by_method(rows)
         levels = {m: {key: [r.get(key) for r in seeds.values()] for key in LEVELS}
                   for m, seeds in by_method.items()}
         images = sorted({r["images_seen"] for r in rows})
@@ -113,9 +142,16 @@ def format_ladder(result: dict[str, Any]) -> str:
                                  for k in LEVELS)])
     lines.append(markdown_table(["rung", "images seen", "method", *(LABELS[k] for k in LEVELS)], level_rows))
     lines.append(f"\n{method} − {baseline}:\n")
-    lines.append(markdown_table(["rung", *(LABELS[k] for k in DIFFERENCES)],
-                                [[rung, *(format_difference(block["differences"].get(k), mark=True) for k in DIFFERENCES)]
-                                 for rung, block in result["rungs"].items()]))
+    table = [[rung, *(format_difference(block["differences"].get(k), mark=True) for k in DIFFERENCES)]
+             for rung, block in result["rungs"].items()]
+    pooled = result.get("pooled")
+    if pooled:
+        table.append([f"pooled: {' + '.join(pooled['rungs'])}",
+                      *(format_difference(pooled["differences"].get(k), mark=True) for k in DIFFERENCES)])
+    lines.append(markdown_table(["rung", *(LABELS[k] for k in DIFFERENCES)], table))
+    if pooled:
+        lines.append("\nPooled: the seed pairs of those rungs together, each (rung, seed) one pair; the rungs' "
+                     "own differences count as spread (a wider interval than one that models them).")
     return "\n".join(lines)
 
 
@@ -184,12 +220,17 @@ def sc_knn_figure(rungs: dict[str, list[dict[str, Any]]], methods: Sequence[str]
 
 
 def write_ladder(specs: Sequence[SuiteSpec], dataset: str, out_dir: str | Path, method: str = "bayesncl_ste",
-                 baseline: str = "ncl", trace: bool = True, every: int = 10, every_images: int | None = None) -> Path:
+                 baseline: str = "ncl", trace: bool = True, every: int = 10, every_images: int | None = None,
+                 pool: Sequence[str] = ()) -> Path:
     """Read every rung (suite), measure traces where checkpoints were kept, write ``ladder.md``,
-    ``ladder.json``, ``ladder_gain.png`` and ``ladder_sc_knn.png`` into ``out_dir``."""
+    ``ladder.json``, ``ladder_gain.png`` and ``ladder_sc_knn.png`` into ``out_dir``; ``pool``
+    names rungs whose pairs are also taken together (:func:`pooled_differences`)."""
     out = Path(out_dir)
+    names = [spec.path.stem for spec in specs]
+    if pool:  # a bad name is refused before any checkpoint is measured
+        pooled_differences({name: [] for name in names}, pool, method, baseline)
     rungs = {spec.path.stem: rung_rows(spec, dataset, trace, every, every_images) for spec in specs}
-    result = summarize(rungs, method, baseline)
+    result = summarize(rungs, method, baseline, pool)
     atomic_write_json(out / "ladder.json", {**result, "rows": {k: [{key: r.get(key) for key in (
         "name", "seed", "method", "images_seen", *LEVELS)} | {"trace": r["trace"]} for r in v] for k, v in rungs.items()}})
     save_figure(gain_figure(rungs, result), out / "ladder_gain.png")
