@@ -53,13 +53,13 @@ def test_trace_reads_the_data_once_and_not_at_all_when_current(tiny_config, monk
 
 
 def test_load_trained_like_refuses_another_run(tiny_config):
-    from bayesncl_pyro.evaluation.trained_run import checkpoint_step, load_trained
+    from bayesncl_pyro.evaluation.trained_run import load_trained, read_checkpoint
 
     one, two = tiny_config("train.seed=0"), tiny_config("train.seed=1")
     for cfg in (one, two):
         train(cfg, progress=False)
     loaded = load_trained(one.train.out_dir)
-    assert checkpoint_step(one.train.out_dir) == loaded.step > 0
+    assert read_checkpoint(one.train.out_dir).step == loaded.step > 0
     again = load_trained(one.train.out_dir, untrained=True, like=loaded)
     assert again.test_set is loaded.test_set and again.step == 0
     # the same run spelled another way (relative to the working directory) is the same run

@@ -59,13 +59,6 @@ def read_checkpoint(path: str | Path, checkpoint_name: str = run_directory.LAST_
     return RunCheckpoint(file, state)
 
 
-def checkpoint_step(path: str | Path, checkpoint_name: str = run_directory.LAST_CHECKPOINT) -> int:
-    """The training step checkpoint ``checkpoint_name`` of the run in ``path`` was written at
-    (:func:`read_checkpoint`: a checkpoint of another configuration is refused, so a stored
-    measurement is never taken as current for it)."""
-    return read_checkpoint(path, checkpoint_name).step
-
-
 def load_trained(path: str | Path, device: str | None = None, checkpoint_name: str = run_directory.LAST_CHECKPOINT,
                  untrained: bool = False, like: TrainedRun | None = None,
                  checkpoint: RunCheckpoint | None = None) -> TrainedRun:
