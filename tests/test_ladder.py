@@ -76,20 +76,24 @@ def test_pooled_rungs_pair_each_rung_and_seed_once():
     assert pooled["pairs"] == 6 and pooled["mean"] == pytest.approx(every.mean(), abs=1e-9)
     assert (pooled["lower"], pooled["upper"]) == pytest.approx((every.mean() - half, every.mean() + half), abs=1e-6)
     assert "| pooled: short + long |" in format_ladder(result) and "n=6" in format_ladder(result)
-    with pytest.raises(ValueError, match=r"two or more rungs of this ladder; got \['short', 'middle'\]"):
+    with pytest.raises(ValueError,
+                       match=r"two or more different rungs of this ladder \(short, long\); got \[.short., .middle.\]"):
         summarize(data, "bayesncl_ste", "ncl", pool=["short", "middle"])
 
 
-def test_pool_names_are_checked_before_anything_is_read(capsys):
+@pytest.mark.parametrize("pool", [["cpu_head", "cpu_ladder_e100"], ["cpu_head"], ["cpu_head", "cpu_head"]])
+def test_pool_names_are_checked_before_anything_is_read(pool, tmp_path, capsys, monkeypatch):
     import importlib.util
 
+    from bayesncl_pyro.experiments import ladder
     from tests.conftest import ROOT
 
     spec = importlib.util.spec_from_file_location("ladder_script", ROOT / "scripts" / "ladder.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    with pytest.raises(SystemExit):
-        script.parse(["cpu_head", "cpu_ladder_e40", "--pool", "cpu_head", "cpu_ladder_e100"])
-    assert "--pool takes two or more of the suites given (cpu_head, cpu_ladder_e40)" in capsys.readouterr().err
-    assert script.parse(["cpu_head", "cpu_ladder_e40", "--pool", "cpu_head", "cpu_ladder_e40"]).pool == [
-        "cpu_head", "cpu_ladder_e40"]
+    monkeypatch.setattr(ladder, "rung_rows", lambda *a, **k: pytest.fail("a rung was read before the pool was checked"))
+    out = tmp_path / "ladder"
+    assert script.main(["cpu_head", "cpu_ladder_e40", "--out", str(out), "--pool", *pool]) == 2
+    assert ("error: pooling needs two or more different rungs of this ladder (cpu_head, cpu_ladder_e40); "
+            f"got {pool}") in capsys.readouterr().err
+    assert not out.exists()

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from bayesncl_pyro.config.errors import ConfigError
 from bayesncl_pyro.evaluation.markdown import markdown_table
 from bayesncl_pyro.evaluation.evaluate import result_files
 from bayesncl_pyro.evaluation.plots import literal_text, save_figure
@@ -86,16 +87,21 @@ def _by_method(rows: list[dict[str, Any]]) -> dict[str, dict[int, dict[str, Any]
     return by_method
 
 
+def check_pool(names: Sequence[str], pool: Sequence[str]) -> None:
+    """Refuse a pool that is not two or more different rungs of this ladder (a :class:`ConfigError`
+    naming what was given and what is allowed)."""
+    if len(set(pool)) < 2 or len(set(pool)) < len(pool) or set(pool) - set(names):
+        raise ConfigError(f"pooling needs two or more different rungs of this ladder ({', '.join(names)}); "
+                          f"got {list(pool)}")
+
+
 def pooled_differences(rungs: dict[str, list[dict[str, Any]]], pool: Sequence[str], method: str,
                        baseline: str) -> dict[str, Any]:
     """``method − baseline`` over the seed pairs of several rungs together, each pair (rung, seed)
     one observation: whether a difference holds across the better-trained rungs when each has
     too few pairs alone. Rung-to-rung differences count as spread, so the interval is wider than
     one that models them, not narrower."""
-    unknown = [rung for rung in pool if rung not in rungs]
-    if unknown or len(pool) < 2:
-        raise ValueError(f"pooling needs two or more rungs of this ladder; got {list(pool)} "
-                         f"(rungs: {', '.join(rungs)})")
+    check_pool(list(rungs), pool)
     values: dict[str, tuple[dict, dict]] = {key: ({}, {}) for key in DIFFERENCES}
     for rung in pool:
         by_method = _by_method(rungs[rung])
@@ -227,8 +233,8 @@ def write_ladder(specs: Sequence[SuiteSpec], dataset: str, out_dir: str | Path, 
     names rungs whose pairs are also taken together (:func:`pooled_differences`)."""
     out = Path(out_dir)
     names = [spec.path.stem for spec in specs]
-    if pool:  # a bad name is refused before any checkpoint is measured
-        pooled_differences({name: [] for name in names}, pool, method, baseline)
+    if pool:  # refused before any checkpoint is measured
+        check_pool(names, pool)
     rungs = {spec.path.stem: rung_rows(spec, dataset, trace, every, every_images) for spec in specs}
     result = summarize(rungs, method, baseline, pool)
     atomic_write_json(out / "ladder.json", {**result, "rows": {k: [{key: r.get(key) for key in (
